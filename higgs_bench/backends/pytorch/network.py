@@ -1,0 +1,168 @@
+"""The Higgs Audio v2 network in plain PyTorch: Llama attention shared by text and audio, dual-FFN routing,
+fast-forward layers, the summed codebook embedding and the audio head only.
+
+Attention runs over a preallocated KV cache whose columns are shared by the whole batch: prompts are
+left-padded to one length, and every decode step writes one new column for every row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
+from higgs_bench.model.weights import AUDIO_NORMS, TEXT_NORMS
+
+
+def rope_inv_freq(cfg: HiggsConfig) -> torch.Tensor:
+    """Inverse RoPE frequencies, with the checkpoint's scaling (default, linear or llama3)."""
+    dim = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = cfg.rope_scaling or {}
+    kind = scaling.get("rope_type", "default")
+    if kind == "linear":
+        return inv_freq / scaling["factor"]
+    if kind != "llama3":
+        return inv_freq
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    in_between = (wavelen >= original / high) & (wavelen <= original / low)
+    return torch.where(in_between, blended, scaled)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: HiggsConfig):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, q, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, kv, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, kv, bias=False)
+        self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, cache: tuple[torch.Tensor, torch.Tensor], start: int, mask: torch.Tensor):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        cache_k, cache_v = cache
+        end = start + s
+        cache_k[:, :, start:end], cache_v[:, :, start:end] = k, v
+        out = F.scaled_dot_product_attention(q, cache_k[:, :, :end], cache_v[:, :, :end], mask, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class Layer(nn.Module):
+    """One decoder layer. `audio` marks audio positions: a [B, S] mask, or True when every position is audio."""
+
+    def __init__(self, cfg: HiggsConfig, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.self_attn = Attention(cfg)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size)
+        for norm in TEXT_NORMS + (AUDIO_NORMS if kind == DUAL else ()):
+            setattr(self, norm, RMSNorm(cfg.hidden_size, cfg.rms_norm_eps))
+        if kind == DUAL:
+            self.audio_mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, h, audio, cos, sin, cache, start, mask, text_only_mask):
+        if self.kind == SKIP and audio is True:
+            return h  # fast-forward: an all-audio step skips the layer (its cache slots stay masked for text)
+        attn_mask = text_only_mask if self.kind == SKIP else mask
+        x = self._route(h, audio, self.input_layernorm, getattr(self, "audio_input_layernorm", None))
+        out = h + self.self_attn(x, cos, sin, cache, start, attn_mask)
+        out = out + self._ffn(out, audio)
+        if self.kind == SKIP and audio is not False:
+            out = torch.where(audio[..., None], h, out)  # audio positions pass through unchanged
+        return out
+
+    def _ffn(self, h, audio):
+        if self.kind != DUAL or audio is False:
+            return self.mlp(self.post_attention_layernorm(h))
+        if audio is True:
+            return self.audio_mlp(self.audio_post_attention_layernorm(h))
+        out = torch.empty_like(h)
+        out[audio] = self.audio_mlp(self.audio_post_attention_layernorm(h[audio]))
+        out[~audio] = self.mlp(self.post_attention_layernorm(h[~audio]))
+        return out
+
+    def _route(self, h, audio, text_norm, audio_norm):
+        if audio_norm is None or audio is False:
+            return text_norm(h)
+        if audio is True:
+            return audio_norm(h)
+        return torch.where(audio[..., None], audio_norm(h), text_norm(h))
+
+
+class HiggsNetwork(nn.Module):
+    def __init__(self, cfg: HiggsConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.audio_codebook_embeddings = nn.Embedding(cfg.num_codebooks * cfg.audio_vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Layer(cfg, kind) for kind in cfg.layer_kinds)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.audio_lm_head = nn.Linear(cfg.hidden_size, cfg.num_codebooks * cfg.audio_vocab_size, bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.register_buffer(
+            "codebook_offsets", torch.arange(cfg.num_codebooks) * cfg.audio_vocab_size, persistent=False
+        )
+
+    def embed_audio(self, codes: torch.Tensor) -> torch.Tensor:
+        """[..., N] codes -> [..., H]: the sum of the N codebook embeddings."""
+        return self.audio_codebook_embeddings(codes + self.codebook_offsets).sum(dim=-2)
+
+    def embed(self, token_ids, audio_codes, audio_mask) -> torch.Tensor:
+        return torch.where(audio_mask[..., None], self.embed_audio(audio_codes), self.embed_tokens(token_ids))
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, S, head_dim]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, h, audio, positions, caches, start, mask, text_only_mask) -> torch.Tensor:
+        """Hidden states [B, S, H] at cache columns start..start+S -> final normed hidden states."""
+        cos, sin = self.rope(positions, h.dtype)
+        for layer, cache in zip(self.layers, caches):
+            h = layer(h, audio, cos, sin, cache, start, mask, text_only_mask)
+        return self.norm(h)
+
+    def audio_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, H] -> float32 [B, N, C]."""
+        logits = self.audio_lm_head(hidden).float()
+        return logits.view(hidden.shape[0], self.cfg.num_codebooks, self.cfg.audio_vocab_size)

@@ -1,0 +1,25 @@
+"""What the decode loop needs from a backend: two calls, both returning float32 audio logits [B, N, C]."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from higgs_bench.generate.inputs import PromptInputs
+from higgs_bench.model.config import HiggsConfig
+
+
+class Backend(Protocol):
+    config: HiggsConfig
+    device: torch.device
+
+    def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
+        """Run the prompts (reserving room for `max_new_frames` more positions each); logits at their last positions."""
+
+    def step(self, frame: torch.Tensor) -> torch.Tensor:
+        """Feed each row's last frame [B, N] as one audio position; logits at that position."""
+
+    @property
+    def max_positions(self) -> int:
+        """The most positions (prompt + generated frames) one row may hold."""

@@ -1,0 +1,99 @@
+"""The batched decode loop, shared by every backend: one frame per step, all state on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from higgs_bench.errors import GenerationError, PromptError
+from higgs_bench.generate.backend import Backend
+from higgs_bench.generate.delay import codes_from_stream
+from higgs_bench.generate.inputs import PromptInputs
+from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
+
+
+@dataclass
+class GenerationResult:
+    streams: torch.Tensor  # [B, steps, N] delayed frames as generated, on the CPU
+    eos_step: list[int | None]  # per row, the step whose frame first held an EOS (None: hit the frame limit)
+
+    @property
+    def steps(self) -> int:
+        return self.streams.shape[1]
+
+    def codes(self, bos: int, eos: int) -> list[torch.Tensor]:
+        """Per row, the audio codes [N, T] after reverting the delay pattern and trimming BOS/EOS."""
+        return [codes_from_stream(stream, bos, eos) for stream in self.streams]
+
+
+def check_request(backend: Backend, prompts: list[PromptInputs], max_frames: int) -> None:
+    cfg = backend.config
+    if not prompts:
+        raise GenerationError("no prompts to generate from")
+    if max_frames <= cfg.num_codebooks:
+        raise GenerationError(
+            f"max_frames={max_frames} leaves no audio: the delay pattern takes {cfg.num_codebooks} warm-up frames"
+        )
+    for i, prompt in enumerate(prompts):
+        if int(prompt.token_ids[-1]) != cfg.audio_out_bos_token_id:
+            raise PromptError(f"prompt {i} does not end with <|audio_out_bos|>; build it with encode_messages")
+        if len(prompt) + max_frames > backend.max_positions:
+            raise GenerationError(
+                f"prompt {i} has {len(prompt)} positions; with max_frames={max_frames} it needs "
+                f"{len(prompt) + max_frames}, above this model's limit of {backend.max_positions} positions"
+            )
+
+
+def generate(
+    backend: Backend,
+    prompts: list[PromptInputs],
+    sampling: SamplingConfig,
+    max_frames: int,
+    stop_at_eos: bool = True,
+    on_frame: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Generate up to `max_frames` delayed frames per prompt (each step is one frame, BOS warm-up included).
+
+    A row whose frame is all EOS is finished; it keeps emitting EOS frames until every row is finished.
+    With stop_at_eos=False the loop always runs `max_frames` steps (fixed work, for timing).
+    """
+    check_request(backend, prompts, max_frames)
+    cfg, device = backend.config, backend.device
+    bos, eos = cfg.stream_bos_id, cfg.stream_eos_id
+    generator = torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
+    frames = torch.full((len(prompts), max_frames, cfg.num_codebooks), eos, dtype=torch.long, device=device)
+    eos_step = torch.full((len(prompts),), NO_EOS_YET, dtype=torch.long, device=device)
+    history = _initial_history(prompts, sampling, eos, device)
+
+    logits = backend.prefill(prompts, max_frames)
+    for step in range(max_frames):
+        frame = choose_frame(logits.float(), step, eos_step, history, sampling, generator, bos, eos)
+        frames[:, step] = frame
+        eos_step = torch.where((frame == eos).any(dim=1) & (eos_step == NO_EOS_YET), step, eos_step)
+        if history is not None:
+            history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
+        if on_frame is not None:
+            on_frame(step)
+        if step + 1 == max_frames or (stop_at_eos and bool((frame == eos).all())):
+            break  # the line above is the loop's one host synchronisation per step
+        logits = backend.step(frame)
+
+    return GenerationResult(
+        streams=frames[:, : step + 1].cpu(),
+        eos_step=[None if s == NO_EOS_YET else s for s in eos_step.tolist()],
+    )
+
+
+def _initial_history(prompts, sampling: SamplingConfig, eos: int, device) -> torch.Tensor | None:
+    """Each row's last `ras_win_len` prompt audio frames, padded with EOS (which never counts as a repeat)."""
+    if not sampling.uses_ras:
+        return None
+    win = sampling.ras_win_len
+    history = torch.full((len(prompts), win, prompts[0].audio_codes.shape[1]), eos, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        tail = prompt.audio_tail(win)
+        if len(tail):
+            history[row, win - len(tail) :] = tail
+    return history.to(device)

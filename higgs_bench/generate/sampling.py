@@ -1,0 +1,120 @@
+"""Choosing one frame (one token per codebook) from audio logits [batch, codebooks, vocab], on the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from higgs_bench.errors import GenerationError
+
+NO_EOS_YET = 1 << 30
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Greedy is deterministic: it takes the argmax and never re-draws (RAS is off).
+
+    Sampled decoding applies temperature, then top-k, then top-p per codebook, then repetition-aware
+    sampling: a token already seen `ras_win_max_num_repeat` times in the last `ras_win_len` frames is
+    re-drawn once from the raw, untempered distribution.
+    """
+
+    greedy: bool = False
+    temperature: float = 0.7
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    ras_win_len: int | None = 7
+    ras_win_max_num_repeat: int = 2
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.greedy:
+            return
+        if not self.temperature > 0:
+            raise GenerationError(f"temperature must be > 0 for sampling (got {self.temperature}); use greedy instead")
+        if self.top_k is not None and self.top_k < 1:
+            raise GenerationError(f"top_k must be >= 1 or unset (got {self.top_k})")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1] or unset (got {self.top_p})")
+        if self.ras_win_len is not None and (self.ras_win_len < 1 or self.ras_win_max_num_repeat < 1):
+            raise GenerationError("ras_win_len and ras_win_max_num_repeat must be >= 1 (or ras_win_len unset)")
+
+    @property
+    def uses_ras(self) -> bool:
+        return not self.greedy and self.ras_win_len is not None
+
+
+def force_delay_pattern(logits: torch.Tensor, step: int, eos_step: torch.Tensor, bos: int, eos: int) -> torch.Tensor:
+    """Mask logits [B, N, C] so that the delay pattern holds at generation step `step`.
+
+    Codebook k is held at stream BOS for steps 0..k. Once a row's frame at step e held an EOS in any
+    codebook, codebook k is held at stream EOS from step e + 1 + k on, so the row closes one codebook per
+    step and its frame at e + N is all EOS (the transformers port's schedule).
+    """
+    _, n, vocab = logits.shape
+    k = torch.arange(n, device=logits.device)
+    ids = torch.arange(vocab, device=logits.device)
+    force_bos = (k >= step)[None, :, None] & (ids != bos)
+    force_eos = (k[None, :] <= step - 1 - eos_step[:, None])[:, :, None] & (ids != eos)
+    return logits.masked_fill(force_bos | force_eos, float("-inf"))
+
+
+def warp(scores: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Temperature, top-k and top-p over the last dimension (the transformers warpers' semantics)."""
+    scores = scores / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, cfg.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative <= 1 - cfg.top_p
+        drop_sorted[..., -1] = False  # always keep the most likely token
+        scores = scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return scores
+
+
+def draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One sample per row of the last dimension: [..., C] -> [...]."""
+    flat = scores.reshape(-1, scores.shape[-1]).softmax(dim=-1)
+    return torch.multinomial(flat, 1, generator=generator).view(scores.shape[:-1])
+
+
+def choose_frame(
+    logits: torch.Tensor,
+    step: int,
+    eos_step: torch.Tensor,
+    history: torch.Tensor | None,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None,
+    bos: int,
+    eos: int,
+) -> torch.Tensor:
+    """The next frame [B, N] from raw audio logits [B, N, C] (float32)."""
+    scores = force_delay_pattern(logits, step, eos_step, bos, eos)
+    if cfg.greedy:
+        return scores.argmax(dim=-1)
+    tokens = draw(warp(scores, cfg), generator)
+    if cfg.uses_ras and history is not None:
+        tokens = resample_repeats(tokens, logits, history, cfg.ras_win_max_num_repeat, generator, bos, eos)
+    return tokens
+
+
+def resample_repeats(
+    tokens: torch.Tensor,
+    logits: torch.Tensor,
+    history: torch.Tensor,
+    max_repeat: int,
+    generator: torch.Generator | None,
+    bos: int,
+    eos: int,
+) -> torch.Tensor:
+    """Repetition-aware sampling. history [B, W, N] holds the last W frames; BOS/EOS there never count.
+
+    Forced BOS/EOS tokens can only match BOS/EOS, so they are never re-drawn.
+    """
+    counted = (history == tokens[:, None, :]) & (history != bos) & (history != eos)
+    repeated = counted.sum(dim=1) >= max_repeat
+    redrawn = draw(logits, generator)
+    return torch.where(repeated, redrawn, tokens)

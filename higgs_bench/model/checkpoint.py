@@ -1,0 +1,81 @@
+"""Load a Higgs Audio v2 checkpoint directory (either layout) into canonical weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from higgs_bench.errors import CheckpointError
+from higgs_bench.model.config import HiggsConfig, read_config
+from higgs_bench.model.weights import canonical_name, expected_shapes
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: HiggsConfig
+    weights: dict[str, torch.Tensor]
+
+
+def load_checkpoint(model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Checkpoint:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"model directory {model_dir} does not exist")
+    config = read_config(model_dir)
+    weights = _read_weights(model_dir, config, dtype, device)
+    return Checkpoint(model_dir, config, weights)
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise CheckpointError(f"{index}: not a safetensors index ({err})") from err
+        files = [model_dir / name for name in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{model_dir}: the index names weight files that are missing: {missing}")
+        return files
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{model_dir}: no *.safetensors weight files")
+    return files
+
+
+def _read_weights(model_dir: Path, config: HiggsConfig, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
+    shapes = expected_shapes(config)
+    weights: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for file in weight_files(model_dir):
+        try:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                for stored in f.keys():
+                    name = canonical_name(stored, config.layout)
+                    if name is None:
+                        continue
+                    if name not in shapes:
+                        unknown.append(stored)
+                        continue
+                    shape = tuple(f.get_slice(stored).get_shape())
+                    if shape != shapes[name]:
+                        raise CheckpointError(
+                            f"{file.name}: tensor {stored} has shape {list(shape)} but the config implies "
+                            f"{list(shapes[name])}"
+                        )
+                    weights[name] = f.get_tensor(stored).to(device=device, dtype=dtype)
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{file}: corrupt or unreadable weight file ({err})") from err
+    if unknown:
+        raise CheckpointError(
+            f"{model_dir}: tensors this model config does not describe (unsupported modules?): {unknown[:8]}"
+        )
+    missing = sorted(set(shapes) - set(weights))
+    if missing:
+        raise CheckpointError(f"{model_dir}: {len(missing)} tensors missing from the weight files, e.g. {missing[:5]}")
+    return weights

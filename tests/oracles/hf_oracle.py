@@ -1,0 +1,105 @@
+"""Runs inside the transformers>=5 venv: the official port's generate() and forward() on our requests.
+
+Request: {"model_dir", "task": "generate"|"forward", "prompts": [{"token_ids", "audio": [[N x T] ...]}],
+          "max_frames", "frames": [[[N] x K] per row] (forward only)}.
+Prompt token ids hold one <|AUDIO_OUT|> per audio segment, as Boson's builder writes them; this script
+expands them the way HiggsAudioV2Processor does (its own delay pattern and placeholder tokens).
+"""
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from transformers import HiggsAudioV2ForConditionalGeneration
+from transformers.models.higgs_audio_v2.processing_higgs_audio_v2 import HiggsAudioV2Processor
+
+
+def expand(prompt, cfg):
+    """(token ids, audio frames [T, N]) in the processor's layout."""
+    proc = SimpleNamespace(audio_stream_bos_id=cfg.audio_stream_bos_id, audio_stream_eos_id=cfg.audio_stream_eos_id)
+    n = cfg.num_codebooks
+    ids, frames, segments = [], [], iter(prompt["audio"])
+    for token in prompt["token_ids"]:
+        if token != cfg.audio_token_id:
+            ids.append(token)
+            continue
+        codes = torch.tensor(next(segments))[None]
+        bos = codes.new_full((1, n, 1), cfg.audio_stream_bos_id)
+        eos = codes.new_full((1, n, 1), cfg.audio_stream_eos_id)
+        delayed = HiggsAudioV2Processor.build_delay_pattern(proc, torch.cat([bos, codes, eos], dim=2))[0].T
+        ids += [cfg.audio_token_id] * (len(delayed) - (n - 1)) + [cfg.audio_delay_token_id] * (n - 1)
+        frames.append(delayed)
+    audio = torch.cat(frames) if frames else torch.zeros((0, n), dtype=torch.long)
+    return ids, audio
+
+
+def batch(rows, cfg):
+    """Left-padded text, right-padded audio (EOS) with a validity mask, as the processor pads them."""
+    width = max(len(ids) for ids, _ in rows)
+    frames = max(len(audio) for _, audio in rows)
+    input_ids = torch.full((len(rows), width), cfg.pad_token_id)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    audio_ids = torch.full((len(rows), frames, cfg.num_codebooks), cfg.audio_stream_eos_id)
+    audio_mask = torch.zeros((len(rows), frames), dtype=torch.bool)
+    for i, (ids, audio) in enumerate(rows):
+        input_ids[i, width - len(ids):] = torch.tensor(ids)
+        attention[i, width - len(ids):] = 1
+        audio_ids[i, : len(audio)] = audio
+        audio_mask[i, : len(audio)] = True
+    inputs = {"input_ids": input_ids, "attention_mask": attention}
+    if frames:
+        inputs |= {"audio_input_ids": audio_ids, "audio_input_ids_mask": audio_mask}
+    return inputs, frames
+
+
+def hf_codes(stream, cfg):
+    """HiggsAudioV2Processor.batch_decode's slicing for one row (without the codec)."""
+    proc = SimpleNamespace(audio_stream_bos_id=cfg.audio_stream_bos_id)
+    all_eos = (stream == cfg.audio_stream_eos_id).all(-1).nonzero()
+    end = int(all_eos.min()) if len(all_eos) else len(stream)
+    return HiggsAudioV2Processor.revert_delay_pattern(proc, stream[1:end]).clip(0, cfg.audio_stream_bos_id - 1).T
+
+
+def generate(model, req, reply):
+    cfg = model.config
+    inputs, prompt_frames = batch([expand(p, cfg) for p in req["prompts"]], cfg)
+    out = model.generate(**inputs, do_sample=False, max_new_tokens=req["max_frames"],
+                         pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id)
+    streams = out[:, prompt_frames:]
+    reply["streams"] = streams.numpy()
+    for i, stream in enumerate(streams):
+        reply[f"codes_{i}"] = hf_codes(stream, cfg).numpy()
+
+
+def forward(model, req, reply):
+    """Teacher forcing: each prompt followed by its given frames, one full forward; audio logits at the
+    prompt's last position and at every fed frame but the last (those predict the fed frames' successors)."""
+    cfg = model.config
+    rows = []
+    for prompt, frames in zip(req["prompts"], req["frames"]):
+        ids, audio = expand(prompt, cfg)
+        frames = torch.tensor(frames)
+        rows.append((ids + [cfg.audio_token_id] * len(frames), torch.cat([audio, frames])))
+    inputs, _ = batch(rows, cfg)
+    inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    k = len(req["frames"][0])
+    picked = logits[:, -k - 1 : -1]
+    reply["logits"] = picked.reshape(len(rows), k, cfg.num_codebooks, cfg.codebook_size).float().numpy()
+
+
+def main(request_path, reply_path):
+    req = json.loads(open(request_path).read())
+    torch.manual_seed(0)
+    model = HiggsAudioV2ForConditionalGeneration.from_pretrained(req["model_dir"], dtype=torch.float32).eval()
+    model.config._attn_implementation = req.get("attn", "eager")
+    reply = {}
+    {"generate": generate, "forward": forward}[req["task"]](model, req, reply)
+    np.savez(reply_path, **reply)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
