@@ -1,7 +1,7 @@
 """Runs inside the transformers>=5 venv: the official port's generate() and forward() on our requests.
 
 Request: {"model_dir", "task": "generate"|"forward", "prompts": [{"token_ids", "audio": [[N x T] ...]}],
-          "max_frames", "frames": [[[N] x K] per row] (forward only)}.
+          "max_frames": [...], "frames": [[[N] x K] per row] (forward only)}.
 Prompt token ids hold one <|AUDIO_OUT|> per audio segment, as Boson's builder writes them; this script
 expands them the way HiggsAudioV2Processor does (its own delay pattern and placeholder tokens).
 """
@@ -63,14 +63,16 @@ def hf_codes(stream, cfg):
 
 
 def generate(model, req, reply):
+    """One greedy batch per entry of req["max_frames"]: streams_<j>, codes_<j>_<row>."""
     cfg = model.config
     inputs, prompt_frames = batch([expand(p, cfg) for p in req["prompts"]], cfg)
-    out = model.generate(**inputs, do_sample=False, max_new_tokens=req["max_frames"],
-                         pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id)
-    streams = out[:, prompt_frames:]
-    reply["streams"] = streams.numpy()
-    for i, stream in enumerate(streams):
-        reply[f"codes_{i}"] = hf_codes(stream, cfg).numpy()
+    for j, max_frames in enumerate(req["max_frames"]):
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_frames,
+                             pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id)
+        streams = out[:, prompt_frames:]
+        reply[f"streams_{j}"] = streams.numpy()
+        for i, stream in enumerate(streams):
+            reply[f"codes_{j}_{i}"] = hf_codes(stream, cfg).numpy()
 
 
 def forward(model, req, reply):

@@ -1,0 +1,116 @@
+"""Speak text with a Higgs Audio v2 checkpoint; writes the audio codes of each request.
+
+    python -m higgs_bench.tts --model DIR --text "Hello world." [--text ...] --out DIR
+        [--greedy | --temperature T --top-k K --top-p P --seed S] [--max-frames N]
+        [--ref-text "transcript" --ref-codes ref.npy]   (voice cloning from a clip's codes [8, frames])
+
+Per request NNN (000, 001, ...): NNN.codes.npy, int64 [codebooks, frames] after reverting the delay
+pattern and trimming, and NNN.prompt.json, the prompt token ids. Files appear only once every request
+has been generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.errors import HiggsBenchError, PromptError
+from higgs_bench.generate.inputs import expand_prompt
+from higgs_bench.generate.loop import generate
+from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.prompt import DEFAULT_SCENE, encode_messages, tts_messages
+from higgs_bench.model.tokenizer import load_tokenizer
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m higgs_bench.tts", description="Speak text with Higgs Audio v2.")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint directory (Boson or transformers layout)")
+    parser.add_argument("--text", required=True, action="append", help="text to speak; repeat for a batch")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--scene", default=DEFAULT_SCENE, help="scene description ('' for none)")
+    parser.add_argument("--ref-text", help="transcript of the reference clip (voice cloning)")
+    parser.add_argument("--ref-codes", type=Path, help="reference clip's audio codes, .npy [codebooks, frames]")
+    parser.add_argument("--greedy", action="store_true", help="argmax decoding (deterministic, no RAS)")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--ras-win-len", type=int, default=7, help="repetition-aware sampling window (0: off)")
+    parser.add_argument("--ras-max-repeat", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-frames", type=int, default=1024,
+                        help="generation steps per request (25 per second; the first 8 are delay warm-up)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def sampling_from_args(args) -> SamplingConfig:
+    return SamplingConfig(
+        greedy=args.greedy,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        ras_win_len=args.ras_win_len or None,
+        ras_win_max_num_repeat=args.ras_max_repeat,
+        seed=args.seed,
+    )
+
+
+def reference_codes(args) -> np.ndarray | None:
+    if args.ref_codes is None:
+        return None
+    try:
+        return np.load(args.ref_codes)
+    except (OSError, ValueError) as err:
+        raise PromptError(f"cannot read reference codes {args.ref_codes}: {err}") from err
+
+
+def run(args) -> list[Path]:
+    sampling = sampling_from_args(args)
+    backend = TorchBackend.from_checkpoint(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    tokenizer = load_tokenizer(args.model)
+    ref = reference_codes(args)
+    prompts = [
+        encode_messages(tokenizer, tts_messages(text, args.scene or None, args.ref_text, ref), backend.config.num_codebooks)
+        for text in args.text
+    ]
+    result = generate(backend, [expand_prompt(p, backend.config) for p in prompts], sampling, args.max_frames)
+    codes = result.codes(backend.config.stream_bos_id, backend.config.stream_eos_id)
+    return write_outputs(args.out, prompts, codes)
+
+
+def write_outputs(out: Path, prompts, codes) -> list[Path]:
+    """Write every file into a staging folder beside `out`, then move them in together."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
+        staging = Path(staging)
+        for i, (prompt, row_codes) in enumerate(zip(prompts, codes)):
+            np.save(staging / f"{i:03d}.codes.npy", row_codes.numpy().astype(np.int64))
+            (staging / f"{i:03d}.prompt.json").write_text(json.dumps({"token_ids": prompt.token_ids}))
+        for file in sorted(staging.iterdir()):
+            written.append(file.rename(out / file.name))
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        written = run(args)
+    except HiggsBenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from higgs_bench.generate.inputs import expand_prompt
+from higgs_bench.model.prompt import encode_messages, tts_messages
+from higgs_bench.model.tokenizer import load_tokenizer
+from higgs_bench.tiny import make_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-hf"
+    make_checkpoint(out, layout="hf", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_boson(tmp_path_factory):
+    """Same seed and shape as tiny_hf, so the same weights in Boson's layout."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-boson"
+    make_checkpoint(out, layout="boson", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_fast_forward(tmp_path_factory):
+    """Boson layout, adapter dual_ffn_fast_forward, layer 1 fast-forward."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-ff"
+    make_checkpoint(out, layout="boson", seed=1, fast_forward_layers=(1,))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_hf):
+    return load_tokenizer(tiny_hf)
+
+
+@pytest.fixture(scope="session")
+def reference_codes():
+    return np.random.default_rng(7).integers(0, 1024, size=(8, 23))
+
+
+@pytest.fixture(scope="session")
+def prompts(tokenizer, reference_codes):
+    """Three requests of different lengths; the last is voice cloning (audio frames in the prompt)."""
+    return [
+        encode_messages(tokenizer, tts_messages("Hello world.")),
+        encode_messages(tokenizer, tts_messages("The quick brown fox jumps over the lazy dog, twice.", scene=None)),
+        encode_messages(tokenizer, tts_messages("Now say this in my voice.", reference_text="This is how I sound.",
+                                                reference_codes=reference_codes)),
+    ]
+
+
+@pytest.fixture(scope="session")
+def prompt_inputs(prompts, tiny_hf):
+    from higgs_bench.model.config import read_config
+
+    cfg = read_config(tiny_hf)
+    return [expand_prompt(p, cfg) for p in prompts]

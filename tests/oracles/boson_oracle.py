@@ -1,0 +1,102 @@
+"""Runs inside the boson-multimodal 0.1.1 venv: Boson's prompt builder, generate() and forward().
+
+Request: {"model_dir", "task": "prompt"|"generate"|"forward", ...}
+- prompt:   "conversations": [[{"role", "text"} | {"role", "audio": true}, ...]] -> ids_<i>
+            (prepare_chatml_sample, then the assistant header and <|audio_out_bos|> as serve_engine adds them)
+- generate: "prompts": [{"token_ids", "audio"}], "max_frames" -> stream_<i> [N, L], one prompt at a time
+            (Boson's generate is batch-1), greedy with RAS off, collated as serve_engine collates.
+- forward:  "prompts", "frames" -> logits_<i>: audio logits at the fed frames but the last.
+"""
+
+import dataclasses
+import json
+import sys
+import types
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+# The collator imports librosa only to resample audio for Whisper features, which the released model
+# (encode_whisper_embed=false) never computes; an empty module keeps that heavy extra out, and any call
+# into it would fail loudly rather than change results.
+sys.modules.setdefault("librosa", types.ModuleType("librosa"))
+
+from boson_multimodal.data_collator.higgs_audio_collator import HiggsAudioSampleCollator
+from boson_multimodal.data_types import AudioContent, ChatMLSample, Message
+from boson_multimodal.dataset.chatml_dataset import ChatMLDatasetSample, prepare_chatml_sample
+from boson_multimodal.model.higgs_audio import HiggsAudioModel
+
+SERVE_POSTFIX = "<|start_header_id|>assistant<|end_header_id|>\n\n<|audio_out_bos|>"
+
+
+def prompt_ids(req, reply):
+    tokenizer = AutoTokenizer.from_pretrained(req["model_dir"])
+    for i, conversation in enumerate(req["conversations"]):
+        messages = [
+            Message(m["role"], AudioContent(audio_url="placeholder") if m.get("audio") else m["text"])
+            for m in conversation
+        ]
+        ids, _, _, _ = prepare_chatml_sample(ChatMLSample(messages=messages), tokenizer)
+        reply[f"ids_{i}"] = np.array(ids + tokenizer.encode(SERVE_POSTFIX, add_special_tokens=False))
+
+
+def collate(model, prompt):
+    cfg = model.config
+    collator = HiggsAudioSampleCollator(
+        whisper_processor=None, encode_whisper_embed=cfg.encode_whisper_embed,
+        audio_in_token_id=cfg.audio_in_token_idx, audio_out_token_id=cfg.audio_out_token_idx,
+        audio_stream_bos_id=cfg.audio_stream_bos_id, audio_stream_eos_id=cfg.audio_stream_eos_id,
+        pad_token_id=cfg.pad_token_id, return_audio_in_tokens=False, use_delay_pattern=cfg.use_delay_pattern,
+        audio_num_codebooks=cfg.audio_num_codebooks, round_to=1,
+    )
+    audio = [torch.tensor(a) for a in prompt["audio"]]
+    starts = np.cumsum([0] + [a.shape[1] for a in audio])[:-1]
+    sample = ChatMLDatasetSample(
+        input_ids=torch.LongTensor(prompt["token_ids"]), label_ids=None,
+        audio_ids_concat=torch.cat(audio, dim=1) if audio else None,
+        audio_ids_start=torch.tensor(starts, dtype=torch.long) if audio else None,
+        audio_waveforms_concat=None, audio_waveforms_start=None, audio_sample_rate=None, audio_speaker_indices=None,
+    )
+    return dataclasses.asdict(collator([sample]))
+
+
+def generate(model, req, reply):
+    for i, prompt in enumerate(req["prompts"]):
+        inputs = collate(model, prompt)
+        _, audio = model.generate(**inputs, max_new_tokens=req["max_frames"], use_cache=True, do_sample=False,
+                                  ras_win_len=None, seed=0)
+        reply[f"stream_{i}"] = audio[0].numpy()
+
+
+def forward(model, req, reply):
+    cfg = model.config
+    for i, (prompt, frames) in enumerate(zip(req["prompts"], req["frames"])):
+        inputs = collate(model, prompt)
+        frames = torch.tensor(frames).T  # [N, K]: one more audio-out segment, already delayed
+        has_audio = inputs["audio_out_ids"] is not None and inputs["audio_out_ids"].numel() > 0
+        start = inputs["audio_out_ids"].shape[1] if has_audio else 0
+        inputs["audio_out_ids"] = torch.cat([inputs["audio_out_ids"], frames], dim=1) if has_audio else frames
+        previous = inputs["audio_out_ids_start"] if has_audio else torch.zeros(0, dtype=torch.long)
+        inputs["audio_out_ids_start"] = torch.cat([previous, torch.tensor([start])])
+        inputs["audio_out_ids_start_group_loc"] = torch.zeros_like(inputs["audio_out_ids_start"])
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([[cfg.audio_out_token_idx]])], dim=1)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones((1, 1), dtype=torch.long)], dim=1)
+        with torch.no_grad():
+            out = model(**inputs, use_cache=False)
+        reply[f"logits_{i}"] = out.audio_logits[-frames.shape[1] : -1].float().numpy()
+
+
+def main(request_path, reply_path):
+    req = json.loads(open(request_path).read())
+    reply = {}
+    if req["task"] == "prompt":
+        prompt_ids(req, reply)
+    else:
+        model = HiggsAudioModel.from_pretrained(req["model_dir"], torch_dtype=torch.float32, attn_implementation="eager").eval()
+        {"generate": generate, "forward": forward}[req["task"]](model, req, reply)
+    np.savez(reply_path, **reply)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,59 @@
+"""Behaviour of the PyTorch reference backend that users and the TensorRT-LLM parity suite rely on."""
+
+import pytest
+import torch
+
+from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from tests.parity import greedy, teacher_forced_logits
+
+
+def test_batched_rows_generate_what_they_generate_alone(tiny_hf, prompt_inputs):
+    batched = greedy(tiny_hf, prompt_inputs, 40)
+    for row, inputs in enumerate(prompt_inputs):
+        alone = greedy(tiny_hf, [inputs], 40)
+        assert torch.equal(batched.streams[row, : alone.steps], alone.streams[0]), f"row {row}"
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precisions_track_fp32(tiny_hf, prompt_inputs, dtype):
+    streams = greedy(tiny_hf, prompt_inputs, 20).streams
+    reference = teacher_forced_logits(tiny_hf, prompt_inputs, streams)
+    backend = TorchBackend.from_checkpoint(tiny_hf, dtype=DTYPES[dtype])
+    half = [backend.prefill(prompt_inputs, 20)] + [backend.step(streams[:, j]) for j in range(3)]
+    half = torch.stack(half, dim=1)
+    assert half.dtype == torch.float32 and half.isfinite().all()
+    error = (half - reference[:, :4]).abs().max() / reference.abs().max()
+    assert error < 0.05, f"{dtype} relative error {error:.3f}"
+
+
+def zero_(module):
+    for p in module.parameters():
+        p.data.zero_()
+
+
+def test_an_audio_step_never_reads_the_text_mlp(tiny_hf, prompt_inputs):
+    backend = TorchBackend.from_checkpoint(tiny_hf)
+    backend.prefill(prompt_inputs, 10)
+    frame = torch.randint(0, 1024, (len(prompt_inputs), 8))
+    state = (backend.column, backend.next_position.clone())
+    before = backend.step(frame)
+    backend.column, backend.next_position = state
+    for layer in backend.network.layers:
+        zero_(layer.mlp)
+        zero_(layer.post_attention_layernorm)
+    assert torch.equal(backend.step(frame), before)
+    backend.column, backend.next_position = state
+    zero_(backend.network.layers[0].audio_mlp)
+    assert not torch.equal(backend.step(frame), before)
+
+
+def test_fast_forward_layers_are_skipped_by_audio_steps(tiny_fast_forward, prompt_inputs):
+    backend = TorchBackend.from_checkpoint(tiny_fast_forward)
+    backend.prefill(prompt_inputs, 10)
+    frame = torch.randint(0, 1024, (len(prompt_inputs), 8))
+    state = (backend.column, backend.next_position.clone())
+    before = backend.step(frame)
+    backend.column, backend.next_position = state
+    zero_(backend.network.layers[1])
+    assert torch.equal(backend.step(frame), before)
+

@@ -1,0 +1,60 @@
+"""The `python -m higgs_bench.tts` command: outputs a user can reopen, and clear failures."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def tts(*args):
+    return subprocess.run([sys.executable, "-m", "higgs_bench.tts", *map(str, args)], capture_output=True, text=True)
+
+
+def test_writes_codes_and_prompt_per_request(tiny_hf, tmp_path):
+    done = tts("--model", tiny_hf, "--text", "Hello world.", "--text", "A second, longer request.", "--greedy",
+               "--max-frames", 60, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["000.codes.npy", "000.prompt.json", "001.codes.npy", "001.prompt.json"]
+    codes = np.load(tmp_path / "out" / "000.codes.npy")
+    assert codes.dtype == np.int64 and codes.shape[0] == 8 and 0 < codes.shape[1] <= 60 - 8
+    assert codes.min() >= 0 and codes.max() <= 1023
+    ids = json.loads((tmp_path / "out" / "000.prompt.json").read_text())["token_ids"]
+    assert ids[0] == 128000 and ids[-1] == 128013
+
+
+def test_voice_cloning_from_reference_codes(tiny_hf, tmp_path, reference_codes):
+    np.save(tmp_path / "ref.npy", reference_codes)
+    done = tts("--model", tiny_hf, "--text", "In my voice.", "--ref-text", "Reference words.", "--ref-codes",
+               tmp_path / "ref.npy", "--greedy", "--max-frames", 30, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    ids = json.loads((tmp_path / "out" / "000.prompt.json").read_text())["token_ids"]
+    assert 128016 in ids  # the reference clip's audio slot
+
+
+def test_sampled_runs_repeat_with_a_seed(tiny_hf, tmp_path):
+    for name in ("a", "b"):
+        assert tts("--model", tiny_hf, "--text", "Hi.", "--seed", 5, "--max-frames", 30, "--out", tmp_path / name).returncode == 0
+    assert np.array_equal(np.load(tmp_path / "a" / "000.codes.npy"), np.load(tmp_path / "b" / "000.codes.npy"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--text", " "], "text is empty"),
+        (["--text", "word " * 5000], "above this model's limit of 4096 positions"),
+        (["--text", "Hi.", "--max-frames", 8], "warm-up"),
+        (["--text", "Hi.", "--temperature", 0], "temperature must be > 0"),
+    ],
+)
+def test_bad_requests_fail_clearly_and_write_nothing(tiny_hf, tmp_path, args, message):
+    done = tts("--model", tiny_hf, *args, "--out", tmp_path / "out")
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_missing_model_directory(tmp_path):
+    done = tts("--model", tmp_path / "missing", "--text", "Hi.", "--out", tmp_path / "out")
+    assert done.returncode == 2 and "does not exist" in done.stderr
