@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from importlib.resources import files
@@ -53,6 +54,7 @@ SHAPES = {
     ),
 }
 EOS_BOOST = 2.5
+CACHE = Path(os.environ.get("HIGGS_BENCH_CACHE", Path.home() / ".cache" / "higgs-bench"))
 
 
 def make_config(shape: str = "tiny", layout: str = "hf", fast_forward_layers: tuple[int, ...] = ()) -> HiggsConfig:
@@ -186,6 +188,49 @@ def make_checkpoint(out, layout="hf", seed=0, shape="tiny", fast_forward_layers=
     return cfg
 
 
+def embedded_model() -> Path:
+    """The embedded default model (model=tiny-random): made once, deterministically, in the cache."""
+    out = CACHE / "models" / "tiny-random-hf-seed0"
+    if not (out / "config.json").is_file():
+        make_checkpoint(out, layout="hf", seed=0)
+    return out
+
+
+TINY_CODEC = dict(latent_dim=16, codebook_dim=8, semantic_dim=16, decoder_channels=64)
+
+
+def make_codec(out: Path, seed: int = 0) -> Path:
+    """A tiny random codec in Boson's layout (config.json + model.pth): real shapes of the decode path,
+    hop 960 at 24 kHz, narrow channels. Its output is noise, but a real waveform of the right length."""
+    from higgs_bench.codec import CodecConfig  # noqa: PLC0415
+    from higgs_bench.codec.network import CodecDecoder  # noqa: PLC0415
+
+    out = Path(out)
+    config = CodecConfig(**TINY_CODEC)
+    torch.manual_seed(seed)
+    state = CodecDecoder(config).state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=gen) * (0.5 if k.endswith("embed") else 0.1) + (1 if k.endswith(("alpha", "weight_g")) else 0)
+             for k, v in state.items()}
+    network = CodecDecoder(config)
+    network.load_state_dict(state)
+    with torch.no_grad():  # scale the output conv so the noise has speech-like level (std 0.1)
+        level = network(torch.randint(0, config.bins, (1, config.num_codebooks, 25), generator=gen)).std()
+    last_conv = f"decoder_2.model.{len(config.ratios) + 2}.weight_g"
+    state[last_conv] = state[last_conv] * 0.1 / level
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_boson_dict(), indent=2))
+    torch.save(state, out / "model.pth")
+    return out
+
+
+def embedded_codec() -> Path:
+    out = CACHE / "models" / "tiny-codec-seed0"
+    if not (out / "model.pth").is_file():
+        make_codec(out)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m higgs_bench.tiny", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -196,10 +241,13 @@ def main(argv=None) -> int:
                         help="layers whose audio positions skip the layer (Boson layout only)")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--codec-out", type=Path, help="also write a tiny random codec here")
     args = parser.parse_args(argv)
     dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
     try:
         make_checkpoint(args.out, args.layout, args.seed, args.shape, args.fast_forward_layers, dtype, args.device)
+        if args.codec_out:
+            make_codec(args.codec_out, args.seed)
     except HiggsBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

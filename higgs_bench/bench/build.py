@@ -1,0 +1,65 @@
+"""The build stage: each variant's engine (TensorRT-LLM) or prepared weights (torch) in
+engines/<variant>-<hash of the settings that affect it>/, reused when unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from higgs_bench.backends.pytorch.backend import DTYPES
+from higgs_bench.backends.trtllm import TRTLLM_MISSING, BackendUnavailable, require_tensorrt_llm
+from higgs_bench.model.checkpoint import load_checkpoint
+
+BUILD_RECORD = "build.json"
+
+
+def variant_name(cfg) -> str:
+    return f"{cfg.backend.name}-{cfg.precision.name}"
+
+
+def build_settings(cfg, model_dir: Path) -> dict:
+    """Only what changes the built artefact: the checkpoint, the backend, the precision, engine limits."""
+    settings = {"model": str(Path(model_dir).resolve()), "backend": cfg.backend.name,
+                "precision": OmegaConf.to_container(cfg.precision)}
+    if cfg.backend.name == "trtllm":
+        settings["engine"] = OmegaConf.to_container(cfg.engine)
+    return settings
+
+
+def engine_dir(cfg, model_dir: Path) -> Path:
+    digest = hashlib.sha256(json.dumps(build_settings(cfg, model_dir), sort_keys=True).encode()).hexdigest()[:10]
+    return Path(cfg.build.engines_dir) / f"{variant_name(cfg)}-{digest}"
+
+
+def build(cfg, model_dir: Path) -> dict:
+    """Build (or reuse) the variant; returns the build record."""
+    out = engine_dir(cfg, model_dir)
+    record_path = out / BUILD_RECORD
+    if record_path.is_file() and not cfg.build.force:
+        return json.loads(record_path.read_text()) | {"reused": True}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    start = time.perf_counter()
+    log = _build_torch(cfg, model_dir) if cfg.backend.name == "torch" else _build_trtllm(cfg, model_dir, out)
+    record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
+              "settings": build_settings(cfg, model_dir), **log}
+    (out / "build.log").write_text(json.dumps(log, indent=2) + "\n")
+    record_path.write_text(json.dumps(record, indent=2))
+    return record | {"reused": False}
+
+
+def _build_torch(cfg, model_dir: Path) -> dict:
+    """The torch backend runs the checkpoint as is: preparing it means loading and casting, which checks
+    that it is whole. Its size is the weights at the run's dtype."""
+    checkpoint = load_checkpoint(model_dir, dtype=DTYPES[cfg.precision.dtype])
+    size = sum(t.numel() * t.element_size() for t in checkpoint.weights.values())
+    return {"size_bytes": size, "tensors": len(checkpoint.weights), "note": "torch backend: weights used in place"}
+
+
+def _build_trtllm(cfg, model_dir: Path, out: Path) -> dict:
+    require_tensorrt_llm()
+    raise BackendUnavailable(TRTLLM_MISSING)

@@ -1,0 +1,156 @@
+"""The benchmark's structured config: Hydra composes conf/ onto these dataclasses, which check the types.
+
+Combinations that cannot run are refused by `check_variant` with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from higgs_bench.errors import HiggsBenchError
+
+
+class ConfigError(HiggsBenchError):
+    """A configuration that cannot run; the message names the setting to change."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: str | None = None  # checkpoint directory; None: the embedded tiny model (made on first use)
+    codec_path: str | None = None  # audio tokenizer directory; None: the embedded tiny codec
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING  # torch | trtllm
+    device: str = "auto"  # auto: cuda when there is a GPU, else cpu
+
+
+@dataclass
+class PrecisionConfig:
+    name: str = MISSING
+    dtype: str = "fp32"  # activation / non-quantised weight dtype: fp32 | bf16 | fp16
+    weights: str | None = None  # quantised weights: fp8 | int8 | int4_awq (TensorRT-LLM only)
+    kv_cache: str | None = None  # fp8 | int8 KV cache (TensorRT-LLM only); None: same as dtype
+    min_compute_capability: float | None = None
+
+
+@dataclass
+class EngineConfig:
+    max_batch_size: int = 16
+    max_input_len: int = 1024
+    max_seq_len: int = 2048
+    max_num_tokens: int = 8192
+    gpt_attention_plugin: str | None = "auto"
+    gemm_plugin: str | None = "auto"
+    paged_kv_cache: bool = True
+    tokens_per_block: int = 64
+    kv_cache_free_gpu_memory_fraction: float | None = 0.9
+    kv_cache_max_tokens: int | None = None
+
+
+@dataclass
+class SamplingSettings:
+    greedy: bool = False
+    temperature: float = 0.7
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    ras_win_len: int | None = 7
+    ras_win_max_num_repeat: int = 2
+
+
+@dataclass
+class ScenarioConfig:
+    name: str = MISSING
+    texts: list[str] = field(default_factory=list)
+    scene: str | None = "Audio is recorded from a quiet room."
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    timing_frames: int = 58  # fixed work per timed utterance: 8 warm-up frames + 2 s of audio
+    warmup: int = 1
+    repeats: int = 3
+    quality_max_frames: int = 400  # natural stopping, capped
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    seed: int = 0
+
+
+@dataclass
+class AsrConfig:
+    enabled: bool = True
+    model: str = "base"  # "base": the bundled Whisper base; any faster-whisper name or local directory
+    device: str = "cpu"
+    compute_type: str = "int8"
+    beam_size: int = 1
+    language: str = "en"
+
+
+@dataclass
+class SelectConfig:
+    objective: str = "rtf"  # rtf | throughput | latency
+    max_wer: float | None = 0.25
+    max_gpu_mem_gb: float | None = None
+
+
+@dataclass
+class BuildSettings:
+    force: bool = False
+    engines_dir: str = "engines"
+
+
+@dataclass
+class BenchConfig:
+    model: ModelConfig = MISSING
+    backend: BackendConfig = MISSING
+    precision: PrecisionConfig = MISSING
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    scenario: ScenarioConfig = MISSING
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    build: BuildSettings = field(default_factory=BuildSettings)
+    resume: bool = False
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+
+
+TORCH_DTYPES = ("fp32", "bf16", "fp16")
+OBJECTIVES = ("rtf", "throughput", "latency")
+
+
+def check_variant(cfg, compute_capability: float | None) -> None:
+    """Refuse combinations that cannot run, before any work. compute_capability: None on CPU."""
+    prec, backend = cfg.precision, cfg.backend.name
+    if backend not in ("torch", "trtllm"):
+        raise ConfigError(f"backend={backend!r} is unknown; choose backend=torch or backend=trtllm")
+    if backend == "torch" and (prec.weights or prec.kv_cache or prec.dtype not in TORCH_DTYPES):
+        raise ConfigError(
+            f"precision={prec.name} needs the TensorRT-LLM backend (backend=trtllm); "
+            f"the torch backend runs {', '.join(TORCH_DTYPES)}"
+        )
+    if prec.min_compute_capability and (compute_capability or 0) < prec.min_compute_capability:
+        where = "this machine has no GPU" if compute_capability is None else f"this GPU is {compute_capability}"
+        raise ConfigError(
+            f"precision={prec.name} needs compute capability >= {prec.min_compute_capability} ({where}); "
+            "pick precision=bf16 or int8, or run on Ada/Hopper"
+        )
+    if prec.dtype in ("bf16", "fp16") and compute_capability is None and backend == "trtllm":
+        raise ConfigError("backend=trtllm needs an NVIDIA GPU")
+    scenario = cfg.scenario
+    too_big = [b for b in scenario.batch_sizes if b > cfg.engine.max_batch_size]
+    if too_big:
+        raise ConfigError(
+            f"scenario.batch_sizes {too_big} exceed engine.max_batch_size={cfg.engine.max_batch_size}; "
+            "raise engine.max_batch_size or drop those batch sizes"
+        )
+    if min(scenario.batch_sizes, default=0) < 1:
+        raise ConfigError("scenario.batch_sizes must all be >= 1")
+    if scenario.timing_frames <= 8:
+        raise ConfigError("scenario.timing_frames must exceed the 8 delay-pattern warm-up frames")
+    if not scenario.texts:
+        raise ConfigError("scenario.texts is empty; give at least one sentence to speak")
+    if cfg.select.objective not in OBJECTIVES:
+        raise ConfigError(f"select.objective={cfg.select.objective!r}; choose one of {OBJECTIVES}")

@@ -1,0 +1,49 @@
+"""What the run ran on: device, driver and library versions, for every record."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+PACKAGES = ("torch", "numpy", "tensorrt_llm", "tensorrt", "faster-whisper", "hydra-core")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def compute_capability(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return major + minor / 10
+
+
+def describe(device: torch.device) -> dict:
+    env = {"python": platform.python_version(), "platform": platform.platform(), "device": str(device),
+           "cpu": platform.processor() or platform.machine(), "packages": {}}
+    for name in PACKAGES:
+        try:
+            env["packages"][name] = version(name)
+        except PackageNotFoundError:
+            continue
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env |= {"gpu": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+                "compute_capability": compute_capability(device), "cuda": torch.version.cuda,
+                "driver": _nvml_driver()}
+    return env
+
+
+def _nvml_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # no NVML on this machine: the record just lacks the driver
+        return None

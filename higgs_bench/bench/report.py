@@ -1,0 +1,190 @@
+"""Comparing runs: one row per variant from the run records, a rich table, the deployment pick,
+summary files (CSV, JSON) and a plot of throughput and frame latency against batch size."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from higgs_bench.bench.runner import RECORD
+
+COLUMNS = {  # key: (header, format, better)
+    "status": ("status", "{}", None),
+    "build_s": ("build s", "{:.1f}", "low"),
+    "size_gb": ("size GB", "{:.3f}", "low"),
+    "ttfa_ms": ("TTFA ms (b1)", "{:.1f}", "low"),
+    "frame_ms": ("frame ms p50 (b1)", "{:.2f}", "low"),
+    "frame_p99_ms": ("p99", "{:.2f}", "low"),
+    "rtf": ("RTF (b1)", "{:.3f}", "low"),
+    "throughput": ("audio s/s (best b)", "{:.2f}", "high"),
+    "peak_gpu_gb": ("peak GPU GB", "{:.2f}", "low"),
+    "peak_rss_gb": ("peak RSS GB", "{:.2f}", "low"),
+    "wer": ("WER", "{:.3f}", "low"),
+}
+OBJECTIVE_KEYS = {"rtf": ("rtf", "low"), "throughput": ("throughput", "high"), "latency": ("frame_ms", "low")}
+
+
+def find_records(paths) -> list[Path]:
+    """Record files under each path (a run folder, a sweep folder, or a record itself), in sweep order."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif (path / RECORD).is_file():
+            found.append(path / RECORD)
+        else:
+            found.extend(sorted(path.glob(f"*/{RECORD}")))
+    return found
+
+
+def summary_row(record: dict, source: Path | None = None) -> dict:
+    batches = record.get("timing", {}).get("batches", [])
+    first = batches[0] if batches else {}
+    memory, quality, build = record.get("memory", {}), record.get("quality") or {}, record.get("build", {})
+    return {
+        "variant": record["variant"],
+        "status": record["status"],
+        "build_s": build.get("seconds"),
+        "size_gb": build["size_bytes"] / 1e9 if "size_bytes" in build else None,
+        "ttfa_ms": first.get("ttfa_ms"),
+        "frame_ms": first.get("frame_ms", {}).get("median"),
+        "frame_p99_ms": first.get("frame_ms", {}).get("p99"),
+        "rtf": first.get("rtf"),
+        "throughput": max((b["throughput"] for b in batches), default=None),
+        "peak_gpu_gb": memory.get("peak_gpu_gb"),
+        "peak_rss_gb": memory.get("peak_rss_gb"),
+        "wer": quality.get("wer"),
+        "error": record.get("error"),
+        "device": record.get("environment", {}).get("gpu") or record.get("environment", {}).get("device"),
+        "source": str(source) if source else None,
+        "batches": batches,
+    }
+
+
+def load_rows(paths) -> list[dict]:
+    return [summary_row(json.loads(p.read_text()), p.parent) for p in find_records(paths)]
+
+
+@dataclass
+class Pick:
+    row: dict | None
+    reason: str
+
+
+def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -> Pick:
+    key, better = OBJECTIVE_KEYS[objective]
+    candidates, excluded = [], []
+    for row in rows:
+        why = _disqualified(row, key, max_wer, max_gpu_mem_gb)
+        (excluded if why else candidates).append((row, why))
+    if not candidates:
+        reasons = "; ".join(f"{row['variant']}: {why}" for row, why in excluded) or "no runs"
+        return Pick(None, f"no variant meets the limits ({reasons})")
+    ordered = sorted(candidates, key=lambda c: c[0][key], reverse=better == "high")
+    best = ordered[0][0]
+    limits = [f"WER <= {max_wer}" for _ in [0] if max_wer is not None]
+    limits += [f"peak GPU memory <= {max_gpu_mem_gb} GB" for _ in [0] if max_gpu_mem_gb is not None]
+    runner_up = f"; next: {ordered[1][0]['variant']} at {ordered[1][0][key]:.3g}" if len(ordered) > 1 else ""
+    within = f" among variants with {' and '.join(limits)}" if limits else ""
+    return Pick(best, f"{best['variant']} has the best {COLUMNS[key][0]} ({best[key]:.3g}){within}{runner_up}")
+
+
+def _disqualified(row, key, max_wer, max_gpu_mem_gb) -> str | None:
+    if row["status"] != "ok":
+        return "failed"
+    if row[key] is None:
+        return f"no {key} measured"
+    if max_wer is not None and (row["wer"] is None or row["wer"] > max_wer):
+        return "WER not measured" if row["wer"] is None else f"WER {row['wer']:.3f} > {max_wer}"
+    if max_gpu_mem_gb is not None and row["peak_gpu_gb"] is not None and row["peak_gpu_gb"] > max_gpu_mem_gb:
+        return f"peak GPU {row['peak_gpu_gb']:.1f} GB > {max_gpu_mem_gb} GB"
+    return None
+
+
+def table(rows: list[dict], chosen: Pick | None = None, title="higgs-bench") -> Table:
+    out = Table(title=title)
+    out.add_column("variant", style="bold")
+    for key, (header, _, _) in COLUMNS.items():
+        out.add_column(header, justify="right")
+    out.add_column("error", overflow="fold", max_width=60)
+    best = _best_values(rows)
+    for row in rows:
+        cells = [row["variant"] + (" *" if chosen and chosen.row is row else "")]
+        for key, (_, fmt, _) in COLUMNS.items():
+            value = row[key]
+            text = "-" if value is None else fmt.format(value)
+            if key == "status":
+                text = f"[green]{text}[/]" if value == "ok" else f"[red]{text}[/]"
+            elif value is not None and best.get(key) == value:
+                text = f"[bold cyan]{text}[/]"
+            cells.append(text)
+        cells.append(row["error"] or "")
+        out.add_row(*cells)
+    if chosen is not None:
+        out.caption = ("deploy: " if chosen.row else "") + chosen.reason
+    return out
+
+
+def _best_values(rows) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+    best = {}
+    for key, (_, _, better) in COLUMNS.items():
+        values = [r[key] for r in ok if r[key] is not None]
+        if better and len(values) > 1:
+            best[key] = min(values) if better == "low" else max(values)
+    return best
+
+
+def write_summary(rows: list[dict], chosen: Pick, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    flat_keys = ["variant", *COLUMNS, "error", "device", "source"]
+    with open(out_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=flat_keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {"rows": rows, "pick": {"variant": chosen.row["variant"] if chosen.row else None,
+                                      "reason": chosen.reason}}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    written = [out_dir / "summary.csv", out_dir / "summary.json"]
+    plot = plot_batches(rows, out_dir / "batch_scaling.png")
+    return written + ([plot] if plot else [])
+
+
+def plot_batches(rows: list[dict], path: Path) -> Path | None:
+    measured = [r for r in rows if r["batches"]]
+    if not measured:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for row in measured:
+        sizes = [b["batch_size"] for b in row["batches"]]
+        left.plot(sizes, [b["throughput"] for b in row["batches"]], marker="o", label=row["variant"])
+        right.plot(sizes, [b["frame_ms"]["median"] for b in row["batches"]], marker="o", label=row["variant"])
+    left.set(xlabel="batch size", ylabel="audio seconds per second", title="throughput")
+    right.set(xlabel="batch size", ylabel="ms per frame (median)", title="decode step latency")
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.grid(alpha=0.3)
+    left.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render(rows, select, out_dir: Path | None = None, console: Console | None = None, title="higgs-bench") -> Pick:
+    chosen = pick(rows, select.objective, select.max_wer, select.max_gpu_mem_gb)
+    console = console or Console(width=max(Console().width, 200))
+    console.print(table(rows, chosen, title))
+    if out_dir is not None:
+        write_summary(rows, chosen, out_dir)
+    return chosen

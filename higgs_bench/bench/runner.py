@@ -1,0 +1,165 @@
+"""One benchmark run = one variant: check, build, time fixed work per batch size, generate naturally for
+quality (speech -> WER), and write one record (benchmark_report.json), also when something fails."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+import soundfile
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.backends.trtllm import TRTLLM_MISSING, BackendUnavailable
+from higgs_bench.bench import asr
+from higgs_bench.bench.build import build, variant_name
+from higgs_bench.bench.config import check_variant
+from higgs_bench.bench.environment import compute_capability, describe, resolve_device
+from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
+from higgs_bench.bench.timing import FRAME_RATE, summarise_batch, time_generation
+from higgs_bench.errors import HiggsBenchError
+from higgs_bench.generate.inputs import expand_prompt
+from higgs_bench.generate.loop import generate
+from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.prompt import encode_messages, tts_messages
+from higgs_bench.model.tokenizer import load_tokenizer
+from higgs_bench.tiny import embedded_model
+
+RECORD = "benchmark_report.json"
+console = Console(stderr=True)
+
+
+def run(cfg, out_dir: Path, label: str | None = None) -> dict:
+    out_dir = Path(out_dir)
+    record_path = out_dir / RECORD
+    if cfg.resume and record_path.is_file():
+        previous = json.loads(record_path.read_text())
+        if previous.get("status") == "ok":
+            console.print(f"[dim]resume: {previous['variant']} already measured in {out_dir}[/]")
+            return previous
+    record = {"variant": label or variant_name(cfg), "status": "running", "error": None,
+              "config": OmegaConf.to_container(cfg, resolve=True)}
+    try:
+        _measure(cfg, out_dir, record)
+        record["status"] = "ok"
+    except HiggsBenchError as err:
+        record |= {"status": "failed", "error": str(err)}
+    except Exception as err:  # a crash in one variant must not lose the sweep's other rows
+        record |= {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    finally:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=2))
+    if record["status"] == "failed":
+        console.print(f"[red]{record['variant']} failed:[/] {record['error']}")
+    return record
+
+
+def _measure(cfg, out_dir: Path, record: dict) -> None:
+    device = resolve_device(cfg.backend.device)
+    record["environment"] = describe(device)
+    check_variant(cfg, compute_capability(device))
+    model_dir = Path(cfg.model.path) if cfg.model.path else embedded_model()
+    with console.status(f"building {variant_name(cfg)}"):
+        record["build"] = build(cfg, model_dir)
+    with GpuMemoryMonitor(device) as gpu:
+        backend = load_backend(cfg, model_dir, device)
+        weights_bytes = _allocated(device)
+        tokenizer = load_tokenizer(model_dir)
+        record["timing"] = measure_speed(cfg, backend, tokenizer)
+        record["quality"] = measure_quality(cfg, backend, tokenizer, out_dir)
+    record["memory"] = memory_report(cfg, backend, gpu, weights_bytes)
+
+
+def load_backend(cfg, model_dir: Path, device: torch.device):
+    if cfg.backend.name == "torch":
+        return TorchBackend.from_checkpoint(model_dir, device=device, dtype=DTYPES[cfg.precision.dtype])
+    raise BackendUnavailable(TRTLLM_MISSING)
+
+
+def make_prompts(cfg, tokenizer, backend, texts):
+    return [expand_prompt(encode_messages(tokenizer, tts_messages(t, cfg.scenario.scene)), backend.config)
+            for t in texts]
+
+
+def sampling_config(cfg) -> SamplingConfig:
+    s = cfg.scenario.sampling
+    return SamplingConfig(greedy=s.greedy, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                          ras_win_len=s.ras_win_len, ras_win_max_num_repeat=s.ras_win_max_num_repeat,
+                          seed=cfg.scenario.seed)
+
+
+def measure_speed(cfg, backend, tokenizer) -> dict:
+    scenario, sampling = cfg.scenario, sampling_config(cfg)
+    texts = list(scenario.texts)
+    runs_per_batch = scenario.warmup + scenario.repeats
+    batches = []
+    with _progress() as progress:
+        task = progress.add_task("timing", total=len(scenario.batch_sizes) * runs_per_batch)
+        for batch_size in scenario.batch_sizes:
+            prompts = make_prompts(cfg, tokenizer, backend, [texts[i % len(texts)] for i in range(batch_size)])
+            runs = []
+            for i in range(runs_per_batch):
+                progress.update(task, description=f"timing batch {batch_size}")
+                run = time_generation(backend, prompts, scenario.timing_frames, sampling)
+                if i >= scenario.warmup:
+                    runs.append(run)
+                progress.advance(task)
+            batches.append(summarise_batch(batch_size, runs, scenario.timing_frames, backend.config.num_codebooks))
+    return {"batches": batches}
+
+
+def measure_quality(cfg, backend, tokenizer, out_dir: Path) -> dict:
+    """Natural stopping on every scenario text, speech written as WAVs, and WER when a recogniser is on."""
+    from higgs_bench.codec import load_codec  # noqa: PLC0415 (the codec is only needed here)
+
+    codec = load_codec(cfg.model.codec_path)
+    scenario, texts = cfg.scenario, list(cfg.scenario.texts)
+    cfg_model = backend.config
+    chunk = max(scenario.batch_sizes)
+    rows = []
+    with _progress() as progress:
+        task = progress.add_task("speech for WER", total=len(texts))
+        for start in range(0, len(texts), chunk):
+            batch = texts[start : start + chunk]
+            result = generate(backend, make_prompts(cfg, tokenizer, backend, batch), sampling_config(cfg),
+                              scenario.quality_max_frames)
+            for offset, codes in enumerate(result.codes(cfg_model.stream_bos_id, cfg_model.stream_eos_id)):
+                wav = out_dir / f"utt_{start + offset:03d}.wav"
+                soundfile.write(wav, codec.decode(codes), codec.sample_rate)
+                rows.append({"text": batch[offset], "wav": wav.name, "frames": codes.shape[1],
+                             "audio_s": codes.shape[1] / FRAME_RATE,
+                             "ended_by_eos": result.eos_step[offset] is not None})
+                progress.advance(task)
+    quality = {"utterances": rows, "wer": None, "mean_wer": None}
+    if cfg.asr.enabled:
+        hypotheses = [asr.transcribe(out_dir / r["wav"], cfg.asr.model, cfg.asr.device, cfg.asr.compute_type,
+                                     cfg.asr.beam_size, cfg.asr.language) for r in rows]
+        scored = asr.score(texts, hypotheses)
+        for row, scored_row in zip(rows, scored.rows):
+            row |= {"hypothesis": scored_row["hypothesis"], "wer": scored_row["wer"]}
+        quality |= {"wer": scored.corpus_wer, "mean_wer": scored.mean_wer}
+    return quality
+
+
+def memory_report(cfg, backend, gpu: GpuMemoryMonitor, weights_bytes: int | None) -> dict:
+    positions = cfg.engine.max_input_len if cfg.backend.name == "trtllm" else cfg.scenario.quality_max_frames
+    kv_bytes = kv_cache_bytes(backend.config, positions, max(cfg.scenario.batch_sizes),
+                              torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8)
+    report = {"peak_rss_gb": peak_rss_bytes() / 1e9, "kv_cache_gb_at_max_batch": kv_bytes / 1e9}
+    if gpu.peak_bytes is not None:
+        report |= {"peak_gpu_gb": gpu.peak_bytes / 1e9, "gpu_baseline_gb": gpu.baseline_bytes / 1e9,
+                   "weights_gb": (weights_bytes or 0) / 1e9}
+    return report
+
+
+def _allocated(device: torch.device) -> int | None:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
