@@ -9,7 +9,7 @@ from higgs_bench.bench.config import register
 from higgs_bench.bench.build import variant_name
 from higgs_bench.bench.runner import run
 
-SWEPT_BY_NAME = {"backend", "precision", "resume", "build.force", "asr", "select"}
+VARIANT_KEYS = ("engine.", "backend.")
 
 register()
 
@@ -17,8 +17,8 @@ register()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> None:
     hydra_cfg = HydraConfig.get()
-    # a sweep over anything but backend/precision gets those settings into the row's name
-    extra = [o for o in hydra_cfg.overrides.task if not o.split("=")[0].lstrip("+~") in SWEPT_BY_NAME]
+    # engine and backend settings define a variant too, so they join its name in the comparison table
+    extra = [o for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith(VARIANT_KEYS)]
     run(cfg, Path(hydra_cfg.runtime.output_dir), label=" ".join([variant_name(cfg), *extra]))
 
 

@@ -1,0 +1,104 @@
+"""`python -m higgs_bench`: the main job on the embedded default, sweeps, failure rows, resume, validation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+from hydra import compose, initialize_config_dir
+
+from higgs_bench.bench.config import ConfigError, check_variant, register
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SMALL = ["scenario.timing_frames=14", "scenario.repeats=1", "scenario.batch_sizes=[1,2]", "scenario.quality_max_frames=60"]
+
+
+def bench(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "higgs_bench", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
+    done = bench(tmp_path, *SMALL, "hydra.run.dir=run")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "run" / "benchmark_report.json").read_text())
+    assert record["status"] == "ok", record.get("error")
+    batches = record["timing"]["batches"]
+    assert [b["batch_size"] for b in batches] == [1, 2]
+    assert all(b["frame_ms"]["median"] > 0 and b["rtf"] > 0 and b["ttfa_ms"] > 0 for b in batches)
+    assert record["quality"]["wer"] is not None and record["memory"]["peak_rss_gb"] > 0
+    for utterance in record["quality"]["utterances"]:
+        audio, rate = soundfile.read(tmp_path / "run" / utterance["wav"])
+        assert rate == 24000 and len(audio) == utterance["frames"] * 960
+    assert "torch-fp32" in done.stdout and "WER" in done.stdout
+    assert Path(record["build"]["dir"]).name.startswith("torch-fp32-")
+
+
+def test_sweep_keeps_failed_variants_as_rows_and_resumes(tmp_path):
+    sweep = ["-m", "precision=fp32,fp16,fp8", "asr=none", *SMALL, "hydra.sweep.dir=sweep"]
+    done = bench(tmp_path, *sweep)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["torch-fp8"]["status"] == "failed" and "needs the TensorRT-LLM backend" in rows["torch-fp8"]["error"]
+    assert rows["torch-fp32"]["status"] == rows["torch-fp16"]["status"] == "ok"
+    assert rows["torch-fp16"]["rtf"] > 0 and summary["pick"]["variant"] in ("torch-fp32", "torch-fp16")
+    assert (tmp_path / "sweep" / "batch_scaling.png").stat().st_size > 0
+    assert "needs the TensorRT-LLM backend" in done.stdout  # the table shows the failure
+
+    records = sorted((tmp_path / "sweep").glob("*/benchmark_report.json"))
+    before = {p: p.read_text() for p in records}
+    again = bench(tmp_path, *sweep, "resume=true")
+    assert again.returncode == 0, again.stderr
+    for path, text in before.items():
+        finished = json.loads(text)["status"] == "ok"
+        assert (path.read_text() == text) == finished, path  # ok rows are kept, failed rows run again
+
+
+def test_an_unchanged_variant_reuses_its_build(tmp_path):
+    for _ in range(2):
+        assert bench(tmp_path, *SMALL, "asr=none", "hydra.run.dir=run").returncode == 0
+    record = json.loads((tmp_path / "run" / "benchmark_report.json").read_text())
+    assert record["build"]["reused"] is True
+    bench(tmp_path, *SMALL, "asr=none", "hydra.run.dir=run", "build.force=true")
+    assert json.loads((tmp_path / "run" / "benchmark_report.json").read_text())["build"]["reused"] is False
+
+
+def test_wrong_types_are_refused_before_running(tmp_path):
+    done = bench(tmp_path, "scenario.repeats=many")
+    assert done.returncode != 0 and "repeats" in done.stderr
+
+
+@pytest.fixture
+def compose_cfg():
+    register()
+
+    def make(*overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "overrides, capability, message",
+    [
+        (["precision=int8"], None, "precision=int8 needs the TensorRT-LLM backend"),
+        (["backend=trtllm", "precision=fp8"], None, "compute capability >= 8.9 (this machine has no GPU)"),
+        (["backend=trtllm", "precision=fp8"], 8.0, "compute capability >= 8.9 (this GPU is 8.0)"),
+        (["scenario.batch_sizes=[1,32]"], None, "exceed engine.max_batch_size=16"),
+        (["scenario.timing_frames=8"], None, "timing_frames"),
+        (["select.objective=cheapest"], None, "select.objective"),
+    ],
+)
+def test_impossible_combinations_say_what_to_change(compose_cfg, overrides, capability, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_variant(compose_cfg(*overrides), capability)
+
+
+def test_valid_combinations_pass(compose_cfg):
+    check_variant(compose_cfg("precision=bf16"), None)
+    check_variant(compose_cfg("backend=trtllm", "precision=fp8"), 9.0)
+    assert compose_cfg().select.max_wer is None  # the tiny model's noise has no meaningful WER
+    assert compose_cfg("model=higgs-v2-3b", "model.path=x", "model.codec_path=y").select.max_wer == 0.25
