@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
-from tests.parity import greedy, teacher_forced_logits
+from higgs_bench.generate.loop import generate
+from tests.parity import GREEDY, greedy, teacher_forced_logits
 
 
 def test_batched_rows_generate_what_they_generate_alone(tiny_hf, prompt_inputs):
@@ -31,29 +32,36 @@ def zero_(module):
         p.data.zero_()
 
 
+def first_step(backend, prompts, frame):
+    backend.prefill(prompts, 10)
+    return backend.step(frame)
+
+
 def test_an_audio_step_never_reads_the_text_mlp(tiny_hf, prompt_inputs):
     backend = TorchBackend.from_checkpoint(tiny_hf)
-    backend.prefill(prompt_inputs, 10)
     frame = torch.randint(0, 1024, (len(prompt_inputs), 8))
-    state = (backend.column, backend.next_position.clone())
-    before = backend.step(frame)
-    backend.column, backend.next_position = state
+    before = first_step(backend, prompt_inputs, frame)
+    backend.prefill(prompt_inputs, 10)
     for layer in backend.network.layers:
         zero_(layer.mlp)
         zero_(layer.post_attention_layernorm)
     assert torch.equal(backend.step(frame), before)
-    backend.column, backend.next_position = state
     zero_(backend.network.layers[0].audio_mlp)
-    assert not torch.equal(backend.step(frame), before)
+    assert not torch.equal(first_step(backend, prompt_inputs, frame), before)
 
 
 def test_fast_forward_layers_are_skipped_by_audio_steps(tiny_fast_forward, prompt_inputs):
     backend = TorchBackend.from_checkpoint(tiny_fast_forward)
-    backend.prefill(prompt_inputs, 10)
     frame = torch.randint(0, 1024, (len(prompt_inputs), 8))
-    state = (backend.column, backend.next_position.clone())
-    before = backend.step(frame)
-    backend.column, backend.next_position = state
+    before = first_step(backend, prompt_inputs, frame)
+    backend.prefill(prompt_inputs, 10)
     zero_(backend.network.layers[1])
     assert torch.equal(backend.step(frame), before)
 
+
+def test_a_second_request_of_the_same_shape_reuses_the_cache_cleanly(tiny_hf, prompt_inputs):
+    backend = TorchBackend.from_checkpoint(tiny_hf)
+    first = generate(backend, prompt_inputs, GREEDY, 30).streams
+    generate(backend, prompt_inputs[::-1], GREEDY, 30)
+    assert torch.equal(generate(backend, prompt_inputs, GREEDY, 30).streams, first)
+    assert len(backend.states) == 1

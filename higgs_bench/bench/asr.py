@@ -15,8 +15,6 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-import jiwer
-
 from higgs_bench.errors import HiggsBenchError
 
 BUNDLED = "base"
@@ -103,6 +101,8 @@ class WerResult:
 
 
 def score(references: list[str], hypotheses: list[str], mode: str = "whisper") -> WerResult:
+    import jiwer  # noqa: PLC0415 (only scoring needs it)
+
     rows, refs, hyps = [], [], []
     for reference, hypothesis in zip(references, hypotheses, strict=True):
         ref, hyp = normalise(reference, mode), normalise(hypothesis, mode)

@@ -28,6 +28,7 @@ class ModelConfig:
 class BackendConfig:
     name: str = MISSING  # torch | trtllm
     device: str = "auto"  # auto: cuda when there is a GPU, else cpu
+    cuda_graph: bool = True  # torch backend on CUDA: replay the decode step as one CUDA graph
 
 
 @dataclass

@@ -38,7 +38,7 @@ def find_records(paths) -> list[Path]:
         elif (path / RECORD).is_file():
             found.append(path / RECORD)
         else:
-            found.extend(sorted(path.glob(f"*/{RECORD}")))
+            found.extend(sorted(path.rglob(RECORD)))
     return found
 
 
@@ -142,6 +142,7 @@ def _best_values(rows) -> dict:
 
 def write_summary(rows: list[dict], chosen: Pick, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     flat_keys = ["variant", *COLUMNS, "error", "device", "source"]
     with open(out_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=flat_keys, extrasaction="ignore")
@@ -164,7 +165,7 @@ def plot_batches(rows: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4 + 0.3 * len(measured)))
     for row in measured:
         sizes = [b["batch_size"] for b in row["batches"]]
         left.plot(sizes, [b["throughput"] for b in row["batches"]], marker="o", label=row["variant"])
@@ -174,8 +175,9 @@ def plot_batches(rows: list[dict], path: Path) -> Path | None:
     for axis in (left, right):
         axis.set_xscale("log", base=2)
         axis.grid(alpha=0.3)
-    left.legend()
-    fig.tight_layout()
+    handles, labels = left.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.08 * len(measured), 1, 1))
+    fig.legend(handles, labels, loc="lower center", frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -3,6 +3,7 @@ quality (speech -> WER), and write one record (benchmark_report.json), also when
 
 from __future__ import annotations
 
+import gc
 import json
 import traceback
 from pathlib import Path
@@ -53,6 +54,7 @@ def run(cfg, out_dir: Path, label: str | None = None) -> dict:
     finally:
         out_dir.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(record, indent=2))
+        _release_gpu_memory()  # sweep jobs share a process: the next job's NVML figures start clean
     if record["status"] == "failed":
         console.print(f"[red]{record['variant']} failed:[/] {record['error']}")
     return record
@@ -76,7 +78,8 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
 
 def load_backend(cfg, model_dir: Path, device: torch.device):
     if cfg.backend.name == "torch":
-        return TorchBackend.from_checkpoint(model_dir, device=device, dtype=DTYPES[cfg.precision.dtype])
+        return TorchBackend.from_checkpoint(model_dir, device=device, dtype=DTYPES[cfg.precision.dtype],
+                                            cuda_graph=cfg.backend.cuda_graph)
     raise BackendUnavailable(TRTLLM_MISSING)
 
 
@@ -154,6 +157,12 @@ def memory_report(cfg, backend, gpu: GpuMemoryMonitor, weights_bytes: int | None
         report |= {"peak_gpu_gb": gpu.peak_bytes / 1e9, "gpu_baseline_gb": gpu.baseline_bytes / 1e9,
                    "weights_gb": (weights_bytes or 0) / 1e9}
     return report
+
+
+def _release_gpu_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _allocated(device: torch.device) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,9 +15,26 @@ from higgs_bench.model.config import HiggsConfig
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@dataclass
+class DecodeState:
+    """Everything a decode step touches, allocated once per (batch, cache length) and reused, so that a
+    captured CUDA graph stays valid across generate() calls of the same shape."""
+
+    caches: list[tuple[torch.Tensor, torch.Tensor]]
+    key_valid: torch.Tensor  # [B, total] cache columns that hold a real position
+    key_audio: torch.Tensor  # [B, total] ... that hold an audio frame
+    next_position: torch.Tensor  # [B] RoPE position of each row's next frame
+    column: torch.Tensor  # [1] the cache column the next frame goes to
+    frame: torch.Tensor  # [B, N] input buffer of the captured step
+    graph: torch.cuda.CUDAGraph | None = None
+    logits: torch.Tensor | None = None
+
+
 class TorchBackend:
-    def __init__(self, config: HiggsConfig, weights: dict[str, torch.Tensor], device="cpu", dtype=torch.float32):
+    def __init__(self, config: HiggsConfig, weights: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
+                 cuda_graph: bool = False):
         self.config, self.device, self.dtype = config, torch.device(device), dtype
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"
         with torch.device("meta"):
             network = HiggsNetwork(config)
         network.load_state_dict(weights, strict=True, assign=True)
@@ -24,11 +42,13 @@ class TorchBackend:
         network.inv_freq = rope_inv_freq(config)
         self.network = network.to(device=self.device, dtype=dtype).eval()
         self.network.inv_freq = rope_inv_freq(config).to(self.device)  # RoPE frequencies stay in float32
+        self.states: dict[tuple[int, int], DecodeState] = {}
+        self.state: DecodeState | None = None
 
     @classmethod
-    def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32) -> TorchBackend:
+    def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False):
         checkpoint = load_checkpoint(model_dir, dtype=dtype)
-        return cls(checkpoint.config, checkpoint.weights, device, dtype)
+        return cls(checkpoint.config, checkpoint.weights, device, dtype, cuda_graph)
 
     @property
     def max_positions(self) -> int:
@@ -49,41 +69,83 @@ class TorchBackend:
             valid[row, pad:] = True
         ids, codes, audio, valid = ids.to(dev), codes.to(dev), audio.to(dev), valid.to(dev)
 
-        total = width + max_new_frames
-        self.caches = [
-            tuple(torch.zeros(batch, cfg.num_kv_heads, total, cfg.head_dim, dtype=self.dtype, device=dev) for _ in "kv")
-            for _ in range(cfg.num_layers)
-        ]
-        self.key_valid = torch.zeros((batch, total), dtype=torch.bool, device=dev)
-        self.key_audio = torch.zeros((batch, total), dtype=torch.bool, device=dev)
-        self.key_valid[:, :width], self.key_audio[:, :width] = valid, audio
-        self.next_position = valid.sum(dim=1)
-        self.column = width
+        state = self.state = self._state(batch, width + max_new_frames)
+        state.key_valid.zero_()
+        state.key_audio.zero_()
+        state.key_valid[:, :width], state.key_audio[:, :width] = valid, audio
+        state.next_position.copy_(valid.sum(dim=1))
+        state.column.fill_(width)
 
         positions = (valid.long().cumsum(dim=1) - 1).clamp(min=0)
         h = self.network.embed(ids, codes, audio)
-        hidden = self.network(h, audio, positions, self.caches, 0, *self._masks(0, width))
+        columns = torch.arange(width, device=dev)
+        hidden = self.network(h, audio, positions, state.caches, columns, *self._prefill_masks(state, width))
+        if self.cuda_graph and state.graph is None:
+            self._capture(state)
         return self.network.audio_logits(hidden[:, -1])
 
     @torch.inference_mode()
     def step(self, frame: torch.Tensor) -> torch.Tensor:
-        col = self.column
-        self.key_valid[:, col] = True
-        self.key_audio[:, col] = True
+        state = self.state
+        if state.graph is None:
+            return self._decode(state, frame)
+        state.frame.copy_(frame)
+        state.graph.replay()
+        return state.logits.clone()
+
+    def _decode(self, state: DecodeState, frame: torch.Tensor) -> torch.Tensor:
+        """One audio frame per row. Fixed shapes: attention spans the whole cache, masked to valid columns."""
+        state.key_valid.index_fill_(1, state.column, True)
+        state.key_audio.index_fill_(1, state.column, True)
         h = self.network.embed_audio(frame)[:, None]
-        hidden = self.network(h, True, self.next_position[:, None], self.caches, col, *self._masks(col, 1))
-        self.column += 1
-        self.next_position += 1
+        mask = state.key_valid[:, None, None, :]
+        hidden = self.network(h, True, state.next_position[:, None], state.caches, state.column, mask, mask)
+        state.column += 1
+        state.next_position += 1
         return self.network.audio_logits(hidden[:, -1])
 
-    def _masks(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention masks [B, 1, length, start+length]: causal over valid keys, and the same without audio
-        keys (for fast-forward layers). A query always sees itself, so padded rows never go all-masked."""
-        end = start + length
-        cols = torch.arange(end, device=self.device)
-        rows = torch.arange(start, end, device=self.device)[:, None]
-        valid = self.key_valid[:, None, :end] & (cols <= rows)
-        itself = cols == rows
-        text_only = (valid & ~self.key_audio[:, None, :end]) | itself
-        return (valid | itself)[:, None], text_only[:, None]
+    def _capture(self, state: DecodeState) -> None:
+        """Record the decode step in a CUDA graph (after two warm-up steps whose effects are undone)."""
+        saved = [t.clone() for t in (state.key_valid, state.key_audio, state.next_position, state.column)]
 
+        def restore():
+            for tensor, value in zip((state.key_valid, state.key_audio, state.next_position, state.column), saved):
+                tensor.copy_(value)
+
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._decode(state, state.frame)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        restore()
+        state.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(state.graph):
+            state.logits = self._decode(state, state.frame)
+        restore()
+
+    def _state(self, batch: int, total: int) -> DecodeState:
+        key = (batch, total)
+        if key not in self.states:
+            cfg, dev = self.config, self.device
+            shape = (batch, cfg.num_kv_heads, total, cfg.head_dim)
+            self.states[key] = DecodeState(
+                caches=[(torch.zeros(shape, dtype=self.dtype, device=dev), torch.zeros(shape, dtype=self.dtype, device=dev))
+                        for _ in range(cfg.num_layers)],
+                key_valid=torch.zeros((batch, total), dtype=torch.bool, device=dev),
+                key_audio=torch.zeros((batch, total), dtype=torch.bool, device=dev),
+                next_position=torch.zeros(batch, dtype=torch.long, device=dev),
+                column=torch.zeros(1, dtype=torch.long, device=dev),
+                frame=torch.zeros((batch, cfg.num_codebooks), dtype=torch.long, device=dev),
+            )
+        return self.states[key]
+
+    @staticmethod
+    def _prefill_masks(state: DecodeState, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks [B, 1, width, width]: causal over valid keys, and the same without audio keys (for
+        fast-forward layers). A query always sees itself, so padded rows never go all-masked."""
+        cols = torch.arange(width, device=state.key_valid.device)
+        valid = state.key_valid[:, None, :width] & (cols <= cols[:, None])
+        itself = cols == cols[:, None]
+        text_only = (valid & ~state.key_audio[:, None, :width]) | itself
+        return (valid | itself)[:, None], text_only[:, None]

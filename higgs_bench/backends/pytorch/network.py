@@ -2,7 +2,8 @@
 fast-forward layers, the summed codebook embedding and the audio head only.
 
 Attention runs over a preallocated KV cache whose columns are shared by the whole batch: prompts are
-left-padded to one length, and every decode step writes one new column for every row.
+left-padded to one length, and every decode step writes one new column for every row. Cache columns are
+given as a tensor, so a decode step has the same shapes every time and can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -74,16 +75,18 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kv, bias=False)
         self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, cache: tuple[torch.Tensor, torch.Tensor], start: int, mask: torch.Tensor):
+    def forward(self, x, cos, sin, cache: tuple[torch.Tensor, torch.Tensor], columns: torch.Tensor, mask):
+        """Write this block's keys/values at cache `columns`, then attend over the first mask.shape[-1] columns."""
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         cache_k, cache_v = cache
-        end = start + s
-        cache_k[:, :, start:end], cache_v[:, :, start:end] = k, v
-        out = F.scaled_dot_product_attention(q, cache_k[:, :, :end], cache_v[:, :, :end], mask, enable_gqa=True)
+        cache_k.index_copy_(2, columns, k)
+        cache_v.index_copy_(2, columns, v)
+        width = mask.shape[-1]
+        out = F.scaled_dot_product_attention(q, cache_k[:, :, :width], cache_v[:, :, :width], mask, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -100,12 +103,12 @@ class Layer(nn.Module):
         if kind == DUAL:
             self.audio_mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, h, audio, cos, sin, cache, start, mask, text_only_mask):
+    def forward(self, h, audio, cos, sin, cache, columns, mask, text_only_mask):
         if self.kind == SKIP and audio is True:
             return h  # fast-forward: an all-audio step skips the layer (its cache slots stay masked for text)
         attn_mask = text_only_mask if self.kind == SKIP else mask
         x = self._route(h, audio, self.input_layernorm, getattr(self, "audio_input_layernorm", None))
-        out = h + self.self_attn(x, cos, sin, cache, start, attn_mask)
+        out = h + self.self_attn(x, cos, sin, cache, columns, attn_mask)
         out = out + self._ffn(out, audio)
         if self.kind == SKIP and audio is not False:
             out = torch.where(audio[..., None], h, out)  # audio positions pass through unchanged
@@ -155,11 +158,11 @@ class HiggsNetwork(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, S, head_dim]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def forward(self, h, audio, positions, caches, start, mask, text_only_mask) -> torch.Tensor:
-        """Hidden states [B, S, H] at cache columns start..start+S -> final normed hidden states."""
+    def forward(self, h, audio, positions, caches, columns, mask, text_only_mask) -> torch.Tensor:
+        """Hidden states [B, S, H] written at cache `columns` [S] -> final normed hidden states."""
         cos, sin = self.rope(positions, h.dtype)
         for layer, cache in zip(self.layers, caches):
-            h = layer(h, audio, cos, sin, cache, start, mask, text_only_mask)
+            h = layer(h, audio, cos, sin, cache, columns, mask, text_only_mask)
         return self.norm(h)
 
     def audio_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,81 @@
+"""GPU facts for the reference backend: CUDA vs CPU parity on the tiny model (eager and CUDA graph),
+copy bandwidth, and per-frame latency at the released 3B shape (random bf16 weights, in memory),
+split into the backend step and the decode loop's own work (sampling, delay pattern, RAS)."""
+
+import time
+
+import torch
+
+from higgs_bench.backends.pytorch.backend import TorchBackend
+from higgs_bench.bench.timing import time_generation
+from higgs_bench.generate.inputs import expand_prompt
+from higgs_bench.generate.loop import generate
+from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
+from higgs_bench.model.prompt import encode_messages, tts_messages
+from higgs_bench.model.tokenizer import load_tokenizer
+from higgs_bench.tiny import embedded_model, make_config, random_weights
+
+TEXTS = ["Hello world.", "The quick brown fox jumps over the lazy dog.", "Third one."]
+
+
+def copy_bandwidth(gb=4):
+    x = torch.empty(int(gb * 1e9) // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    return 2 * x.numel() * 2 * 10 / (time.perf_counter() - start) / 1e12
+
+
+def ms(fn, n=50):
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / n * 1000
+
+
+def main():
+    tiny = embedded_model()
+    tok = load_tokenizer(tiny)
+    cpu = TorchBackend.from_checkpoint(tiny)
+    prompts = [expand_prompt(encode_messages(tok, tts_messages(t)), cpu.config) for t in TEXTS]
+    reference = generate(cpu, prompts, SamplingConfig(greedy=True), 60).streams
+    for graph in (False, True):
+        gpu = TorchBackend.from_checkpoint(tiny, device="cuda", cuda_graph=graph)
+        runs = [generate(gpu, prompts, SamplingConfig(greedy=True), 60).streams for _ in range(2)]
+        print(f"tiny fp32 greedy CPU == CUDA (graph={graph}):", all(torch.equal(reference, r) for r in runs))
+    print(f"copy bandwidth {copy_bandwidth():.2f} TB/s")
+
+    cfg = make_config("higgs-v2-3b")
+    weights = random_weights(cfg, 0, torch.bfloat16, "cuda")
+    sampling = SamplingConfig(seed=0)
+    for graph in (False, True):
+        big = TorchBackend(cfg, weights, device="cuda", dtype=torch.bfloat16, cuda_graph=graph)
+        for batch in (1, 64) if not graph else (1, 4, 16, 64):
+            prompts = [expand_prompt(encode_messages(tok, tts_messages(TEXTS[i % 3])), cfg) for i in range(batch)]
+            time_generation(big, prompts, 258, sampling)
+            run = time_generation(big, prompts, 258, sampling)
+            frames = sorted(run["frame_s"])
+            logits = big.prefill(prompts, 258)
+            frame = torch.randint(0, 1024, (batch, 8), device="cuda")
+            step_ms = ms(lambda: big.step(frame)) if graph else float("nan")
+            gen = torch.Generator("cuda").manual_seed(0)
+            eos, history = torch.full((batch,), NO_EOS_YET, device="cuda"), frame[:, None].repeat(1, 7, 1)
+            loop_ms = ms(lambda: choose_frame(logits, 20, eos, history, sampling, gen, 1024, 1025))
+            print(f"3B bf16 graph={graph} batch {batch}: frame median {1000 * frames[len(frames) // 2]:.2f} ms "
+                  f"p90 {1000 * frames[int(len(frames) * 0.9)]:.2f}, ttfa {1000 * run['ttfa_s']:.1f} ms, "
+                  f"step alone {step_ms:.2f} ms, sampling+delay+RAS {loop_ms:.2f} ms, "
+                  f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+        del big
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
