@@ -11,6 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from higgs_bench.errors import HiggsBenchError
+from higgs_bench.generate.sampling import SamplingConfig
 
 
 class ConfigError(HiggsBenchError):
@@ -55,16 +56,6 @@ class EngineConfig:
 
 
 @dataclass
-class SamplingSettings:
-    greedy: bool = False
-    temperature: float = 0.7
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    ras_win_len: int | None = 7
-    ras_win_max_num_repeat: int = 2
-
-
-@dataclass
 class ScenarioConfig:
     name: str = MISSING
     texts: list[str] = field(default_factory=list)
@@ -74,8 +65,7 @@ class ScenarioConfig:
     warmup: int = 1
     repeats: int = 3
     quality_max_frames: int = 400  # natural stopping, capped
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
-    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(seed=0))
 
 
 @dataclass

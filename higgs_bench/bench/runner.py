@@ -89,10 +89,7 @@ def make_prompts(cfg, tokenizer, backend, texts):
 
 
 def sampling_config(cfg) -> SamplingConfig:
-    s = cfg.scenario.sampling
-    return SamplingConfig(greedy=s.greedy, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                          ras_win_len=s.ras_win_len, ras_win_max_num_repeat=s.ras_win_max_num_repeat,
-                          seed=cfg.scenario.seed)
+    return SamplingConfig(**OmegaConf.to_container(cfg.scenario.sampling))  # validates the values
 
 
 def measure_speed(cfg, backend, tokenizer) -> dict:

@@ -11,7 +11,7 @@ from higgs_bench.errors import GenerationError
 NO_EOS_YET = 1 << 30
 
 
-@dataclass(frozen=True)
+@dataclass
 class SamplingConfig:
     """Greedy is deterministic: it takes the argmax and never re-draws (RAS is off).
 
