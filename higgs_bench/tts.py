@@ -3,6 +3,7 @@
     python -m higgs_bench.tts --model DIR --text "Hello world." [--text ...] --out DIR
         [--greedy | --temperature T --top-k K --top-p P --seed S] [--max-frames N]
         [--ref-text "transcript" --ref-codes ref.npy]   (voice cloning from a clip's codes [8, frames])
+        [--codec DIR]                                   (also write NNN.wav, 24 kHz mono)
 
 Per request NNN (000, 001, ...): NNN.codes.npy, int64 [codebooks, frames] after reverting the delay
 pattern and trimming, and NNN.prompt.json, the prompt token ids. Files appear only once every request
@@ -18,9 +19,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 
 from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.codec import load_codec
 from higgs_bench.errors import HiggsBenchError, PromptError
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
@@ -34,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, type=Path, help="checkpoint directory (Boson or transformers layout)")
     parser.add_argument("--text", required=True, action="append", help="text to speak; repeat for a batch")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--codec", type=Path, help="audio tokenizer directory: also write NNN.wav")
     parser.add_argument("--scene", default=DEFAULT_SCENE, help="scene description ('' for none)")
     parser.add_argument("--ref-text", help="transcript of the reference clip (voice cloning)")
     parser.add_argument("--ref-codes", type=Path, help="reference clip's audio codes, .npy [codebooks, frames]")
@@ -74,6 +78,7 @@ def reference_codes(args) -> np.ndarray | None:
 
 def run(args) -> list[Path]:
     sampling = sampling_from_args(args)
+    codec = load_codec(args.codec) if args.codec else None
     backend = TorchBackend.from_checkpoint(args.model, device=args.device, dtype=DTYPES[args.dtype])
     tokenizer = load_tokenizer(args.model)
     ref = reference_codes(args)
@@ -83,10 +88,10 @@ def run(args) -> list[Path]:
     ]
     result = generate(backend, [expand_prompt(p, backend.config) for p in prompts], sampling, args.max_frames)
     codes = result.codes(backend.config.stream_bos_id, backend.config.stream_eos_id)
-    return write_outputs(args.out, prompts, codes)
+    return write_outputs(args.out, prompts, codes, codec)
 
 
-def write_outputs(out: Path, prompts, codes) -> list[Path]:
+def write_outputs(out: Path, prompts, codes, codec=None) -> list[Path]:
     """Write every file into a staging folder beside `out`, then move them in together."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -95,6 +100,8 @@ def write_outputs(out: Path, prompts, codes) -> list[Path]:
         for i, (prompt, row_codes) in enumerate(zip(prompts, codes)):
             np.save(staging / f"{i:03d}.codes.npy", row_codes.numpy().astype(np.int64))
             (staging / f"{i:03d}.prompt.json").write_text(json.dumps({"token_ids": prompt.token_ids}))
+            if codec is not None:
+                soundfile.write(staging / f"{i:03d}.wav", codec.decode(row_codes), codec.sample_rate)
         for file in sorted(staging.iterdir()):
             written.append(file.rename(out / file.name))
     return written

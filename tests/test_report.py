@@ -7,6 +7,7 @@ from higgs_bench.bench.report import load_rows, pick, summary_row, write_summary
 
 def row(variant, rtf, throughput, frame_ms, wer, gpu=None, status="ok"):
     return {"variant": variant, "status": status, "rtf": rtf, "throughput": throughput, "frame_ms": frame_ms,
+            "floor_x": None,
             "wer": wer, "peak_gpu_gb": gpu, "batches": [], "error": None if status == "ok" else "boom"}
 
 

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 
 
 def tts(*args):
@@ -23,6 +24,18 @@ def test_writes_codes_and_prompt_per_request(tiny_hf, tmp_path):
     assert codes.min() >= 0 and codes.max() <= 1023
     ids = json.loads((tmp_path / "out" / "000.prompt.json").read_text())["token_ids"]
     assert ids[0] == 128000 and ids[-1] == 128013
+
+
+def test_with_a_codec_each_request_gets_a_24khz_wav_of_its_frames(tiny_hf, tmp_path):
+    from higgs_bench.tiny import make_codec
+
+    codec = make_codec(tmp_path / "codec")
+    done = tts("--model", tiny_hf, "--codec", codec, "--text", "Hello.", "--greedy", "--max-frames", 40,
+               "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    audio, rate = soundfile.read(tmp_path / "out" / "000.wav")
+    frames = np.load(tmp_path / "out" / "000.codes.npy").shape[1]
+    assert rate == 24000 and len(audio) == frames * 960 and np.abs(audio).max() > 0
 
 
 def test_voice_cloning_from_reference_codes(tiny_hf, tmp_path, reference_codes):

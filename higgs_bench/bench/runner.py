@@ -19,6 +19,7 @@ from higgs_bench.backends.trtllm import TRTLLM_MISSING, BackendUnavailable
 from higgs_bench.bench import asr
 from higgs_bench.bench.build import build, variant_name
 from higgs_bench.bench.config import check_variant
+from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
 from higgs_bench.bench.timing import FRAME_RATE, summarise_batch, time_generation
@@ -74,6 +75,10 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
         record["timing"] = measure_speed(cfg, backend, tokenizer)
         record["quality"] = measure_quality(cfg, backend, tokenizer, out_dir)
     record["memory"] = memory_report(cfg, backend, gpu, weights_bytes)
+    batch_one = [b for b in record["timing"]["batches"] if b["batch_size"] == 1]
+    if device.type == "cuda" and batch_one and not cfg.precision.weights:
+        bytes_per_param = torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8
+        record["floor"] = floor_report(backend.config, bytes_per_param, device, batch_one[0]["frame_ms"]["median"])
 
 
 def load_backend(cfg, model_dir: Path, device: torch.device):

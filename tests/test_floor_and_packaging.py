@@ -1,0 +1,44 @@
+"""The bandwidth floor's weight count, the tiny checkpoint's determinism, and the product's imports."""
+
+import hashlib
+import subprocess
+import sys
+
+from higgs_bench.bench.floor import weights_read_per_frame
+from higgs_bench.model.config import SKIP
+from higgs_bench.tiny import make_checkpoint, make_config
+
+
+def test_an_audio_step_reads_the_released_models_2_84_billion_weights():
+    # attention + audio MLP + audio norms of 28 layers, final norm, audio head, 8 embedding rows
+    # (Boson's HiggsAudioModel on the meta device, counted per module)
+    assert weights_read_per_frame(make_config("higgs-v2-3b")) == 2_843_986_944
+
+
+def test_fast_forward_layers_are_not_read_by_audio_steps():
+    dual = make_config("tiny", "boson")
+    skipping = make_config("tiny", "boson", fast_forward_layers=(1,))
+    assert skipping.layer_kinds[1] == SKIP
+    h, q, kv, mlp = dual.hidden_size, dual.num_heads * dual.head_dim, dual.num_kv_heads * dual.head_dim, dual.intermediate_size
+    one_layer = h * (2 * q + 2 * kv) + 3 * h * mlp + 2 * h  # attention, one MLP, two norms
+    assert weights_read_per_frame(dual) - weights_read_per_frame(skipping) == one_layer
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_tiny_checkpoints_are_deterministic(tmp_path):
+    make_checkpoint(tmp_path / "a", layout="boson", seed=3)
+    make_checkpoint(tmp_path / "b", layout="boson", seed=3)
+    make_checkpoint(tmp_path / "c", layout="boson", seed=4)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a")["model.safetensors"] != digest(tmp_path / "c")["model.safetensors"]
+
+
+def test_the_product_never_imports_transformers_or_tensorrt_llm():
+    code = ("import sys, higgs_bench.tts, higgs_bench.bench.runner, higgs_bench.report, higgs_bench.wer, "
+            "higgs_bench.__main__; print(sorted(m for m in ('transformers', 'tensorrt_llm') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
