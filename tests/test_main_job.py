@@ -91,6 +91,7 @@ def compose_cfg():
         (["scenario.batch_sizes=[1,32]"], None, "exceed engine.max_batch_size=16"),
         (["scenario.timing_frames=8"], None, "timing_frames"),
         (["select.objective=cheapest"], None, "select.objective"),
+        (["model=higgs-v2-3b", "model.path=/m"], None, "model=higgs-v2-3b needs model.codec_path=DIR"),
     ],
 )
 def test_impossible_combinations_say_what_to_change(compose_cfg, overrides, capability, message):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.sampling import SamplingConfig
@@ -114,6 +114,9 @@ OBJECTIVES = ("rtf", "throughput", "latency")
 
 def check_variant(cfg, compute_capability: float | None) -> None:
     """Refuse combinations that cannot run, before any work. compute_capability: None on CPU."""
+    missing = [f"model.{key}" for key in ("path", "codec_path") if OmegaConf.is_missing(cfg.model, key)]
+    if missing:
+        raise ConfigError(f"model={cfg.model.name} needs {' and '.join(f'{m}=DIR' for m in missing)}")
     prec, backend = cfg.precision, cfg.backend.name
     if backend not in ("torch", "trtllm"):
         raise ConfigError(f"backend={backend!r} is unknown; choose backend=torch or backend=trtllm")

@@ -19,8 +19,8 @@ from higgs_bench.backends.trtllm import TRTLLM_MISSING, BackendUnavailable
 from higgs_bench.bench import asr
 from higgs_bench.bench.build import build, variant_name
 from higgs_bench.bench.config import check_variant
-from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
+from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
 from higgs_bench.bench.timing import FRAME_RATE, summarise_batch, time_generation
 from higgs_bench.errors import HiggsBenchError
