@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.sampling import SamplingConfig
@@ -21,8 +21,9 @@ class ConfigError(HiggsBenchError):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    path: str | None = None  # checkpoint directory; None: the embedded tiny model (made on first use)
-    codec_path: str | None = None  # audio tokenizer directory; None: the embedded tiny codec
+    embedded: bool = False  # the tiny random model and codec, made on first use; else path and codec_path
+    path: str | None = None  # checkpoint directory
+    codec_path: str | None = None  # audio tokenizer directory
 
 
 @dataclass
@@ -114,8 +115,8 @@ OBJECTIVES = ("rtf", "throughput", "latency")
 
 def check_variant(cfg, compute_capability: float | None) -> None:
     """Refuse combinations that cannot run, before any work. compute_capability: None on CPU."""
-    missing = [f"model.{key}" for key in ("path", "codec_path") if OmegaConf.is_missing(cfg.model, key)]
-    if missing:
+    missing = [f"model.{key}" for key in ("path", "codec_path") if cfg.model[key] is None]
+    if missing and not cfg.model.embedded:
         raise ConfigError(f"model={cfg.model.name} needs {' and '.join(f'{m}=DIR' for m in missing)}")
     prec, backend = cfg.precision, cfg.backend.name
     if backend not in ("torch", "trtllm"):

@@ -65,7 +65,7 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     device = resolve_device(cfg.backend.device)
     record["environment"] = describe(device)
     check_variant(cfg, compute_capability(device))
-    model_dir = Path(cfg.model.path) if cfg.model.path else embedded_model()
+    model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
     with console.status(f"building {variant_name(cfg)}"):
         record["build"] = build(cfg, model_dir)
     with GpuMemoryMonitor(device) as gpu:
@@ -121,7 +121,7 @@ def measure_quality(cfg, backend, tokenizer, out_dir: Path) -> dict:
     """Natural stopping on every scenario text, speech written as WAVs, and WER when a recogniser is on."""
     from higgs_bench.codec import load_codec  # noqa: PLC0415 (the codec is only needed here)
 
-    codec = load_codec(cfg.model.codec_path)
+    codec = load_codec(None if cfg.model.embedded else cfg.model.codec_path)
     scenario, texts = cfg.scenario, list(cfg.scenario.texts)
     cfg_model = backend.config
     chunk = max(scenario.batch_sizes)
