@@ -104,3 +104,11 @@ def test_valid_combinations_pass(compose_cfg):
     check_variant(compose_cfg("backend=trtllm", "precision=fp8"), 9.0)
     assert compose_cfg().select.max_wer is None  # the tiny model's noise has no meaningful WER
     assert compose_cfg("model=higgs-v2-3b", "model.path=x", "model.codec_path=y").select.max_wer == 0.25
+
+
+def test_the_slurm_launcher_example_composes():
+    done = subprocess.run([sys.executable, "-m", "higgs_bench", "hydra/launcher=slurm", "--cfg", "hydra"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in done.stdout
+    assert "gpus_per_node: 1" in done.stdout
