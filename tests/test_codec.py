@@ -56,3 +56,16 @@ def test_broken_codec_directories(tmp_path):
     (folder / "model.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CodecError, match="corrupt"):
         load_codec(folder)
+
+
+@pytest.mark.oracle
+def test_decoding_matches_bosons_own_decoder(codec, tmp_path):
+    from tests.oracles.venvs import run_oracle
+
+    codec_dir = make_codec(tmp_path / "codec")
+    codes = np.random.default_rng(3).integers(0, 1024, (8, 12))
+    theirs = run_oracle("boson", "boson_oracle.py", {"task": "codec_decode", "codec_dir": str(codec_dir),
+                                                     "codes": codes.tolist()}, tmp_path)["wave"]
+    ours = load_codec(codec_dir).decode(codes)
+    assert ours.shape == theirs.shape == (12 * 960,)
+    assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())

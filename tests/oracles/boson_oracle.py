@@ -6,6 +6,8 @@ Request: {"model_dir", "task": "prompt"|"generate"|"forward", ...}
 - generate: "prompts": [{"token_ids", "audio"}], "max_frames" -> stream_<i> [N, L], one prompt at a time
             (Boson's generate is batch-1), greedy with RAS off, collated as serve_engine collates.
 - forward:  "prompts", "frames" -> logits_<i>: audio logits at the fed frames but the last.
+- codec_decode: "codec_dir", "codes" [N, T] -> wave: Boson's decode path (its RVQ decode, fc_post2 and its
+            vendored DAC decoder), built at the codec's sizes and loaded from its model.pth.
 """
 
 import dataclasses
@@ -87,11 +89,52 @@ def forward(model, req, reply):
         reply[f"logits_{i}"] = out.audio_logits[-frames.shape[1] : -1].float().numpy()
 
 
+def codec_decode(req, reply):
+    # HiggsAudioTokenizer itself pulls torchaudio, librosa and vector_quantize_pytorch and hard-codes 1024
+    # decoder channels, so assemble its decode path from the same classes it uses. audiotools is only used
+    # for the DAC training wrapper; Boson's own loader aliases `dac` to its vendored copy.
+    audiotools = types.ModuleType("audiotools")
+    audiotools.AudioSignal = object
+    audiotools.ml = types.ModuleType("audiotools.ml")
+    audiotools.ml.BaseModel = torch.nn.Module
+    sys.modules.update({"audiotools": audiotools, "audiotools.ml": audiotools.ml})
+    import boson_multimodal.audio_processing.descriptaudiocodec.dac as vendored_dac
+    import boson_multimodal.audio_processing.descriptaudiocodec.dac.nn.layers  # noqa: F401
+
+    sys.modules.update({"dac": vendored_dac, "dac.nn": vendored_dac.nn, "dac.nn.layers": vendored_dac.nn.layers})
+    import boson_multimodal.audio_processing.descriptaudiocodec.dac.nn.quantize  # noqa: F401
+
+    sys.modules["dac.nn.quantize"] = vendored_dac.nn.quantize
+    from boson_multimodal.audio_processing.descriptaudiocodec.dac.model import dac as dac2
+    from boson_multimodal.audio_processing.quantization.vq import ResidualVectorQuantizer
+
+    cfg = json.loads(open(f"{req['codec_dir']}/config.json").read())
+    quantizer_dim = cfg["D"] + cfg["semantic_dim"]
+    modules = torch.nn.ModuleDict({
+        "quantizer": ResidualVectorQuantizer(dimension=quantizer_dim, codebook_dim=cfg["codebook_dim"],
+                                             n_q=cfg["n_q"], bins=cfg["bins"]),
+        "fc_post2": torch.nn.Linear(quantizer_dim, cfg["D"]),
+        "decoder_2": dac2.Decoder(cfg["D"], cfg["decoder_channels"], cfg["ratios"]),
+    })
+    state = torch.load(f"{req['codec_dir']}/model.pth", map_location="cpu", weights_only=True)
+    missing, unexpected = modules.load_state_dict(state, strict=False)
+    decode_side = [k for k in missing if not k.endswith(("project_in.weight", "project_in.bias", "inited",
+                                                         "cluster_size", "embed_avg"))]
+    assert not decode_side and not unexpected, (decode_side, unexpected)
+    codes = torch.tensor(req["codes"])[None]  # [1, N, T], as HiggsAudioTokenizer.decode takes it
+    with torch.no_grad():
+        quantized = modules["quantizer"].decode(codes.permute(1, 0, 2)).transpose(1, 2)
+        wave = modules["decoder_2"](modules["fc_post2"](quantized).transpose(1, 2))
+    reply["wave"] = wave[0, 0].numpy()
+
+
 def main(request_path, reply_path):
     req = json.loads(open(request_path).read())
     reply = {}
     if req["task"] == "prompt":
         prompt_ids(req, reply)
+    elif req["task"] == "codec_decode":
+        codec_decode(req, reply)
     else:
         model = HiggsAudioModel.from_pretrained(req["model_dir"], torch_dtype=torch.float32, attn_implementation="eager").eval()
         {"generate": generate, "forward": forward}[req["task"]](model, req, reply)

