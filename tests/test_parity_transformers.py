@@ -3,7 +3,6 @@ run in its own venv on the same tiny random weights."""
 
 import numpy as np
 import pytest
-import torch
 
 from tests.oracles.venvs import run_oracle
 from tests.parity import greedy, prompt_request, teacher_forced_logits

@@ -89,8 +89,11 @@ def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -
         return Pick(None, f"no variant meets the limits ({reasons})")
     ordered = sorted(candidates, key=lambda c: c[0][key], reverse=better == "high")
     best = ordered[0][0]
-    limits = [f"WER <= {max_wer}" for _ in [0] if max_wer is not None]
-    limits += [f"peak GPU memory <= {max_gpu_mem_gb} GB" for _ in [0] if max_gpu_mem_gb is not None]
+    limits = []
+    if max_wer is not None:
+        limits.append(f"WER <= {max_wer}")
+    if max_gpu_mem_gb is not None:
+        limits.append(f"peak GPU memory <= {max_gpu_mem_gb} GB")
     runner_up = f"; next: {ordered[1][0]['variant']} at {ordered[1][0][key]:.3g}" if len(ordered) > 1 else ""
     within = f" among variants with {' and '.join(limits)}" if limits else ""
     return Pick(best, f"{best['variant']} has the best {COLUMNS[key][0]} ({best[key]:.3g}){within}{runner_up}")
@@ -111,7 +114,7 @@ def _disqualified(row, key, max_wer, max_gpu_mem_gb) -> str | None:
 def table(rows: list[dict], chosen: Pick | None = None, title="higgs-bench") -> Table:
     out = Table(title=title)
     out.add_column("variant", style="bold")
-    for key, (header, _, _) in COLUMNS.items():
+    for header, _, _ in COLUMNS.values():
         out.add_column(header, justify="right")
     out.add_column("error", overflow="fold", max_width=60)
     best = _best_values(rows)
