@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.backends.pytorch.backend import DTYPES, MAX_STATES, TorchBackend
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY, greedy, teacher_forced_logits
 
@@ -65,3 +65,7 @@ def test_a_second_request_of_the_same_shape_reuses_the_cache_cleanly(tiny_hf, pr
     generate(backend, prompt_inputs[::-1], GREEDY, 30)
     assert torch.equal(generate(backend, prompt_inputs, GREEDY, 30).streams, first)
     assert len(backend.states) == 1
+    for frames in range(31, 31 + MAX_STATES):  # other shapes: old caches are let go, results unchanged
+        generate(backend, prompt_inputs, GREEDY, frames)
+    assert len(backend.states) == MAX_STATES
+    assert torch.equal(generate(backend, prompt_inputs, GREEDY, 30).streams, first)

@@ -13,6 +13,7 @@ from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import HiggsConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_STATES = 6  # KV caches (and CUDA graphs) kept for this many (batch, length) shapes
 
 
 @dataclass
@@ -126,6 +127,8 @@ class TorchBackend:
 
     def _state(self, batch: int, total: int) -> DecodeState:
         key = (batch, total)
+        if key not in self.states and len(self.states) >= MAX_STATES:
+            self.states.pop(next(iter(self.states)))  # the oldest shape's cache and graph
         if key not in self.states:
             cfg, dev = self.config, self.device
             shape = (batch, cfg.num_kv_heads, total, cfg.head_dim)
