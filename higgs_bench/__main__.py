@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from higgs_bench.bench.config import register
 from higgs_bench.bench.build import variant_name
+from higgs_bench.bench.config import register
 from higgs_bench.bench.runner import run
 
 VARIANT_KEYS = ("engine.", "backend.")

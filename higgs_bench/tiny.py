@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from higgs_bench.codec import CodecConfig
+from higgs_bench.codec.network import CodecDecoder
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 from higgs_bench.model.tokenizer import higgs_special_token
@@ -202,9 +204,6 @@ TINY_CODEC = dict(latent_dim=16, codebook_dim=8, semantic_dim=16, decoder_channe
 def make_codec(out: Path, seed: int = 0) -> Path:
     """A tiny random codec in Boson's layout (config.json + model.pth): real shapes of the decode path,
     hop 960 at 24 kHz, narrow channels. Its output is noise, but a real waveform of the right length."""
-    from higgs_bench.codec import CodecConfig  # noqa: PLC0415
-    from higgs_bench.codec.network import CodecDecoder  # noqa: PLC0415
-
     out = Path(out)
     config = CodecConfig(**TINY_CODEC)
     torch.manual_seed(seed)

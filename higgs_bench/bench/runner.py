@@ -23,13 +23,14 @@ from higgs_bench.bench.environment import compute_capability, describe, resolve_
 from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
 from higgs_bench.bench.timing import FRAME_RATE, summarise_batch, time_generation
+from higgs_bench.codec import load_codec
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
-from higgs_bench.tiny import embedded_model
+from higgs_bench.tiny import embedded_codec, embedded_model
 
 RECORD = "benchmark_report.json"
 console = Console(stderr=True)
@@ -119,9 +120,7 @@ def measure_speed(cfg, backend, tokenizer) -> dict:
 
 def measure_quality(cfg, backend, tokenizer, out_dir: Path) -> dict:
     """Natural stopping on every scenario text, speech written as WAVs, and WER when a recogniser is on."""
-    from higgs_bench.codec import load_codec  # noqa: PLC0415 (the codec is only needed here)
-
-    codec = load_codec(None if cfg.model.embedded else cfg.model.codec_path)
+    codec = load_codec(embedded_codec() if cfg.model.embedded else cfg.model.codec_path)
     scenario, texts = cfg.scenario, list(cfg.scenario.texts)
     cfg_model = backend.config
     chunk = max(scenario.batch_sizes)

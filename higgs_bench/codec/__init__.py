@@ -84,12 +84,8 @@ class Codec:
         return wave[0, 0].float().cpu().numpy()
 
 
-def load_codec(path: str | Path | None, device="cpu") -> Codec:
-    """A codec directory in Boson's layout; None: the embedded tiny random codec."""
-    if path is None:
-        from higgs_bench.tiny import embedded_codec  # noqa: PLC0415 (tiny imports this module)
-
-        path = embedded_codec()
+def load_codec(path: str | Path, device="cpu") -> Codec:
+    """A codec directory in Boson's layout (config.json + model.pth)."""
     path = Path(path)
     if not path.is_dir():
         raise CodecError(f"codec directory {path} does not exist")
