@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import save_file
 
 from higgs_bench.codec import CodecConfig
-from higgs_bench.codec.network import CodecDecoder
+from higgs_bench.codec import layouts as codec_layouts
+from higgs_bench.codec.network import CodecNetwork
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 from higgs_bench.model.tokenizer import higgs_special_token
@@ -198,33 +199,48 @@ def embedded_model() -> Path:
     return out
 
 
-TINY_CODEC = dict(latent_dim=16, codebook_dim=8, semantic_dim=16, decoder_channels=64)
+TINY_CODEC = dict(latent_dim=16, codebook_dim=8, semantic_dim=16, encoder_channels=4, decoder_channels=64,
+                  semantic=dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=[16] * 7,
+                                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4))
 
 
-def make_codec(out: Path, seed: int = 0) -> Path:
-    """A tiny random codec in Boson's layout (config.json + model.pth): real shapes of the decode path,
-    hop 960 at 24 kHz, narrow channels. Its output is noise, but a real waveform of the right length."""
+def make_codec(out: Path, seed: int = 0, layout: str = "boson") -> Path:
+    """A tiny random codec, encoder and decoder: the released structure (hop 960 at 24 kHz, 8 x 1024 codes,
+    HuBERT's 320-sample frames) with narrow widths. Its output is noise, but a real waveform of the right
+    length, and it turns a clip into varied codes."""
     out = Path(out)
     config = CodecConfig(**TINY_CODEC)
     torch.manual_seed(seed)
-    state = CodecDecoder(config).state_dict()
+    network = CodecNetwork(config)  # HuBERT and the linear layers keep their own initialisation
     gen = torch.Generator().manual_seed(seed)
-    state = {k: torch.randn(v.shape, generator=gen) * (0.5 if k.endswith("embed") else 0.1) + (1 if k.endswith(("alpha", "weight_g")) else 0)
-             for k, v in state.items()}
-    network = CodecDecoder(config)
+    state = network.state_dict()
+    for name, tensor in state.items():
+        if name.startswith(("encoder.", "decoder_2.")):
+            shift = 1.0 if name.endswith(("alpha", "weight_g")) else 0.0
+            state[name] = torch.randn(tensor.shape, generator=gen) * 0.1 + shift
+        elif name.endswith("_codebook.embed"):
+            state[name] = torch.randn(tensor.shape, generator=gen) * 0.5
     network.load_state_dict(state)
     with torch.no_grad():  # scale the output conv so the noise has speech-like level (std 0.1)
-        level = network(torch.randint(0, config.bins, (1, config.num_codebooks, 25), generator=gen)).std()
+        level = network.decode(torch.randint(0, config.bins, (1, config.num_codebooks, 25), generator=gen)).std()
     last_conv = f"decoder_2.model.{len(config.ratios) + 2}.weight_g"
     state[last_conv] = state[last_conv] * 0.1 / level
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_boson_dict(), indent=2))
-    torch.save(state, out / "model.pth")
+    write_codec(out, config, state, layout)
     return out
 
 
+def write_codec(out: Path, config: CodecConfig, state: dict, layout: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if layout == "hf":
+        (out / "config.json").write_text(json.dumps(config.to_hf(), indent=2))
+        save_file({k: v.contiguous() for k, v in codec_layouts.to_hf(state, config).items()}, out / "model.safetensors")
+    else:
+        (out / "config.json").write_text(json.dumps(config.to_boson(), indent=2))
+        torch.save(state, out / "model.pth")
+
+
 def embedded_codec() -> Path:
-    out = CACHE / "models" / "tiny-codec-seed0"
+    out = CACHE / "models" / "tiny-codec-v2-seed0"
     if not (out / "model.pth").is_file():
         make_codec(out)
     return out
@@ -240,13 +256,13 @@ def main(argv=None) -> int:
                         help="layers whose audio positions skip the layer (Boson layout only)")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--codec-out", type=Path, help="also write a tiny random codec here")
+    parser.add_argument("--codec-out", type=Path, help="also write a tiny random codec here (in --layout)")
     args = parser.parse_args(argv)
     dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
     try:
         make_checkpoint(args.out, args.layout, args.seed, args.shape, args.fast_forward_layers, dtype, args.device)
         if args.codec_out:
-            make_codec(args.codec_out, args.seed)
+            make_codec(args.codec_out, args.seed, args.layout)
     except HiggsBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,8 +2,9 @@
 
     python -m higgs_bench.tts --model DIR --text "Hello world." [--text ...] --out DIR
         [--greedy | --temperature T --top-k K --top-p P --seed S] [--max-frames N]
-        [--ref-text "transcript" --ref-codes ref.npy]   (voice cloning from a clip's codes [8, frames])
         [--codec DIR]                                   (also write NNN.wav, 24 kHz mono)
+        [--ref-text "transcript" --ref-audio clip.wav]  (voice cloning; needs --codec to encode the clip)
+        [--ref-text "transcript" --ref-codes ref.npy]   (voice cloning from a clip's codes [8, frames])
 
 Per request NNN (000, 001, ...): NNN.codes.npy, int64 [codebooks, frames] after reverting the delay
 pattern and trimming, and NNN.prompt.json, the prompt token ids. Files appear only once every request
@@ -23,11 +24,13 @@ import soundfile
 import torch
 
 from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
-from higgs_bench.codec import load_codec
+from higgs_bench.codec import Codec, load_codec
+from higgs_bench.codec.audio import read_clip
 from higgs_bench.errors import HiggsBenchError, PromptError
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.model.prompt import DEFAULT_SCENE, encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
@@ -40,7 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--codec", type=Path, help="audio tokenizer directory: also write NNN.wav")
     parser.add_argument("--scene", default=DEFAULT_SCENE, help="scene description ('' for none)")
     parser.add_argument("--ref-text", help="transcript of the reference clip (voice cloning)")
-    parser.add_argument("--ref-codes", type=Path, help="reference clip's audio codes, .npy [codebooks, frames]")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument("--ref-audio", type=Path, help="reference clip (any rate; stereo is mixed to mono)")
+    reference.add_argument("--ref-codes", type=Path, help="reference clip's audio codes, .npy [codebooks, frames]")
     parser.add_argument("--greedy", action="store_true", help="argmax decoding (deterministic, no RAS)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-k", type=int, default=None)
@@ -67,28 +72,51 @@ def sampling_from_args(args) -> SamplingConfig:
     )
 
 
-def reference_codes(args) -> np.ndarray | None:
+def reference_codes(args) -> tuple[np.ndarray | None, Codec | None]:
+    """The reference clip's codes (encoded here from --ref-audio, or read from --ref-codes) and the codec."""
+    if args.ref_audio is not None:
+        if args.codec is None:
+            raise PromptError("--ref-audio needs --codec: the audio tokenizer turns the clip into codes")
+        wave, rate = read_clip(args.ref_audio)  # before loading anything: a bad file fails fast
+        codec = load_codec(args.codec, encoder=True)
+        return codec.encode(wave, rate), codec
+    codec = load_codec(args.codec) if args.codec else None
     if args.ref_codes is None:
+        return None, codec
         return None
     try:
-        return np.load(args.ref_codes)
+        return np.load(args.ref_codes), codec
     except (OSError, ValueError) as err:
         raise PromptError(f"cannot read reference codes {args.ref_codes}: {err}") from err
 
 
 def run(args) -> list[Path]:
     sampling = sampling_from_args(args)
-    codec = load_codec(args.codec) if args.codec else None
+    ref, codec = reference_codes(args)
     backend = TorchBackend.from_checkpoint(args.model, device=args.device, dtype=DTYPES[args.dtype])
     tokenizer = load_tokenizer(args.model)
-    ref = reference_codes(args)
     prompts = [
         encode_messages(tokenizer, tts_messages(text, args.scene or None, args.ref_text, ref), backend.config.num_codebooks)
         for text in args.text
     ]
-    result = generate(backend, [expand_prompt(p, backend.config) for p in prompts], sampling, args.max_frames)
+    inputs = [expand_prompt(p, backend.config) for p in prompts]
+    if ref is not None:
+        check_reference_fits(ref, max(len(i) for i in inputs), backend)
+    result = generate(backend, inputs, sampling, args.max_frames)
     codes = result.codes(backend.config.stream_bos_id, backend.config.stream_eos_id)
     return write_outputs(args.out, prompts, codes, codec)
+
+
+def check_reference_fits(ref: np.ndarray, prompt_positions: int, backend) -> None:
+    """A clip whose codes fill the model's positions leaves no room to speak: say so in the clip's terms."""
+    room = backend.max_positions - prompt_positions
+    if room <= backend.config.num_codebooks:
+        frames = ref.shape[-1]
+        raise PromptError(
+            f"the reference clip is {frames / FRAME_RATE:.1f} s ({frames} frames); with the text its prompt takes "
+            f"{prompt_positions} of the model's {backend.max_positions} positions, leaving no room to speak. "
+            "Use a shorter clip."
+        )
 
 
 def write_outputs(out: Path, prompts, codes, codec=None) -> list[Path]:

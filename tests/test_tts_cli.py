@@ -1,6 +1,7 @@
 """The `python -m higgs_bench.tts` command: outputs a user can reopen, and clear failures."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -71,3 +72,69 @@ def test_bad_requests_fail_clearly_and_write_nothing(tiny_hf, tmp_path, args, me
 def test_missing_model_directory(tmp_path):
     done = tts("--model", tmp_path / "missing", "--text", "Hi.", "--out", tmp_path / "out")
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory):
+    from higgs_bench.tiny import make_codec
+
+    return make_codec(tmp_path_factory.mktemp("codec") / "codec")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng (apt-get install espeak-ng)")
+    path = tmp_path_factory.mktemp("clip") / "clip.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "This is how I sound."], check=True)
+    return path
+
+
+def test_voice_cloning_from_a_recording_end_to_end(tiny_hf, codec_dir, clip, tmp_path):
+    from higgs_bench.codec import load_codec
+    from higgs_bench.codec.audio import read_clip
+
+    common = ["--model", tiny_hf, "--codec", codec_dir, "--text", "Now say this in my voice.",
+              "--ref-text", "This is how I sound.", "--greedy", "--max-frames", 40]
+    done = tts(*common, "--ref-audio", clip, "--out", tmp_path / "audio")
+    assert done.returncode == 0, done.stderr
+    audio, rate = soundfile.read(tmp_path / "audio" / "000.wav")
+    codec = load_codec(codec_dir, encoder=True)
+    frames = np.load(tmp_path / "audio" / "000.codes.npy").shape[1]
+    assert rate == codec.config.sample_rate == 24000
+    assert len(audio) == frames * np.prod(codec.config.ratios)
+    # The clip's codes go where precomputed reference codes go (the layout both oracles check).
+    np.save(tmp_path / "ref.npy", codec.encode(*read_clip(clip)))
+    assert tts(*common, "--ref-codes", tmp_path / "ref.npy", "--out", tmp_path / "codes").returncode == 0
+    for name in ("000.prompt.json", "000.codes.npy"):
+        assert (tmp_path / "audio" / name).read_bytes() == (tmp_path / "codes" / name).read_bytes()
+
+
+def test_a_reference_clip_too_long_for_the_model(tiny_hf, codec_dir, tmp_path):
+    noise = np.random.default_rng(0).normal(0, 0.1, 170 * 16000).astype(np.float32)  # 170 s > 4096 frames
+    soundfile.write(tmp_path / "long.wav", noise, 16000)
+    done = tts("--model", tiny_hf, "--codec", codec_dir, "--text", "Hi.", "--ref-text", "Long.", "--ref-audio",
+               tmp_path / "long.wav", "--out", tmp_path / "out")
+    assert done.returncode == 2 and "reference clip is 170.0 s" in done.stderr and "shorter clip" in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "make, extra, message",
+    [
+        (None, [], "does not exist"),
+        (lambda p: p.write_bytes(b""), [], "empty file"),
+        (lambda p: p.write_text("not sound"), [], "not a readable audio file"),
+        (lambda p: soundfile.write(p, np.zeros(100, np.float32), 24000), [], "shorter than one codec frame"),
+        (lambda p: soundfile.write(p, np.zeros(24000, np.float32), 24000), ["--no-codec"], "--ref-audio needs --codec"),
+    ],
+)
+def test_bad_reference_clips(tiny_hf, codec_dir, tmp_path, make, extra, message):
+    path = tmp_path / "ref.wav"
+    if make is not None:
+        make(path)
+    codec = [] if "--no-codec" in extra else ["--codec", codec_dir]
+    done = tts("--model", tiny_hf, *codec, "--text", "Hi.", "--ref-text", "Words.", "--ref-audio", path,
+               "--out", tmp_path / "out")
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

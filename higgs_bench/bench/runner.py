@@ -22,7 +22,8 @@ from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
-from higgs_bench.bench.timing import FRAME_RATE, summarise_batch, time_generation
+from higgs_bench.bench.timing import summarise_batch, time_generation
+from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.codec import load_codec
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.inputs import expand_prompt

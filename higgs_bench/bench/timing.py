@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from higgs_bench.generate.loop import generate
+from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.generate.sampling import SamplingConfig
 
-FRAME_RATE = 25.0  # audio frames per second of Higgs Audio v2's tokenizer
 
 
 class FrameStamps:

@@ -1,113 +1,48 @@
-"""The decode path of the Higgs Audio v2 tokenizer (codes -> 24 kHz waveform), in PyTorch.
+"""The whole Higgs Audio v2 tokenizer network, in Boson's names.
 
-Module and tensor names follow Boson's released checkpoint (bosonai/higgs-audio-v2-tokenizer, model.pth):
-quantizer.vq.layers.K.{_codebook.embed, project_out}, fc_post2, and a DAC decoder `decoder_2` with
-legacy weight norm (weight_g, weight_v). Only the tensors of the decode path are used.
+encode: waveform (24 kHz) -> [DAC encoder latent ; semantic encoder(HuBERT features)] -> fc_prior -> RVQ codes
+decode: codes -> RVQ sum -> fc_post2 -> DAC decoder -> waveform
+Only the decode modules exist unless `with_encoder` (HuBERT alone is 95 M parameters).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from higgs_bench.codec.acoustic import Decoder, Encoder
+from higgs_bench.codec.config import CodecConfig
+from higgs_bench.codec.quantizer import ResidualQuantizer
+from higgs_bench.codec.semantic import SemanticEncoder, hubert_features, make_hubert
 
-class Snake(nn.Module):
-    def __init__(self, channels: int):
+
+class CodecNetwork(nn.Module):
+    def __init__(self, cfg: CodecConfig, with_encoder: bool = True):
         super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
-
-    def forward(self, x):
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
-
-
-class WeightNormConv(nn.Module):
-    """Conv1d / ConvTranspose1d with weight = g * v / |v| (norm over all but the first dimension)."""
-
-    def __init__(self, weight_shape, bias: int, transpose=False, **conv_args):
-        super().__init__()
-        self.weight_v = nn.Parameter(torch.randn(weight_shape))
-        self.weight_g = nn.Parameter(torch.ones(weight_shape[0], 1, 1))
-        self.bias = nn.Parameter(torch.zeros(bias))
-        self.transpose, self.conv_args = transpose, conv_args
-
-    def forward(self, x):
-        v = self.weight_v
-        weight = self.weight_g * v / v.flatten(1).norm(dim=1).view(-1, 1, 1)
-        conv = F.conv_transpose1d if self.transpose else F.conv1d
-        return conv(x, weight, self.bias, **self.conv_args)
-
-
-def conv(cin, cout, kernel, dilation=1):
-    return WeightNormConv((cout, cin, kernel), cout, dilation=dilation, padding=dilation * (kernel - 1) // 2)
-
-
-class ResidualUnit(nn.Module):
-    def __init__(self, channels: int, dilation: int):
-        super().__init__()
-        self.block = nn.Sequential(Snake(channels), conv(channels, channels, 7, dilation), Snake(channels),
-                                   conv(channels, channels, 1))
-
-    def forward(self, x):
-        return x + self.block(x)
-
-
-class DecoderBlock(nn.Module):
-    """Snake, upsampling transposed conv (stride s), three residual units (dilations 1, 3, 9)."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        upsample = WeightNormConv((cin, cout, 2 * stride), cout, transpose=True, stride=stride,
-                                  padding=math.ceil(stride / 2), output_padding=stride % 2)
-        self.block = nn.Sequential(Snake(cin), upsample, ResidualUnit(cout, 1), ResidualUnit(cout, 3),
-                                   ResidualUnit(cout, 9))
-
-    def forward(self, x):
-        return self.block(x)
-
-
-class Decoder(nn.Module):
-    """DAC decoder: conv in, one upsampling block per ratio (channels halve each time), snake, conv out.
-    No tanh: Higgs leaves the waveform unbounded."""
-
-    def __init__(self, latent: int, channels: int, ratios: list[int]):
-        super().__init__()
-        layers = [conv(latent, channels, 7)]
-        for i, stride in enumerate(ratios):
-            layers.append(DecoderBlock(channels // 2**i, channels // 2 ** (i + 1), stride))
-        out = channels // 2 ** len(ratios)
-        layers += [Snake(out), conv(out, 1, 7)]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.model(x)
-
-
-class Codebook(nn.Module):
-    def __init__(self, bins: int, dim: int, quantizer_dim: int):
-        super().__init__()
-        self._codebook = nn.Module()
-        self._codebook.register_buffer("embed", torch.zeros(bins, dim))
-        self.project_out = nn.Linear(dim, quantizer_dim)
-
-    def decode(self, codes):
-        return self.project_out(F.embedding(codes, self._codebook.embed))
-
-
-class CodecDecoder(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.quantizer = nn.Module()
-        self.quantizer.vq = nn.Module()
-        self.quantizer.vq.layers = nn.ModuleList(
-            Codebook(cfg.bins, cfg.codebook_dim, cfg.quantizer_dim) for _ in range(cfg.num_codebooks)
-        )
+        self.cfg, self.with_encoder = cfg, with_encoder
+        self.quantizer = ResidualQuantizer(cfg.num_codebooks, cfg.bins, cfg.codebook_dim, cfg.quantizer_dim)
         self.fc_post2 = nn.Linear(cfg.quantizer_dim, cfg.latent_dim)
         self.decoder_2 = Decoder(cfg.latent_dim, cfg.decoder_channels, cfg.ratios)
+        if with_encoder:
+            self.encoder = Encoder(cfg.encoder_channels, cfg.ratios, cfg.latent_dim)
+            self.semantic_model = make_hubert(cfg.hubert_config())
+            self.encoder_semantic = SemanticEncoder(cfg.semantic_dim)
+            self.fc_prior = nn.Linear(cfg.quantizer_dim, cfg.quantizer_dim)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, N, T] -> waveform [B, 1, T * hop]."""
-        latent = sum(layer.decode(codes[:, k]) for k, layer in enumerate(self.quantizer.vq.layers))
-        return self.decoder_2(self.fc_post2(latent).transpose(1, 2))
+        return self.decoder_2(self.fc_post2(self.quantizer.decode(codes)).transpose(1, 2))
+
+    def encode(self, wave: torch.Tensor, wave_16k: torch.Tensor) -> torch.Tensor:
+        """wave [B, 1, samples] at the codec's rate and the same audio at 16 kHz [B, samples] -> codes [B, N, T]."""
+        semantic = hubert_features(self.semantic_model, wave_16k, self.cfg.semantic_stride)
+        semantic = self.encoder_semantic(semantic.transpose(1, 2))
+        if self.encoder.frames(wave.shape[-1]) != semantic.shape[-1]:
+            # as the transformers port does: half a hop on each side centres the acoustic frames
+            half_hop = self.cfg.hop_length // 2
+            wave = F.pad(wave, (half_hop, half_hop))
+        acoustic = self.encoder(wave)
+        frames = min(acoustic.shape[-1], semantic.shape[-1])  # Boson's rule where they still differ
+        latent = torch.cat([acoustic[..., :frames], semantic[..., :frames]], dim=1)
+        return self.quantizer.encode(self.fc_prior(latent.transpose(1, 2)))

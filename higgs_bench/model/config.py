@@ -23,6 +23,8 @@ LAYER_KINDS = (DUAL, TEXT, SKIP)
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
+FRAME_RATE = 25.0  # audio frames per second: the Higgs Audio v2 tokenizer's, which the model is trained on
+
 
 @dataclass(frozen=True)
 class HiggsConfig:

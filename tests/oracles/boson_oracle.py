@@ -117,6 +117,7 @@ def codec_decode(req, reply):
         "decoder_2": dac2.Decoder(cfg["D"], cfg["decoder_channels"], cfg["ratios"]),
     })
     state = torch.load(f"{req['codec_dir']}/model.pth", map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if k.startswith(("quantizer.", "fc_post2.", "decoder_2."))}
     missing, unexpected = modules.load_state_dict(state, strict=False)
     decode_side = [k for k in missing if not k.endswith(("project_in.weight", "project_in.bias", "inited",
                                                          "cluster_size", "embed_avg"))]

@@ -21,7 +21,10 @@ CACHE = Path(os.environ.get("HIGGS_BENCH_CACHE", Path.home() / ".cache" / "higgs
 TORCH = f"torch=={torch.__version__.split('+')[0]}"  # the main env's torch: a local wheel here, no big download
 
 RECIPES = {
-    "transformers5": [[TORCH, "transformers>=5.0,<6", "numpy"]],
+    # The port's audio tokenizer imports torchaudio; only its pure-Python resample is used, so the 2.9 wheel
+    # serves with this torch once its compiled extension (built against torch 2.9) is removed.
+    "transformers5": [[TORCH, "transformers>=5.0,<6", "numpy"], ["--no-deps", "torchaudio==2.9.1"],
+                      {"delete": "torchaudio/lib/*.so"}],
     # boson-multimodal pins nothing usable; these are what its model, collator, chatml and codec code import.
     "boson": [
         [TORCH, "transformers==4.46.3", "numpy", "dacite", "loguru", "pandas", "einops", "omegaconf"],
@@ -43,9 +46,17 @@ def venv_python(name: str) -> Path:
         if not (root / "complete").exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
             for step in recipe:
-                subprocess.run([str(python), "-m", "pip", "install", "-q", *step], check=True)
+                if isinstance(step, dict):
+                    delete_from_site_packages(root, step["delete"])
+                else:
+                    subprocess.run([str(python), "-m", "pip", "install", "-q", *step], check=True)
             (root / "complete").write_text(json.dumps(recipe))
     return python
+
+
+def delete_from_site_packages(root: Path, pattern: str) -> None:
+    for path in root.glob(f"lib/python*/site-packages/{pattern}"):
+        path.unlink()
 
 
 def run_oracle(name: str, script: str, request: dict, workdir: Path) -> dict[str, np.ndarray]:
