@@ -37,8 +37,8 @@ class BackendConfig:
 class PrecisionConfig:
     name: str = MISSING
     dtype: str = "fp32"  # activation / non-quantised weight dtype: fp32 | bf16 | fp16
-    weights: str | None = None  # quantised weights: fp8 | int8 | int4_awq (TensorRT-LLM only)
-    kv_cache: str | None = None  # fp8 | int8 KV cache (TensorRT-LLM only); None: same as dtype
+    weights: str | None = None  # quantised weights: fp8 | int8 | int4 | int4_awq (TensorRT-LLM only)
+    kv_cache: str | None = None  # fp8 KV cache (TensorRT-LLM only); None: same as dtype
     min_compute_capability: float | None = None
 
 
