@@ -13,8 +13,8 @@ INSTALL = (
 
 
 TRTLLM_MISSING = (
-    "the Higgs network, converter and runtime for TensorRT-LLM are not in this version of higgs-bench yet "
-    "(tracked as the TensorRT-LLM backend issue); use backend=torch"
+    "the Higgs network and runtime for TensorRT-LLM are not in this version of higgs-bench yet (the converter "
+    "and engine settings are: docs/trtllm.md); use backend=torch"
 )
 
 
