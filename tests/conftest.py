@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -59,3 +62,16 @@ def prompt_inputs(prompts, tiny_hf):
 
     cfg = read_config(tiny_hf)
     return [expand_prompt(p, cfg) for p in prompts]
+
+
+SPOKEN = "This is how I sound."
+
+
+@pytest.fixture(scope="session")
+def spoken_clip(tmp_path_factory):
+    """Real speech from espeak-ng (22.05 kHz mono WAV) saying SPOKEN."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng (apt-get install espeak-ng)")
+    path = tmp_path_factory.mktemp("clip") / "clip.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), SPOKEN], check=True)
+    return path

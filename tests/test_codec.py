@@ -1,8 +1,6 @@
 """The codec: names and shapes of the released tokenizer, both layouts, lengths, clips, and bad input."""
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,6 @@ from higgs_bench.tiny import make_codec
 RELEASED_SHAPES = Path(__file__).resolve().parents[2] / "shared" / "research" / "higgs-audio-tokenizer-shapes.json"
 TRAINING_ONLY = ("decoder_semantic.", "fc_post1.", "semantic_model.masked_spec_embed", "_codebook.embed_avg",
                  "_codebook.cluster_size", "_codebook.inited")
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
 
 
 @pytest.mark.skipif(not RELEASED_SHAPES.is_file(), reason="needs shared/research beside the checkout")
@@ -39,16 +36,6 @@ def codec_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def codec(codec_dirs):
     return load_codec(codec_dirs[0], encoder=True)
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    """A real utterance from espeak-ng (22.05 kHz) read at the codec's rate."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng (apt-get install espeak-ng)")
-    path = tmp_path_factory.mktemp("clip") / "clip.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), "The quick brown fox jumps over the lazy dog."], check=True)
-    return path
 
 
 def at_24k(path):
@@ -76,17 +63,16 @@ def test_codes_the_decoder_cannot_take_are_refused(codec, codes, message):
         codec.decode(codes)
 
 
-def test_both_layouts_hold_the_same_codec(codec_dirs, speech):
+def test_both_layouts_hold_the_same_codec(codec_dirs, spoken_clip):
     boson, hf = (load_codec(d, encoder=True) for d in codec_dirs)
-    wave = at_24k(speech)
+    wave = at_24k(spoken_clip)
     codes = boson.encode(wave, 24000)
     assert np.array_equal(codes, hf.encode(wave, 24000))
     assert np.abs(boson.decode(codes) - hf.decode(codes)).max() <= 1e-4
 
 
-@needs_espeak
-def test_encoding_speech_gives_varied_codes_at_25_per_second(codec, speech):
-    wave = at_24k(speech)
+def test_encoding_speech_gives_varied_codes_at_25_per_second(codec, spoken_clip):
+    wave = at_24k(spoken_clip)
     codes = codec.encode(wave, 24000)
     assert codes.dtype == np.int64 and codes.shape[0] == 8
     assert abs(codes.shape[1] - len(wave) / codec.config.hop_length) <= 1
@@ -170,12 +156,12 @@ def test_a_decode_only_checkpoint_cannot_encode(tmp_path):
 
 
 @pytest.mark.oracle
-def test_matches_the_transformers_port(codec_dirs, speech, tmp_path):
-    """Decode the same codes and encode the same speech as transformers' HiggsAudioV2TokenizerModel."""
+def test_matches_the_transformers_port(codec_dirs, spoken_clip, tmp_path):
+    """Decode the same codes and encode the same spoken_clip as transformers' HiggsAudioV2TokenizerModel."""
     from tests.oracles.venvs import run_oracle
 
     codec = load_codec(codec_dirs[1], encoder=True)
-    wave = at_24k(speech)
+    wave = at_24k(spoken_clip)
     wave_16k = resample(wave, 24000, 16000)
     codes = np.random.default_rng(3).integers(0, 1024, (8, 12))
     request = {"codec_dir": str(codec_dirs[1]), "codes": codes.tolist(), "wave": wave.tolist()}

@@ -1,7 +1,6 @@
 """The `python -m higgs_bench.tts` command: outputs a user can reopen, and clear failures."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -81,16 +80,8 @@ def codec_dir(tmp_path_factory):
     return make_codec(tmp_path_factory.mktemp("codec") / "codec")
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng (apt-get install espeak-ng)")
-    path = tmp_path_factory.mktemp("clip") / "clip.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), "This is how I sound."], check=True)
-    return path
-
-
-def test_voice_cloning_from_a_recording_end_to_end(tiny_hf, codec_dir, clip, tmp_path):
+def test_voice_cloning_from_a_recording_end_to_end(tiny_hf, codec_dir, spoken_clip, tmp_path):
+    clip = spoken_clip
     from higgs_bench.codec import load_codec
     from higgs_bench.codec.audio import read_clip
 
