@@ -83,7 +83,6 @@ def reference_codes(args) -> tuple[np.ndarray | None, Codec | None]:
     codec = load_codec(args.codec) if args.codec else None
     if args.ref_codes is None:
         return None, codec
-        return None
     try:
         return np.load(args.ref_codes), codec
     except (OSError, ValueError) as err:
