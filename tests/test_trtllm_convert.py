@@ -20,15 +20,15 @@ PRECISIONS = [Quant("bf16"), Quant("fp16", "int8"), Quant("bf16", "int4"), Quant
 
 
 @pytest.fixture(scope="module")
-def amax(tiny_fast_forward):
-    return calibrate_checkpoint(tiny_fast_forward, frames=20)
+def amax(tiny_boson):
+    return calibrate_checkpoint(tiny_boson, frames=20)
 
 
 @pytest.mark.parametrize("quant", PRECISIONS, ids=lambda q: f"{q.dtype}-{q.weights}")
 @pytest.mark.parametrize("tp", [1, 2])
-def test_every_rank_holds_exactly_the_networks_tensors(tiny_fast_forward, amax, tmp_path, quant, tp):
-    out = convert(tiny_fast_forward, tmp_path / "ckpt", quant, tp, amax)
-    cfg = read_config(tiny_fast_forward)
+def test_every_rank_holds_exactly_the_networks_tensors(tiny_boson, amax, tmp_path, quant, tp):
+    out = convert(tiny_boson, tmp_path / "ckpt", quant, tp, amax)
+    cfg = read_config(tiny_boson)
     table = tensor_table(cfg, quant, tp)
     for rank in range(tp):
         tensors = load_file(out / f"rank{rank}.safetensors")
@@ -37,8 +37,13 @@ def test_every_rank_holds_exactly_the_networks_tensors(tiny_fast_forward, amax, 
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "HiggsAudioForCausalLM" and config["mapping"]["tp_size"] == tp
     assert config["quantization"]["quant_algo"] == quant.quant_algo
-    assert config["audio_layer_kinds"] == list(cfg.layer_kinds)  # the fast-forward layer has no audio MLP
-    assert not any("layers.1.audio_mlp" in k for k in table)
+    assert config["audio_layer_kinds"] == list(cfg.layer_kinds) and config["audio_routing"] == "gather"
+
+
+def test_fast_forward_checkpoints_are_refused_before_anything_is_written(tiny_fast_forward, tmp_path):
+    with pytest.raises(ConversionError, match="fast-forward layers"):
+        convert(tiny_fast_forward, tmp_path / "ckpt", Quant("bf16"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tensor_parallel_shards_put_the_full_weights_back_together(tiny_boson, tmp_path):
@@ -86,8 +91,8 @@ def test_fp8_weights_keep_three_mantissa_bits():
     assert ((back - w).abs()[normal] <= w.abs()[normal] / 16 + 1e-7).all()
 
 
-def test_calibration_covers_every_linear_and_kv_cache(tiny_fast_forward, amax):
-    cfg = read_config(tiny_fast_forward)
+def test_calibration_covers_every_linear_and_kv_cache(tiny_boson, amax):
+    cfg = read_config(tiny_boson)
     table = tensor_table(cfg, Quant("bf16", "fp8", "fp8"))
     wanted = {k.rsplit(".", 1)[0] for k in table if k.endswith("activation_scaling_factor")}
     wanted |= {k.replace("kv_cache_scaling_factor", "kv_cache") for k in table if k.endswith("kv_cache_scaling_factor")}
@@ -135,20 +140,22 @@ def test_engine_config_translation(tiny_hf):
     cfg = read_config(tiny_hf)
     s = settings(tiny=cfg)
     assert s.build_config == {"max_batch_size": 16, "max_input_len": 1024, "max_seq_len": 2048, "max_num_tokens": 8192,
-                              "max_beam_width": 1, "kv_cache_type": "paged", "gather_context_logits": False,
+                              "max_beam_width": 1, "kv_cache_type": "CONTINUOUS", "gather_context_logits": False,
                               "gather_generation_logits": False, "strongly_typed": True}
     assert s.plugin_config["gpt_attention_plugin"] == s.plugin_config["gemm_plugin"] == "bfloat16"
-    assert s.plugin_config["tokens_per_block"] == 64 and s.plugin_config["use_paged_context_fmha"]
-    assert s.runtime == {"kv_cache_free_gpu_memory_fraction": 0.9, "max_tokens_in_paged_kv_cache": None}
+    assert s.plugin_config["remove_input_padding"] and not s.plugin_config["use_paged_context_fmha"]
+    assert s.runtime == {"kv_cache_free_gpu_memory_fraction": 0.9, "kv_cache_max_tokens": None}
+    assert s.audio_routing == "gather" and settings({"audio_routing": "select"}, tiny=cfg).audio_routing == "select"
     fp8 = settings(precision={"weights": "fp8", "kv_cache": "fp8"}, tiny=cfg)
     assert fp8.plugin_config["gemm_plugin"] is None and fp8.quant == Quant("bf16", "fp8", "fp8")
-    assert settings({"paged_kv_cache": False}, tiny=cfg).build_config["kv_cache_type"] == "continuous"
 
 
 @pytest.mark.parametrize(
     "engine, precision, message",
     [
         ({"max_seq_len": 512}, {}, "engine.max_seq_len=512 must exceed engine.max_input_len=1024"),
+        ({"paged_kv_cache": True}, {}, "engine.paged_kv_cache=true"),
+        ({"audio_routing": "mask"}, {}, "engine.audio_routing='mask'"),
         ({"max_seq_len": 10000}, {}, "exceeds the model's 4096 positions"),
         ({"max_num_tokens": 100}, {}, "engine.max_num_tokens=100"),
         ({"tokens_per_block": 48}, {}, "engine.tokens_per_block=48 must be a power of two"),

@@ -11,8 +11,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from higgs_bench.backends.pytorch.backend import DTYPES
-from higgs_bench.backends.trtllm import TRTLLM_MISSING, BackendUnavailable, require_tensorrt_llm
+from higgs_bench.backends.trtllm import require_tensorrt_llm
+from higgs_bench.backends.trtllm.build_config import engine_settings
 from higgs_bench.model.checkpoint import load_checkpoint
+from higgs_bench.model.config import read_config
 
 BUILD_RECORD = "build.json"
 
@@ -35,7 +37,7 @@ def engine_dir(cfg, model_dir: Path) -> Path:
     return Path(cfg.build.engines_dir) / f"{variant_name(cfg)}-{digest}"
 
 
-def build(cfg, model_dir: Path) -> dict:
+def build(cfg, model_dir: Path, device="cpu") -> dict:
     """Build (or reuse) the variant; returns the build record."""
     out = engine_dir(cfg, model_dir)
     record_path = out / BUILD_RECORD
@@ -44,7 +46,7 @@ def build(cfg, model_dir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     start = time.perf_counter()
-    log = _build_torch(cfg, model_dir) if cfg.backend.name == "torch" else _build_trtllm(cfg, model_dir, out)
+    log = _build_torch(cfg, model_dir) if cfg.backend.name == "torch" else _build_trtllm(cfg, model_dir, out, device)
     record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
               "settings": build_settings(cfg, model_dir), **log}
     (out / "build.log").write_text(json.dumps(log, indent=2) + "\n")
@@ -60,6 +62,12 @@ def _build_torch(cfg, model_dir: Path) -> dict:
     return {"size_bytes": size, "tensors": len(checkpoint.weights), "note": "torch backend: weights used in place"}
 
 
-def _build_trtllm(cfg, model_dir: Path, out: Path) -> dict:
+def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:
+    """Convert the checkpoint (calibrating for fp8) and build the engine (backends/trtllm/engine.py)."""
+    settings = engine_settings(cfg.engine, cfg.precision, read_config(model_dir))  # named errors before any work
     require_tensorrt_llm()
-    raise BackendUnavailable(TRTLLM_MISSING)
+    from higgs_bench.backends.trtllm.engine import build_engine
+
+    engine = build_engine(model_dir, out, settings, device=device)
+    return {"size_bytes": (engine / "rank0.engine").stat().st_size, "quant": settings.quant.__dict__,
+            "plugin_config": settings.plugin_config, "audio_routing": settings.audio_routing}

@@ -50,10 +50,11 @@ class EngineConfig:
     max_num_tokens: int = 8192
     gpt_attention_plugin: str | None = "auto"
     gemm_plugin: str | None = "auto"
-    paged_kv_cache: bool = True
+    paged_kv_cache: bool = False  # the TensorRT-LLM runtime here keeps one contiguous cache per static batch
     tokens_per_block: int = 64
-    kv_cache_free_gpu_memory_fraction: float | None = 0.9
-    kv_cache_max_tokens: int | None = None
+    kv_cache_free_gpu_memory_fraction: float | None = 0.9  # the KV cache may take at most this share of free memory
+    kv_cache_max_tokens: int | None = None  # at most this many cached positions (batch x length)
+    audio_routing: str = "gather"  # dual-FFN routing in the engine: gather (by row index) | select (both MLPs)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
-from higgs_bench.backends.trtllm import TRTLLM_MISSING, BackendUnavailable
 from higgs_bench.bench import asr
 from higgs_bench.bench.build import build, variant_name
 from higgs_bench.bench.config import check_variant
@@ -69,9 +68,9 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     check_variant(cfg, compute_capability(device))
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
     with console.status(f"building {variant_name(cfg)}"):
-        record["build"] = build(cfg, model_dir)
+        record["build"] = build(cfg, model_dir, device)
     with GpuMemoryMonitor(device) as gpu:
-        backend = load_backend(cfg, model_dir, device)
+        backend = load_backend(cfg, model_dir, device, Path(record["build"]["dir"]))
         weights_bytes = _allocated(device)
         tokenizer = load_tokenizer(model_dir)
         record["timing"] = measure_speed(cfg, backend, tokenizer)
@@ -83,11 +82,13 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
         record["floor"] = floor_report(backend.config, bytes_per_param, device, batch_one[0]["frame_ms"]["median"])
 
 
-def load_backend(cfg, model_dir: Path, device: torch.device):
+def load_backend(cfg, model_dir: Path, device: torch.device, engine_dir: Path):
     if cfg.backend.name == "torch":
         return TorchBackend.from_checkpoint(model_dir, device=device, dtype=DTYPES[cfg.precision.dtype],
                                             cuda_graph=cfg.backend.cuda_graph)
-    raise BackendUnavailable(TRTLLM_MISSING)
+    from higgs_bench.backends.trtllm.runtime import TrtllmBackend
+
+    return TrtllmBackend(engine_dir, device)
 
 
 def make_prompts(cfg, tokenizer, backend, texts):

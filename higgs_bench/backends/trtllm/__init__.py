@@ -12,12 +12,6 @@ INSTALL = (
 )
 
 
-TRTLLM_MISSING = (
-    "the Higgs network and runtime for TensorRT-LLM are not in this version of higgs-bench yet (the converter "
-    "and engine settings are: docs/trtllm.md); use backend=torch"
-)
-
-
 class BackendUnavailable(HiggsBenchError):
     """The requested backend cannot run on this machine."""
 

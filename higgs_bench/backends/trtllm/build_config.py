@@ -19,7 +19,8 @@ class EngineSettings:
     quant: Quant
     build_config: dict
     plugin_config: dict
-    runtime: dict  # KV-cache sizing, given to the runtime rather than baked into the engine
+    runtime: dict  # KV-cache limits, given to the runtime rather than baked into the engine
+    audio_routing: str  # written into the network's config (network.py)
 
 
 def engine_settings(engine, precision, model: HiggsConfig) -> EngineSettings:
@@ -32,7 +33,7 @@ def engine_settings(engine, precision, model: HiggsConfig) -> EngineSettings:
         "gemm_plugin": None if quant.weights == "fp8" else plugin_dtype(engine.gemm_plugin, precision.dtype),
         "remove_input_padding": True,
         "context_fmha": True,
-        "use_paged_context_fmha": engine.paged_kv_cache,
+        "use_paged_context_fmha": False,
         "tokens_per_block": engine.tokens_per_block,
         "use_fused_mlp": True,
         "multiple_profiles": True,  # a small-token profile for decode steps
@@ -40,12 +41,12 @@ def engine_settings(engine, precision, model: HiggsConfig) -> EngineSettings:
     build = {
         "max_batch_size": engine.max_batch_size, "max_input_len": engine.max_input_len,
         "max_seq_len": engine.max_seq_len, "max_num_tokens": engine.max_num_tokens, "max_beam_width": 1,
-        "kv_cache_type": "paged" if engine.paged_kv_cache else "continuous",
+        "kv_cache_type": "CONTINUOUS",
         "gather_context_logits": False, "gather_generation_logits": False, "strongly_typed": True,
     }
     runtime = {"kv_cache_free_gpu_memory_fraction": engine.kv_cache_free_gpu_memory_fraction,
-               "max_tokens_in_paged_kv_cache": engine.kv_cache_max_tokens}
-    return EngineSettings(quant, build, plugin, runtime)
+               "kv_cache_max_tokens": engine.kv_cache_max_tokens}
+    return EngineSettings(quant, build, plugin, runtime, engine.audio_routing)
 
 
 def quant_for(precision) -> Quant:
@@ -67,6 +68,11 @@ def plugin_dtype(setting: str | None, dtype: str) -> str | None:
 
 
 def check_limits(engine, model: HiggsConfig) -> None:
+    if engine.paged_kv_cache:
+        raise ConfigError("engine.paged_kv_cache=true: higgs-bench's TensorRT-LLM runtime runs static batches over "
+                          "one contiguous KV cache (docs/trtllm.md); set engine.paged_kv_cache=false")
+    if engine.audio_routing not in ("gather", "select"):
+        raise ConfigError(f"engine.audio_routing={engine.audio_routing!r}; choose gather or select")
     if engine.gpt_attention_plugin is None:
         raise ConfigError("engine.gpt_attention_plugin=null: packed inputs and the paged KV cache need it; use auto")
     for key in ("max_batch_size", "max_input_len", "max_num_tokens"):

@@ -17,7 +17,7 @@ from higgs_bench.backends.trtllm import quantize
 from higgs_bench.backends.trtllm.names import SPLIT, TORCH_DTYPES, WEIGHT_ONLY_BITS, Quant, tensor_table
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.model.checkpoint import load_checkpoint
-from higgs_bench.model.config import DUAL, HiggsConfig
+from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
 ARCHITECTURE = "HiggsAudioForCausalLM"
 SUPPORTED_WEIGHTS = (None, "int8", "int4", "fp8")
@@ -34,6 +34,11 @@ def check_conversion(cfg: HiggsConfig, quant: Quant, tp: int) -> None:
             "(nvidia-modelopt), which this converter does not run; use int4 (per-channel weight-only) or int8")
     if quant.kv_cache not in (None, "fp8"):
         raise ConversionError(f"kv_cache={quant.kv_cache!r}: only an fp8 KV cache is converted (or none)")
+    if SKIP in cfg.layer_kinds:
+        raise ConversionError(
+            "this checkpoint has fast-forward layers, in which text positions must not attend to audio ones; the "
+            "gpt-attention plugin's causal mask cannot express that, so the TensorRT-LLM backend refuses it "
+            "(the released Higgs Audio v2 has none; use backend=torch)")
     if quant.dtype not in ("fp16", "bf16"):
         raise ConversionError(f"dtype={quant.dtype}: TensorRT-LLM engines run fp16 or bf16 activations")
     if tp < 1 or cfg.num_kv_heads % tp or cfg.num_heads % tp or cfg.intermediate_size % tp:
@@ -58,6 +63,7 @@ def trtllm_config(cfg: HiggsConfig, quant: Quant, tp: int) -> dict:
         "audio_num_codebooks": cfg.num_codebooks, "audio_vocab_size": cfg.audio_vocab_size,
         "audio_layer_kinds": list(cfg.layer_kinds), "audio_out_token_id": cfg.audio_out_token_id,
         "audio_stream_bos_id": cfg.stream_bos_id, "audio_stream_eos_id": cfg.stream_eos_id,
+        "audio_routing": "gather",  # the engine builder may choose "select" (network.py)
     }
 
 
