@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
 from tensorrt_llm._common import default_net
-from tensorrt_llm.functional import (Tensor, cast, constant, expand, gather_last_token_logits, index_select,
+from tensorrt_llm.functional import (Tensor, cast, expand, gather_last_token_logits, index_select,
                                      maximum, nonzero, scatter, select, shape, unsqueeze, view, where)
 from tensorrt_llm.layers import (Attention, AttentionMaskType, ColumnLinear, Embedding, GatedMLP,
                                  PositionEmbeddingType, RmsNorm)
