@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -69,5 +70,5 @@ def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:
     from higgs_bench.backends.trtllm.engine import build_engine
 
     engine = build_engine(model_dir, out, settings, device=device)
-    return {"size_bytes": (engine / "rank0.engine").stat().st_size, "quant": settings.quant.__dict__,
+    return {"size_bytes": (engine / "rank0.engine").stat().st_size, "quant": asdict(settings.quant),
             "plugin_config": settings.plugin_config, "audio_routing": settings.audio_routing}

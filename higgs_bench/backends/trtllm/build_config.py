@@ -74,7 +74,7 @@ def check_limits(engine, model: HiggsConfig) -> None:
     if engine.audio_routing not in ("gather", "select"):
         raise ConfigError(f"engine.audio_routing={engine.audio_routing!r}; choose gather or select")
     if engine.gpt_attention_plugin is None:
-        raise ConfigError("engine.gpt_attention_plugin=null: packed inputs and the paged KV cache need it; use auto")
+        raise ConfigError("engine.gpt_attention_plugin=null: packed inputs and the KV cache need it; use auto")
     for key in ("max_batch_size", "max_input_len", "max_num_tokens"):
         if engine[key] < 1:
             raise ConfigError(f"engine.{key}={engine[key]} must be >= 1")

@@ -13,6 +13,7 @@ An engine directory holds:
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ def build_engine(model_dir: Path, out_dir: Path, settings: EngineSettings, devic
 
     from higgs_bench.backends.trtllm.network import HiggsAudioForCausalLM  # registers the architecture
 
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)  # left by an earlier build that failed
     amax = calibrate_checkpoint(model_dir, device=device) if needs_calibration(settings.quant) else None
     checkpoint = convert(model_dir, out_dir / "checkpoint", settings.quant, tp=1, amax=amax)
     config = PretrainedConfig.from_json_file(str(checkpoint / "config.json"))

@@ -52,6 +52,7 @@ class TrtllmBackend:
                                                    torch.finfo(self.kv_dtype).bits // 8)
         check_kv_budget(batch, cache_len, per_position, torch.cuda.mem_get_info(self.device)[0],
                         self.kv_limits["kv_cache_free_gpu_memory_fraction"], self.kv_limits["kv_cache_max_tokens"])
+        self.caches = []  # the previous batch's cache goes before this one is allocated
         self.caches = [torch.zeros((batch, 2, cfg.num_kv_heads, cache_len, cfg.head_dim), dtype=self.kv_dtype,
                                    device=self.device) for _ in range(cfg.num_layers)]
         self.constants = attention_constants(batch, cache_len, cfg.num_layers)
