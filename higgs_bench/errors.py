@@ -15,3 +15,11 @@ class PromptError(HiggsBenchError):
 
 class GenerationError(HiggsBenchError):
     """Generation settings that cannot work (frame limit, sampling parameters, batch limits)."""
+
+
+class OutputError(HiggsBenchError):
+    """A folder or file that results cannot be written to, or that holds something we must not overwrite."""
+
+
+class ConfigError(HiggsBenchError):
+    """A configuration that cannot run; the message names the setting to change."""

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from importlib.resources import files
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from higgs_bench.codec import CodecConfig
 from higgs_bench.codec import layouts as codec_layouts
 from higgs_bench.codec.network import CodecNetwork
-from higgs_bench.errors import HiggsBenchError
+from higgs_bench.errors import HiggsBenchError, OutputError
+from higgs_bench.files import cache_dir, staged_dir
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 from higgs_bench.model.tokenizer import higgs_special_token
 from higgs_bench.model.weights import expected_shapes, stored_name
@@ -57,7 +57,7 @@ SHAPES = {
     ),
 }
 EOS_BOOST = 2.5
-CACHE = Path(os.environ.get("HIGGS_BENCH_CACHE", Path.home() / ".cache" / "higgs-bench"))
+MARKER = ".higgs-bench-tiny"  # marks a folder this tool wrote, which it may replace
 
 
 def make_config(shape: str = "tiny", layout: str = "hf", fast_forward_layers: tuple[int, ...] = ()) -> HiggsConfig:
@@ -166,23 +166,18 @@ def write_tokenizer(out: Path) -> None:
 
 
 def write_checkpoint(out: Path, cfg: HiggsConfig, weights: dict[str, torch.Tensor], seed: int) -> None:
-    """Write config, weights and tokenizer into a fresh directory, then move it into place."""
-    out = Path(out)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    config = boson_config(cfg) if cfg.layout == "boson" else hf_config(cfg)
-    (staging / "config.json").write_text(json.dumps(config, indent=2))
-    stored = {stored_name(name, cfg.layout): t.contiguous() for name, t in weights.items()}
-    if cfg.layout == "boson":  # the release carries a text head; generation ignores it
-        gen = torch.Generator(weights["norm.weight"].device).manual_seed(seed + 1)
-        head = torch.randn(cfg.vocab_size, cfg.hidden_size, generator=gen, device=gen.device) / cfg.hidden_size ** 0.5
-        stored["audio_decoder_proj.text_lm_head.weight"] = head.to(weights["norm.weight"].dtype)
-    save_file({k: v.cpu() for k, v in stored.items()}, staging / "model.safetensors", metadata={"format": "pt"})
-    write_tokenizer(staging)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    """Write config, weights and tokenizer into a fresh folder, then move it into place."""
+    with staged_dir(out) as staging:
+        config = boson_config(cfg) if cfg.layout == "boson" else hf_config(cfg)
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        stored = {stored_name(name, cfg.layout): t.contiguous() for name, t in weights.items()}
+        if cfg.layout == "boson":  # the release carries a text head; generation ignores it
+            gen = torch.Generator(weights["norm.weight"].device).manual_seed(seed + 1)
+            head = torch.randn(cfg.vocab_size, cfg.hidden_size, generator=gen, device=gen.device) / cfg.hidden_size ** 0.5
+            stored["audio_decoder_proj.text_lm_head.weight"] = head.to(weights["norm.weight"].dtype)
+        save_file({k: v.cpu() for k, v in stored.items()}, staging / "model.safetensors", metadata={"format": "pt"})
+        write_tokenizer(staging)
+        (staging / MARKER).write_text("written by python -m higgs_bench.tiny\n")
 
 
 def make_checkpoint(out, layout="hf", seed=0, shape="tiny", fast_forward_layers=(), dtype=torch.float32, device="cpu"):
@@ -192,10 +187,31 @@ def make_checkpoint(out, layout="hf", seed=0, shape="tiny", fast_forward_layers=
 
 
 def embedded_model() -> Path:
-    """The embedded default model (model=tiny-random): made once, deterministically, in the cache."""
-    out = CACHE / "models" / "tiny-random-hf-seed0"
-    if not (out / "config.json").is_file():
-        make_checkpoint(out, layout="hf", seed=0)
+    """The embedded default model (model=tiny-random): made once, deterministically, in the cache, and made
+    again when the cached copy is damaged."""
+    from higgs_bench.model.checkpoint import load_checkpoint
+    from higgs_bench.model.tokenizer import load_tokenizer
+
+    def check(out: Path) -> None:
+        load_checkpoint(out)
+        load_tokenizer(out)
+
+    return _cached(cache_dir() / "models" / "tiny-random-hf-seed0", lambda out: make_checkpoint(out), check)
+
+
+def _cached(out: Path, make, check) -> Path:
+    """`out` after `check` passes on it; made (again) by `make` when it is missing or damaged."""
+    if out.exists():
+        try:
+            check(out)
+            return out
+        except HiggsBenchError as err:
+            print(f"the cached copy in {out} is damaged ({err}); making it again", file=sys.stderr)
+    try:
+        make(out)
+    except OSError as err:
+        raise OutputError(f"cannot write the cache folder {out.parent} ({err.strerror or err}); point "
+                          "HIGGS_BENCH_CACHE at a writable folder") from err
     return out
 
 
@@ -230,20 +246,34 @@ def make_codec(out: Path, seed: int = 0, layout: str = "boson") -> Path:
 
 
 def write_codec(out: Path, config: CodecConfig, state: dict, layout: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    if layout == "hf":
-        (out / "config.json").write_text(json.dumps(config.to_hf(), indent=2))
-        save_file({k: v.contiguous() for k, v in codec_layouts.to_hf(state, config).items()}, out / "model.safetensors")
-    else:
-        (out / "config.json").write_text(json.dumps(config.to_boson(), indent=2))
-        torch.save(state, out / "model.pth")
+    with staged_dir(out) as staging:
+        if layout == "hf":
+            (staging / "config.json").write_text(json.dumps(config.to_hf(), indent=2))
+            save_file({k: v.contiguous() for k, v in codec_layouts.to_hf(state, config).items()},
+                      staging / "model.safetensors")
+        else:
+            (staging / "config.json").write_text(json.dumps(config.to_boson(), indent=2))
+            torch.save(state, staging / "model.pth")
+        (staging / MARKER).write_text("written by python -m higgs_bench.tiny\n")
 
 
 def embedded_codec() -> Path:
-    out = CACHE / "models" / "tiny-codec-v2-seed0"
-    if not (out / "model.pth").is_file():
-        make_codec(out)
-    return out
+    from higgs_bench.codec import load_codec
+
+    return _cached(cache_dir() / "models" / "tiny-codec-v2-seed0", make_codec,
+                   lambda out: load_codec(out, encoder=True))
+
+
+def check_out(out: Path, force: bool, option: str) -> None:
+    """Refuse to replace a folder this tool did not write (unless forced), a file, or the current folder."""
+    out = out.absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{option} {out} is a file; give a folder to create")
+    if out == Path.cwd() or out in Path.cwd().parents:
+        raise OutputError(f"{option} {out} holds the current folder; give a new folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not force:
+        raise OutputError(f"{option} {out} already holds files this tool did not write; it would replace them. "
+                          "Give an empty or new folder, or add --force to replace it")
 
 
 def main(argv=None) -> int:
@@ -257,15 +287,25 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--codec-out", type=Path, help="also write a tiny random codec here (in --layout)")
+    parser.add_argument("--force", action="store_true", help="replace --out / --codec-out even if they hold other files")
     args = parser.parse_args(argv)
     dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
     try:
+        check_out(args.out, args.force, "--out")
+        if args.codec_out:
+            check_out(args.codec_out, args.force, "--codec-out")
+            outs = sorted([args.out.absolute(), args.codec_out.absolute()], key=lambda p: len(p.parts))
+            if outs[0] == outs[1] or outs[0] in outs[1].parents:
+                raise OutputError("--out and --codec-out must be two separate folders, neither inside the other")
         make_checkpoint(args.out, args.layout, args.seed, args.shape, args.fast_forward_layers, dtype, args.device)
         if args.codec_out:
             make_codec(args.codec_out, args.seed, args.layout)
     except HiggsBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError, SafetensorError) as err:  # a full disk, a read-only folder, too little memory
+        print(f"error: could not write the checkpoint: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.shape} Higgs checkpoint ({args.layout} layout, seed {args.seed}) to {args.out}")
     return 0
 

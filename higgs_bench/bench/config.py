@@ -5,17 +5,16 @@ Combinations that cannot run are refused by `check_variant` with a message that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
-from higgs_bench.errors import HiggsBenchError
+from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.generate.sampling import SamplingConfig
-
-
-class ConfigError(HiggsBenchError):
-    """A configuration that cannot run; the message names the setting to change."""
 
 
 @dataclass
@@ -114,8 +113,59 @@ TORCH_DTYPES = ("fp32", "bf16", "fp16")
 OBJECTIVES = ("rtf", "throughput", "latency")
 
 
+def check_config(cfg) -> None:
+    """Refuse keys the schema does not know (Hydra accepts any `+key=value`) and values that make no sense,
+    before any work. Each message names the setting."""
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), BenchConfig)
+    if unknown:
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {'; '.join(unknown)}")
+    scenario, engine, select = cfg.scenario, cfg.engine, cfg.select
+    rules = [
+        (scenario.warmup >= 0, f"scenario.warmup={scenario.warmup}: give 0 or more warm-up runs"),
+        (scenario.repeats >= 1, f"scenario.repeats={scenario.repeats}: give at least 1 timed run"),
+        (len(scenario.batch_sizes) > 0, "scenario.batch_sizes is empty; give at least one batch size"),
+        (min(scenario.batch_sizes, default=1) >= 1, f"scenario.batch_sizes={list(scenario.batch_sizes)}: each must be >= 1"),
+        (len(scenario.texts) > 0, "scenario.texts is empty; give at least one sentence to speak"),
+        (scenario.timing_frames > 8, "scenario.timing_frames must exceed the 8 delay-pattern warm-up frames"),
+        (scenario.quality_max_frames > 8, f"scenario.quality_max_frames={scenario.quality_max_frames} must exceed "
+                                          "the 8 delay-pattern warm-up frames"),
+        (select.objective in OBJECTIVES, f"select.objective={select.objective!r}; choose one of {OBJECTIVES}"),
+        (select.max_wer is None or (math.isfinite(select.max_wer) and select.max_wer >= 0),
+         f"select.max_wer={select.max_wer}: give a WER limit >= 0, or null for none"),
+        (select.max_gpu_mem_gb is None or (math.isfinite(select.max_gpu_mem_gb) and select.max_gpu_mem_gb > 0),
+         f"select.max_gpu_mem_gb={select.max_gpu_mem_gb}: give a positive number of GB, or null for none"),
+        (cfg.asr.beam_size >= 1, f"asr.beam_size={cfg.asr.beam_size} must be >= 1"),
+    ]
+    rules += [(engine[key] >= 1, f"engine.{key}={engine[key]} must be >= 1")
+              for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "tokens_per_block")]
+    rules += [(bool(text.strip()), f"scenario.texts[{i}] is empty; give the words to speak")
+              for i, text in enumerate(scenario.texts)]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+    try:
+        SamplingConfig(**OmegaConf.to_container(scenario.sampling))
+    except HiggsBenchError as err:
+        raise ConfigError(f"scenario.sampling: {err}") from err
+
+
+def unknown_keys(values: dict, schema, prefix: str = "") -> list[str]:
+    """Dotted names in `values` that the dataclass `schema` (and those nested in it) does not declare."""
+    hints = typing.get_type_hints(schema)
+    known = [f.name for f in fields(schema)]
+    found = []
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            found.append(f"{prefix}{key}" + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+        elif is_dataclass(hints[key]) and isinstance(value, dict):
+            found += unknown_keys(value, hints[key], f"{prefix}{key}.")
+    return found
+
+
 def check_variant(cfg, compute_capability: float | None) -> None:
-    """Refuse combinations that cannot run, before any work. compute_capability: None on CPU."""
+    """Refuse settings and combinations that cannot run, before any work. compute_capability: None on CPU."""
+    check_config(cfg)
     missing = [f"model.{key}" for key in ("path", "codec_path") if cfg.model[key] is None]
     if missing and not cfg.model.embedded:
         raise ConfigError(f"model={cfg.model.name} needs {' and '.join(f'{m}=DIR' for m in missing)}")
@@ -142,11 +192,4 @@ def check_variant(cfg, compute_capability: float | None) -> None:
             f"scenario.batch_sizes {too_big} exceed engine.max_batch_size={cfg.engine.max_batch_size}; "
             "raise engine.max_batch_size or drop those batch sizes"
         )
-    if min(scenario.batch_sizes, default=0) < 1:
-        raise ConfigError("scenario.batch_sizes must all be >= 1")
-    if scenario.timing_frames <= 8:
-        raise ConfigError("scenario.timing_frames must exceed the 8 delay-pattern warm-up frames")
-    if not scenario.texts:
-        raise ConfigError("scenario.texts is empty; give at least one sentence to speak")
-    if cfg.select.objective not in OBJECTIVES:
-        raise ConfigError(f"select.objective={cfg.select.objective!r}; choose one of {OBJECTIVES}")
+

@@ -7,13 +7,28 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from higgs_bench.errors import ConfigError
+
 PACKAGES = ("torch", "numpy", "tensorrt_llm", "tensorrt", "faster-whisper", "hydra-core")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "device") -> torch.device:
+    """A torch device this machine has; ConfigError naming `setting` otherwise. "auto": cuda if there is a GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"{setting}={name!r} is not a device; use cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{setting}={name!r}: this machine has no usable CUDA GPU (torch {torch.__version__}); "
+                              "use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{setting}={name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"{setting}={name!r}: only cpu and cuda devices are supported")
+    return device
 
 
 def compute_capability(device: torch.device) -> float | None:

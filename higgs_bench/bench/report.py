@@ -4,14 +4,15 @@ summary files (CSV, JSON) and a plot of throughput and frame latency against bat
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from higgs_bench.bench.runner import RECORD
+from higgs_bench.files import atomic_path, read_json, write_json
+
+RECORD = "benchmark_report.json"
 
 COLUMNS = {  # key: (header, format, better)
     "status": ("status", "{}", None),
@@ -69,7 +70,25 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
 
 
 def load_rows(paths) -> list[dict]:
-    return [summary_row(json.loads(p.read_text()), p.parent) for p in find_records(paths)]
+    """One row per record; a record that cannot be read (damaged, foreign) is a row saying so."""
+    rows = []
+    for path in find_records(paths):
+        record = read_json(path)
+        if isinstance(record, dict) and isinstance(record.get("variant"), str) and isinstance(record.get("status"), str):
+            try:
+                rows.append(summary_row(record, path.parent))
+                continue
+            except (KeyError, TypeError, AttributeError, ValueError):
+                pass
+        rows.append(unreadable_row(path))
+    return rows
+
+
+def unreadable_row(path: Path) -> dict:
+    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "error", "device"])
+    why = "damaged or not a higgs-bench record" if path.is_file() else "missing"
+    return row | {"variant": f"unreadable: {path}", "status": "unreadable", "error": why, "source": str(path.parent),
+                  "batches": []}
 
 
 @dataclass
@@ -79,6 +98,8 @@ class Pick:
 
 
 def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -> Pick:
+    if objective not in OBJECTIVE_KEYS:
+        return Pick(None, f"objective {objective!r} is unknown; choose one of {sorted(OBJECTIVE_KEYS)}")
     key, better = OBJECTIVE_KEYS[objective]
     candidates, excluded = [], []
     for row in rows:
@@ -149,13 +170,13 @@ def write_summary(rows: list[dict], chosen: Pick, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flat_keys = ["variant", *COLUMNS, "error", "device", "source"]
-    with open(out_dir / "summary.csv", "w", newline="") as f:
+    with atomic_path(out_dir / "summary.csv") as temp, open(temp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=flat_keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     summary = {"rows": rows, "pick": {"variant": chosen.row["variant"] if chosen.row else None,
                                       "reason": chosen.reason}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)
     written = [out_dir / "summary.csv", out_dir / "summary.json"]
     plot = plot_batches(rows, out_dir / "batch_scaling.png")
     return written + ([plot] if plot else [])
@@ -183,15 +204,17 @@ def plot_batches(rows: list[dict], path: Path) -> Path | None:
     handles, labels = left.get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0.08 * len(measured), 1, 1))
     fig.legend(handles, labels, loc="lower center", frameon=False)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=120)
     plt.close(fig)
     return path
 
 
-def render(rows, select, out_dir: Path | None = None, console: Console | None = None, title="higgs-bench") -> Pick:
+def render(rows, select, out_dir: Path | None = None, console: Console | None = None,
+           title="higgs-bench") -> tuple[Pick, list[Path]]:
+    """Print the table with the pick; with `out_dir`, also write the summary files. Returns the pick and the
+    files written."""
     chosen = pick(rows, select.objective, select.max_wer, select.max_gpu_mem_gb)
     console = console or Console(width=max(Console().width, 200))
     console.print(table(rows, chosen, title))
-    if out_dir is not None:
-        write_summary(rows, chosen, out_dir)
-    return chosen
+    return chosen, write_summary(rows, chosen, out_dir) if out_dir is not None else []

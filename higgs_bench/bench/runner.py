@@ -4,7 +4,6 @@ quality (speech -> WER), and write one record (benchmark_report.json), also when
 from __future__ import annotations
 
 import gc
-import json
 import traceback
 from pathlib import Path
 
@@ -20,11 +19,13 @@ from higgs_bench.bench.build import build, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.floor import floor_report
+from higgs_bench.bench.report import RECORD
 from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
 from higgs_bench.bench.timing import summarise_batch, time_generation
 from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.codec import load_codec
-from higgs_bench.errors import HiggsBenchError
+from higgs_bench.errors import ConfigError, HiggsBenchError
+from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -32,40 +33,92 @@ from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.tiny import embedded_codec, embedded_model
 
-RECORD = "benchmark_report.json"
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line each, also in logs
+
+
+NOT_COMPARED = ("resume", "build.force")  # settings that do not change what a run measures
 
 
 def run(cfg, out_dir: Path, label: str | None = None) -> dict:
     out_dir = Path(out_dir)
     record_path = out_dir / RECORD
-    if cfg.resume and record_path.is_file():
-        previous = json.loads(record_path.read_text())
-        if previous.get("status") == "ok":
-            console.print(f"[dim]resume: {previous['variant']} already measured in {out_dir}[/]")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    label = label or variant_name(cfg)
+    if cfg.resume:
+        previous = read_json(record_path)
+        why = rerun_reason(previous, config)
+        if why is None:
+            console.print(f"[dim]resume: {label} already measured in {out_dir}[/]")
             return previous
-    record = {"variant": label or variant_name(cfg), "status": "running", "error": None,
-              "config": OmegaConf.to_container(cfg, resolve=True)}
+        if record_path.exists():
+            console.print(f"[yellow]resume: measuring {label} again in {out_dir}: {why}[/]")
+    record = {"variant": label, "status": "running", "error": None, "config": config}
     try:
         _measure(cfg, out_dir, record)
         record["status"] = "ok"
+    except ConfigError as err:
+        record |= {"status": "refused", "error": str(err)}
     except HiggsBenchError as err:
         record |= {"status": "failed", "error": str(err)}
+    except KeyboardInterrupt:
+        record |= {"status": "interrupted", "error": "interrupted before the run finished; its figures are partial"}
+        raise
     except Exception as err:  # a crash in one variant must not lose the sweep's other rows
         record |= {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
     finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(record, indent=2))
+        _save(record, record_path)
         _release_gpu_memory()  # sweep jobs share a process: the next job's NVML figures start clean
-    if record["status"] == "failed":
-        console.print(f"[red]{record['variant']} failed:[/] {record['error']}")
+    if record["status"] != "ok":
+        console.print(f"[red]{record['variant']} {record['status']}:[/] {record['error']}")
     return record
 
 
+def rerun_reason(previous, config: dict) -> str | None:
+    """Why a saved record cannot stand for this run (None: it can)."""
+    if previous is None:
+        return "no readable record"
+    if not isinstance(previous, dict) or previous.get("status") != "ok":
+        return f"the saved run did not finish ({previous.get('status') if isinstance(previous, dict) else 'foreign file'})"
+    changed = _differences(_comparable(previous.get("config")), _comparable(config))
+    if changed:
+        return "its settings differ from the saved run's: " + ", ".join(changed[:3])
+    return None
+
+
+def _comparable(config) -> dict:
+    flat = _flatten(config if isinstance(config, dict) else {})
+    return {key: value for key, value in flat.items() if key not in NOT_COMPARED}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def _save(record: dict, record_path: Path) -> None:
+    try:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(record_path, record)
+    except OSError as err:  # the record is the run's only result: say loudly that it is not on disk
+        record |= {"status": "failed", "error": f"could not write {record_path}: {err}"}
+
+
 def _measure(cfg, out_dir: Path, record: dict) -> None:
-    device = resolve_device(cfg.backend.device)
+    device = resolve_device(cfg.backend.device, "backend.device")
     record["environment"] = describe(device)
     check_variant(cfg, compute_capability(device))
+    if cfg.asr.enabled:  # a recogniser that cannot load fails the run now, not after the timing
+        asr.load_whisper(cfg.asr.model, cfg.asr.device, cfg.asr.compute_type)
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
     with console.status(f"building {variant_name(cfg)}"):
         record["build"] = build(cfg, model_dir, device)
@@ -135,7 +188,8 @@ def measure_quality(cfg, backend, tokenizer, out_dir: Path) -> dict:
                               scenario.quality_max_frames)
             for offset, codes in enumerate(result.codes(cfg_model.stream_bos_id, cfg_model.stream_eos_id)):
                 wav = out_dir / f"utt_{start + offset:03d}.wav"
-                soundfile.write(wav, codec.decode(codes), codec.sample_rate)
+                with atomic_path(wav) as temp:
+                    soundfile.write(temp, codec.decode(codes), codec.sample_rate)
                 rows.append({"text": batch[offset], "wav": wav.name, "frames": codes.shape[1],
                              "audio_s": codes.shape[1] / FRAME_RATE,
                              "ended_by_eos": result.eos_step[offset] is not None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from higgs_bench.errors import GenerationError
 
 NO_EOS_YET = 1 << 30
+MIN_TEMPERATURE = 1e-3  # logits divided by less overflow float32 (inf - inf = NaN probabilities)
 
 
 @dataclass
@@ -33,6 +35,11 @@ class SamplingConfig:
             return
         if not self.temperature > 0:
             raise GenerationError(f"temperature must be > 0 for sampling (got {self.temperature}); use greedy instead")
+        if not math.isfinite(self.temperature):
+            raise GenerationError(f"temperature must be finite (got {self.temperature})")
+        if self.temperature < MIN_TEMPERATURE:
+            raise GenerationError(f"temperature {self.temperature} is below {MIN_TEMPERATURE}: the scaled logits "
+                                  "overflow; use greedy for the most likely speech")
         if self.top_k is not None and self.top_k < 1:
             raise GenerationError(f"top_k must be >= 1 or unset (got {self.top_k})")
         if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -23,11 +23,19 @@ class Checkpoint:
 
 def load_checkpoint(model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Checkpoint:
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"model directory {model_dir} does not exist")
-    config = read_config(model_dir)
+    config = checkpoint_config(model_dir)
     weights = _read_weights(model_dir, config, dtype, device)
     return Checkpoint(model_dir, config, weights)
+
+
+def checkpoint_config(model_dir: str | Path) -> HiggsConfig:
+    """The model config of a checkpoint folder, without reading its weights."""
+    model_dir = Path(model_dir)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise CheckpointError(f"model directory {model_dir} is a file; give the folder that holds config.json")
+    if not model_dir.is_dir():
+        raise CheckpointError(f"model directory {model_dir} does not exist")
+    return read_config(model_dir)
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -68,7 +76,7 @@ def _read_weights(model_dir: Path, config: HiggsConfig, dtype: torch.dtype, devi
                             f"{file.name}: tensor {stored} has shape {list(shape)} but the config implies "
                             f"{list(shapes[name])}"
                         )
-                    weights[name] = f.get_tensor(stored).to(device=device, dtype=dtype)
+                    weights[name] = _checked(f.get_tensor(stored), file, stored).to(device=device, dtype=dtype)
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{file}: corrupt or unreadable weight file ({err})") from err
     if unknown:
@@ -79,3 +87,15 @@ def _read_weights(model_dir: Path, config: HiggsConfig, dtype: torch.dtype, devi
     if missing:
         raise CheckpointError(f"{model_dir}: {len(missing)} tensors missing from the weight files, e.g. {missing[:5]}")
     return weights
+
+
+def _checked(tensor: torch.Tensor, file: Path, stored: str) -> torch.Tensor:
+    """Refuse weights that would give silent garbage: integer storage, NaN or infinite values."""
+    if not tensor.dtype.is_floating_point:
+        raise CheckpointError(f"{file.name}: tensor {stored} is stored as {tensor.dtype}; model weights must be "
+                              "floating point (a damaged or foreign checkpoint?)")
+    bad = (~torch.isfinite(tensor)).sum()
+    if bad:
+        raise CheckpointError(f"{file.name}: tensor {stored} holds {int(bad)} NaN or infinite values; the "
+                              "checkpoint is damaged")
+    return tensor

@@ -63,6 +63,13 @@ class HiggsConfig:
         return self.codebook_size + 2
 
     def __post_init__(self):
+        sizes = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                 "vocab_size", "max_position_embeddings", "num_codebooks", "codebook_size")
+        wrong = [f"{name}={getattr(self, name)!r}" for name in sizes
+                 if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool)
+                 or getattr(self, name) < 1]
+        if wrong:
+            raise CheckpointError(f"invalid model config: sizes must be whole numbers >= 1, got {', '.join(wrong)}")
         problems = []
         if self.num_heads % self.num_kv_heads:
             problems.append(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
@@ -86,13 +93,17 @@ def read_config(model_dir: Path) -> HiggsConfig:
         raise CheckpointError(f"{model_dir}: no config.json, so this is not a Higgs Audio checkpoint directory")
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: holds a JSON {type(raw).__name__}, not an object of model settings")
     layout = detect_layout(raw, path)
     try:
         return _from_boson(raw) if layout == "boson" else _from_hf(raw)
     except KeyError as err:
         raise CheckpointError(f"{path}: missing field {err} for the {layout!r} layout") from err
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from err
 
 
 def detect_layout(raw: dict, path: Path) -> str:

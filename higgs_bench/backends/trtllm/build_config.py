@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from higgs_bench.backends.trtllm.names import Quant
-from higgs_bench.bench.config import ConfigError
+from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import HiggsConfig
 
 PLUGIN_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}

@@ -6,8 +6,6 @@ PretrainedModel.from_checkpoint / save_checkpoint, 1.2.x). Plain torch: runs and
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from safetensors.torch import save_file
 from higgs_bench.backends.trtllm import quantize
 from higgs_bench.backends.trtllm.names import SPLIT, TORCH_DTYPES, WEIGHT_ONLY_BITS, Quant, tensor_table
 from higgs_bench.errors import HiggsBenchError
+from higgs_bench.files import staged_dir
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
@@ -140,17 +139,12 @@ def convert(model_dir: str | Path, out_dir: str | Path, quant: Quant, tp: int = 
     if out_dir.exists():
         raise ConversionError(f"{out_dir} already exists; remove it or pick another output directory")
     expected = tensor_table(cfg, quant, tp)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:  # everything is written beside the target, which appears only when complete
+    with staged_dir(out_dir) as staging:  # written beside the target, which appears only when complete
         for rank in range(tp):
             tensors = rank_tensors(checkpoint.weights, cfg, quant, tp, rank, amax or {})
             check_against_table(tensors, expected)
             save_file(tensors, staging / f"rank{rank}.safetensors")
         (staging / "config.json").write_text(json.dumps(trtllm_config(cfg, quant, tp), indent=2))
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 

@@ -24,6 +24,7 @@ from higgs_bench.backends.trtllm.calibrate import calibrate_checkpoint
 from higgs_bench.backends.trtllm.convert import convert, needs_calibration
 from higgs_bench.backends.trtllm.names import Quant
 from higgs_bench.errors import CheckpointError
+from higgs_bench.files import write_json
 from higgs_bench.model.config import HiggsConfig, read_config
 
 HIGGS_RECORD = "higgs.json"
@@ -47,9 +48,8 @@ def build_engine(model_dir: Path, out_dir: Path, settings: EngineSettings, devic
     build_config = BuildConfig.from_dict({**settings.build_config, "plugin_config": settings.plugin_config})
     build(model, build_config).save(str(out_dir / "engine"))
     higgs = json.loads((checkpoint / "config.json").read_text())
-    (out_dir / HIGGS_RECORD).write_text(json.dumps(
-        {"model": read_config(model_dir).to_dict(), "build": settings.build_config,
-         "kv_limits": settings.runtime, "audio_routing": higgs["audio_routing"]}, indent=2))
+    write_json(out_dir / HIGGS_RECORD, {"model": read_config(model_dir).to_dict(), "build": settings.build_config,
+                                        "kv_limits": settings.runtime, "audio_routing": higgs["audio_routing"]})
     return out_dir / "engine"
 
 

@@ -1,0 +1,97 @@
+"""Files on disk: every write is atomic (a temporary file or folder beside the target, then a rename), and
+folders are checked for writing before any work, with the setting that moves them named in the error.
+
+A write that fails (a full disk, a read-only folder) removes its temporary file, so nothing half-written is
+ever left under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from higgs_bench.errors import OutputError
+
+CACHE_SETTING = "HIGGS_BENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where made-once artefacts live (the embedded model and codec, the assembled Whisper model)."""
+    return Path(os.environ.get(CACHE_SETTING) or Path.home() / ".cache" / "higgs-bench")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix, so writers that go by the suffix still work); it replaces
+    `path` when the block ends without error and is removed otherwise."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    temp = Path(temp)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as temp:
+        temp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | Path):
+    """The parsed file, or None if it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+@contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """A fresh folder beside `target` to fill; it replaces `target` when the block ends without error and is
+    removed otherwise."""
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    try:
+        yield staging
+        if target.is_dir():
+            old = staging.with_suffix(".old")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def writable_dir(path: str | Path, setting: str, create: bool = True) -> Path:
+    """Prove that `path` takes files (creating it, or with create=False the nearest folder that exists above
+    it); OutputError naming `setting` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{setting}: {path} is a file, not a folder; give a folder")
+    probe = path if create else next(p for p in [path, *path.absolute().parents] if p.exists())
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{setting}: {probe} is a file, so {path} cannot be a folder; give another folder")
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"{setting}: cannot write into {path} ({err.strerror or err}); point {setting} "
+                          "at a writable folder") from err
+    return path
