@@ -151,3 +151,28 @@ def test_requests_the_loop_cannot_serve_are_refused():
     bad.token_ids[-1] = 128009
     with pytest.raises(PromptError, match="audio_out_bos"):
         generate(ScriptedBackend([5]), [bad], GREEDY, max_frames=20)
+
+
+def chi_square_p_value(counts: torch.Tensor, expected: torch.Tensor) -> float:
+    statistic = ((counts - expected) ** 2 / expected).sum()
+    dof = torch.tensor(float(len(counts) - 1))
+    return float(torch.special.gammaincc(dof / 2, statistic / 2))  # the chi-square survival function
+
+
+def test_the_exponential_race_draws_from_the_softmax_distribution():
+    from higgs_bench.generate.sampling import draw
+
+    scores = torch.tensor([1.0, 0.2, -1.0, float("-inf"), 2.0, 0.0])
+    probs = scores.softmax(-1)
+    draws = 200_000
+    generator = torch.Generator().manual_seed(0)
+    race = draw(scores.expand(draws, -1), generator)
+    counts = torch.bincount(race, minlength=len(scores)).double()
+    assert counts[3] == 0  # a masked token is never drawn
+    kept = probs > 0
+    assert chi_square_p_value(counts[kept], draws * probs[kept].double()) > 1e-3
+    reference = torch.multinomial(probs, draws, replacement=True, generator=generator)
+    pooled = (counts + torch.bincount(reference, minlength=len(scores)).double())[kept] / 2
+    assert chi_square_p_value(counts[kept], pooled) > 1e-3  # the same distribution as multinomial's draws
+    skewed = torch.bincount(draw((scores * 1.1).expand(draws, -1), generator), minlength=len(scores)).double()
+    assert chi_square_p_value(skewed[kept], draws * probs[kept].double()) < 1e-6  # the test can tell a 10 % skew
