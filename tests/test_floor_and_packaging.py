@@ -1,9 +1,11 @@
 """The bandwidth floor's weight count, the tiny checkpoint's determinism, and the product's imports."""
 
 import hashlib
+import math
 import subprocess
 import sys
 
+from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.bench.floor import weights_read_per_frame
 from higgs_bench.model.config import SKIP
 from higgs_bench.tiny import make_checkpoint, make_config
@@ -12,7 +14,20 @@ from higgs_bench.tiny import make_checkpoint, make_config
 def test_an_audio_step_reads_the_released_models_2_84_billion_weights():
     # attention + audio MLP + audio norms of 28 layers, final norm, audio head, 8 embedding rows
     # (Boson's HiggsAudioModel on the meta device, counted per module)
-    assert weights_read_per_frame(make_config("higgs-v2-3b")) == 2_843_986_944
+    assert params(weights_read_per_frame(make_config("higgs-v2-3b"))) == 2_843_986_944
+
+
+def params(shapes):
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def test_quantised_variants_read_fewer_bytes_per_frame():
+    cfg = make_config("higgs-v2-3b")
+    read = weights_read_per_frame(cfg)
+    bf16, int8, int4 = (weight_bytes(read, cfg, 2, kind) for kind in (None, "int8", "int4"))
+    assert bf16 == 2 * 2_843_986_944
+    # the audio head (25.2M) and norms stay in bf16; attention and MLP (2.82B) shrink
+    assert 0.50 < int8 / bf16 < 0.51 and 0.27 < int4 / bf16 < 0.28  # int4: half a byte + group scales
 
 
 def test_fast_forward_layers_are_not_read_by_audio_steps():
@@ -21,7 +36,7 @@ def test_fast_forward_layers_are_not_read_by_audio_steps():
     assert skipping.layer_kinds[1] == SKIP
     h, q, kv, mlp = dual.hidden_size, dual.num_heads * dual.head_dim, dual.num_kv_heads * dual.head_dim, dual.intermediate_size
     one_layer = h * (2 * q + 2 * kv) + 3 * h * mlp + 2 * h  # attention, one MLP, two norms
-    assert weights_read_per_frame(dual) - weights_read_per_frame(skipping) == one_layer
+    assert params(weights_read_per_frame(dual)) - params(weights_read_per_frame(skipping)) == one_layer
 
 
 def digest(folder):
@@ -36,10 +51,12 @@ def test_tiny_checkpoints_are_deterministic(tmp_path):
     assert digest(tmp_path / "a")["model.safetensors"] != digest(tmp_path / "c")["model.safetensors"]
 
 
-def test_importing_the_product_loads_neither_transformers_nor_tensorrt_llm():
-    # transformers (4.57, for HuBERT) loads only when a clip is encoded; tensorrt_llm only for backend=trtllm
+def test_importing_the_product_loads_none_of_transformers_tensorrt_llm_torchao():
+    # transformers (4.57, for HuBERT) loads only when a clip is encoded; tensorrt_llm only for backend=trtllm;
+    # torchao only when a quantised variant is built
     code = ("import sys, higgs_bench.tts, higgs_bench.bench.runner, higgs_bench.report, higgs_bench.wer, "
-            "higgs_bench.__main__; print(sorted(m for m in ('transformers', 'tensorrt_llm') if m in sys.modules))")
+            "higgs_bench.__main__; print(sorted(m for m in ('transformers', 'tensorrt_llm', 'torchao') "
+            "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

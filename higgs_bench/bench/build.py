@@ -12,7 +12,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+import torch
+
 from higgs_bench.backends.pytorch.backend import DTYPES
+from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
 from higgs_bench.files import read_json, writable_dir, write_json, write_text
@@ -77,10 +80,13 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
 
 def _build_torch(cfg, model_dir: Path) -> dict:
     """The torch backend runs the checkpoint as is: preparing it means loading and casting, which checks
-    that it is whole. Its size is the weights at the run's dtype."""
-    checkpoint = load_checkpoint(model_dir, dtype=DTYPES[cfg.precision.dtype])
-    size = sum(t.numel() * t.element_size() for t in checkpoint.weights.values())
-    return {"size_bytes": size, "tensors": len(checkpoint.weights), "note": "torch backend: weights used in place"}
+    that it is whole. Its size is the weights at the run's dtype, quantised linears at their own width."""
+    dtype = DTYPES[cfg.precision.dtype]
+    checkpoint = load_checkpoint(model_dir, dtype=dtype)
+    shapes = {name: tuple(t.shape) for name, t in checkpoint.weights.items()}
+    size = weight_bytes(shapes, checkpoint.config, torch.finfo(dtype).bits // 8, cfg.precision.weights)
+    return {"size_bytes": size, "tensors": len(checkpoint.weights), "quantised": cfg.precision.weights,
+            "note": "torch backend: weights loaded from the checkpoint, quantised at load (torchao)"}
 
 
 def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:

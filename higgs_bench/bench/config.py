@@ -36,7 +36,7 @@ class BackendConfig:
 class PrecisionConfig:
     name: str = MISSING
     dtype: str = "fp32"  # activation / non-quantised weight dtype: fp32 | bf16 | fp16
-    weights: str | None = None  # quantised weights: fp8 | int8 | int4 | int4_awq (TensorRT-LLM only)
+    weights: str | None = None  # quantised linears: int8 | int4 | fp8 (torch and TensorRT-LLM) | int4_awq (TensorRT-LLM)
     kv_cache: str | None = None  # fp8 KV cache (TensorRT-LLM only); None: same as dtype
     min_compute_capability: float | None = None
 
@@ -110,6 +110,7 @@ def register() -> None:
 
 
 TORCH_DTYPES = ("fp32", "bf16", "fp16")
+TORCH_WEIGHTS = ("int8", "int4", "fp8")  # torchao (backends/pytorch/quantize.py)
 OBJECTIVES = ("rtf", "throughput", "latency")
 
 
@@ -172,16 +173,19 @@ def check_variant(cfg, compute_capability: float | None) -> None:
     prec, backend = cfg.precision, cfg.backend.name
     if backend not in ("torch", "trtllm"):
         raise ConfigError(f"backend={backend!r} is unknown; choose backend=torch or backend=trtllm")
-    if backend == "torch" and (prec.weights or prec.kv_cache or prec.dtype not in TORCH_DTYPES):
-        raise ConfigError(
-            f"precision={prec.name} needs the TensorRT-LLM backend (backend=trtllm); "
-            f"the torch backend runs {', '.join(TORCH_DTYPES)}"
-        )
+    if backend == "torch" and prec.dtype not in TORCH_DTYPES:
+        raise ConfigError(f"precision.dtype={prec.dtype}: the torch backend runs {', '.join(TORCH_DTYPES)}")
+    if backend == "torch" and prec.kv_cache:
+        raise ConfigError(f"precision.kv_cache={prec.kv_cache}: the torch backend keeps its KV cache in "
+                          f"{prec.dtype}; an fp8 KV cache needs backend=trtllm (or set precision.kv_cache=null)")
+    if backend == "torch" and prec.weights not in (None, *TORCH_WEIGHTS):
+        raise ConfigError(f"precision={prec.name} needs the TensorRT-LLM backend (backend=trtllm); the torch "
+                          f"backend quantises weights to {', '.join(TORCH_WEIGHTS)}")
     if prec.min_compute_capability and (compute_capability or 0) < prec.min_compute_capability:
         where = "this machine has no GPU" if compute_capability is None else f"this GPU is {compute_capability}"
         raise ConfigError(
-            f"precision={prec.name} needs compute capability >= {prec.min_compute_capability} ({where}); "
-            "pick precision=bf16 or int8, or run on Ada/Hopper"
+            f"precision={prec.name} needs an NVIDIA GPU of compute capability >= {prec.min_compute_capability} "
+            f"({where}); pick a precision this machine runs (fp32, bf16, fp16, int8)"
         )
     if prec.dtype in ("bf16", "fp16") and compute_capability is None and backend == "trtllm":
         raise ConfigError("backend=trtllm needs an NVIDIA GPU")

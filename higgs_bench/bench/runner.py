@@ -130,15 +130,16 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
         record["quality"] = measure_quality(cfg, backend, tokenizer, out_dir)
     record["memory"] = memory_report(cfg, backend, gpu, weights_bytes)
     batch_one = [b for b in record["timing"]["batches"] if b["batch_size"] == 1]
-    if device.type == "cuda" and batch_one and not cfg.precision.weights:
-        bytes_per_param = torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8
-        record["floor"] = floor_report(backend.config, bytes_per_param, device, batch_one[0]["frame_ms"]["median"])
+    if device.type == "cuda" and batch_one:
+        dtype_bytes = torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8
+        record["floor"] = floor_report(backend.config, dtype_bytes, cfg.precision.weights, device,
+                                       batch_one[0]["frame_ms"]["median"])
 
 
 def load_backend(cfg, model_dir: Path, device: torch.device, engine_dir: Path):
     if cfg.backend.name == "torch":
         return TorchBackend.from_checkpoint(model_dir, device=device, dtype=DTYPES[cfg.precision.dtype],
-                                            cuda_graph=cfg.backend.cuda_graph)
+                                            cuda_graph=cfg.backend.cuda_graph, quantised=cfg.precision.weights)
     from higgs_bench.backends.trtllm.runtime import TrtllmBackend
 
     return TrtllmBackend(engine_dir, device)

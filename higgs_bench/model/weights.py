@@ -71,3 +71,15 @@ def stored_name(canonical: str, layout: str) -> str:
     if canonical == "audio_lm_head.weight":
         return canonical
     return "model." + canonical
+
+
+# Quantised variants (torch and TensorRT-LLM alike) quantise these linears and nothing else: embeddings, norms
+# and the audio head stay in 16 bits, where their few bytes buy accuracy.
+QUANTISED_MODULES = {"self_attn": ATTENTION, "mlp": MLP, "audio_mlp": MLP}
+
+
+def quantised_linears(cfg: HiggsConfig) -> list[str]:
+    """Canonical module names (no `.weight`) of the linears a quantised variant quantises."""
+    shapes = expected_shapes(cfg)
+    return [f"layers.{i}.{block}.{leaf}" for i in range(cfg.num_layers) for block, leaves in QUANTISED_MODULES.items()
+            for leaf in leaves if f"layers.{i}.{block}.{leaf}.weight" in shapes]

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from higgs_bench.backends.pytorch.network import HiggsNetwork, rope_inv_freq
+from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import HiggsConfig
@@ -33,7 +34,8 @@ class DecodeState:
 
 class TorchBackend:
     def __init__(self, config: HiggsConfig, weights: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, quantised: str | None = None):
+        """quantised: None, or int8 / int4 / fp8 for the linears quantise.py names (torchao)."""
         self.config, self.device, self.dtype = config, torch.device(device), dtype
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         with torch.device("meta"):
@@ -43,13 +45,16 @@ class TorchBackend:
         network.inv_freq = rope_inv_freq(config)
         self.network = network.to(device=self.device, dtype=dtype).eval()
         self.network.inv_freq = rope_inv_freq(config).to(self.device)  # RoPE frequencies stay in float32
+        if quantised:
+            quantise(self.network, config, quantised, self.device)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.state: DecodeState | None = None
 
     @classmethod
-    def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False):
+    def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False,
+                        quantised: str | None = None):
         checkpoint = load_checkpoint(model_dir, dtype=dtype)
-        return cls(checkpoint.config, checkpoint.weights, device, dtype, cuda_graph)
+        return cls(checkpoint.config, checkpoint.weights, device, dtype, cuda_graph, quantised)
 
     @property
     def max_positions(self) -> int:

@@ -1,0 +1,85 @@
+"""Quantised torch variants with torchao: the linears of `model.weights.quantised_linears` (the same ones the
+TensorRT-LLM converter quantises), in place, on the device they will run on.
+
+- int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA.
+- int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
+  `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
+- fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
+  (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
+
+torchao is imported only here, when a quantised variant is built (it is slow to import and prints notes about
+optional kernels). Written against torchao 0.18.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from higgs_bench.errors import ConfigError
+from higgs_bench.model.config import HiggsConfig
+from higgs_bench.model.weights import quantised_linears
+
+WEIGHT_KINDS = ("int8", "int4", "fp8")
+# Bytes stored per quantised weight, scales included: int8 and fp8 one byte (a 16-bit scale per output row adds
+# under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
+BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
+FP8_CAPABILITY = (8, 9)
+
+
+def check_supported(weights: str, device: torch.device) -> None:
+    """ConfigError naming what the kind needs when this device cannot run it."""
+    if weights not in WEIGHT_KINDS:
+        raise ConfigError(f"precision weights={weights!r}: the torch backend runs {', '.join(WEIGHT_KINDS)} (int4_awq "
+                          "needs an AWQ search, which only the TensorRT-LLM path with ModelOpt would run)")
+    if weights in ("int4", "fp8") and device.type != "cuda":
+        need = "an NVIDIA GPU of compute capability >= 8.9 (Ada, Hopper)" if weights == "fp8" else "an NVIDIA GPU"
+        raise ConfigError(f"precision={weights} on the torch backend needs {need}: torchao's {weights} kernels run "
+                          "only on CUDA. On the CPU use precision=int8")
+    if weights == "fp8" and torch.cuda.get_device_capability(device) < FP8_CAPABILITY:
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ConfigError(f"precision=fp8 needs compute capability >= 8.9 (this GPU is {major}.{minor}); "
+                          "use precision=int8 or int4")
+
+
+def torchao_config(weights: str):
+    for noisy in ("torchao", "torch.utils._pytree"):  # notes about optional kernels this run does not use
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int4WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+        PerRow,
+    )
+
+    if weights == "int8":
+        return Int8WeightOnlyConfig()
+    if weights == "int4":
+        return Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+
+
+def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.device) -> nn.Module:
+    """Quantise `network`'s linears in place (it must already be on `device`, in its activation dtype)."""
+    check_supported(weights, device)
+    config = torchao_config(weights)
+    from torchao.quantization import quantize_
+
+    chosen = set(quantised_linears(cfg))
+    if weights == "int4" and (cfg.hidden_size % 128 or cfg.intermediate_size % 128 or cfg.num_heads * cfg.head_dim % 128):
+        raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
+                          f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
+    quantize_(network, config, filter_fn=lambda module, name: name in chosen)
+    return network
+
+
+def weight_bytes(shapes: dict[str, tuple[int, ...]], cfg: HiggsConfig, dtype_bytes: int, weights: str | None) -> int:
+    """Bytes of the tensors `shapes` (canonical name -> shape) once the variant's linears are quantised."""
+    quantised = {f"{name}.weight" for name in quantised_linears(cfg)} if weights else set()
+    total = 0.0
+    for name, shape in shapes.items():
+        total += math.prod(shape) * (BYTES_PER_WEIGHT[weights] if name in quantised else dtype_bytes)
+    return int(total)
