@@ -28,6 +28,7 @@ def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
     assert [b["batch_size"] for b in batches] == [1, 2]
     assert all(b["frame_ms"]["median"] > 0 and b["rtf"] > 0 and b["ttfa_ms"] > 0 for b in batches)
     assert record["quality"]["wer"] is not None and record["memory"]["peak_rss_gb"] > 0
+    assert record["fidelity"]["top1_agreement"] == 1.0  # fp32 on the CPU is the reference itself
     for utterance in record["quality"]["utterances"]:
         audio, rate = soundfile.read(tmp_path / "run" / utterance["wav"])
         assert rate == 24000 and len(audio) == utterance["frames"] * 960
@@ -41,7 +42,7 @@ def test_sweep_keeps_failed_variants_as_rows_and_resumes(tmp_path):
     assert done.returncode == 3, done.stderr  # some variants ok, some not
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     rows = {r["variant"]: r for r in summary["rows"]}
-    assert rows["torch-fp8"]["status"] == "refused" and "needs the TensorRT-LLM backend" in rows["torch-fp8"]["error"]
+    assert rows["torch-fp8"]["status"] == "refused" and "compute capability >= 8.9" in rows["torch-fp8"]["error"]
     assert rows["torch-fp32"]["status"] == rows["torch-fp16"]["status"] == "ok"
     assert rows["torch-fp16"]["rtf"] > 0 and summary["pick"]["variant"] in ("torch-fp32", "torch-fp16")
     assert (tmp_path / "sweep" / "batch_scaling.png").stat().st_size > 0
@@ -85,8 +86,12 @@ def compose_cfg():
 @pytest.mark.parametrize(
     "overrides, capability, message",
     [
-        (["precision=int8"], None, "precision=int8 needs the TensorRT-LLM backend"),
+        (["precision=int4_awq"], 9.0, "precision=int4_awq needs the TensorRT-LLM backend"),
+        (["precision=fp8"], None, "precision=fp8 needs an NVIDIA GPU of compute capability >= 8.9"),
+        (["precision=int4"], None, "precision=int4 needs an NVIDIA GPU"),
+        (["precision=fp8", "precision.kv_cache=fp8"], 9.0, "an fp8 KV cache needs backend=trtllm"),
         (["backend=trtllm", "precision=fp8"], None, "compute capability >= 8.9 (this machine has no GPU)"),
+        (["scenario.fidelity_frames=5"], None, "scenario.fidelity_frames=5"),
         (["backend=trtllm", "precision=fp8"], 8.0, "compute capability >= 8.9 (this GPU is 8.0)"),
         (["scenario.batch_sizes=[1,32]"], None, "exceed engine.max_batch_size=16"),
         (["scenario.timing_frames=8"], None, "timing_frames"),
@@ -101,6 +106,8 @@ def test_impossible_combinations_say_what_to_change(compose_cfg, overrides, capa
 
 def test_valid_combinations_pass(compose_cfg):
     check_variant(compose_cfg("precision=bf16"), None)
+    check_variant(compose_cfg("precision=int8"), None)  # torchao's int8 runs on the CPU
+    check_variant(compose_cfg("precision=fp8"), 9.0)
     check_variant(compose_cfg("backend=trtllm", "precision=fp8"), 9.0)
     assert compose_cfg().select.max_wer is None  # the tiny model's noise has no meaningful WER
     assert compose_cfg("model=higgs-v2-3b", "model.path=x", "model.codec_path=y").select.max_wer == 0.25

@@ -66,6 +66,7 @@ class ScenarioConfig:
     warmup: int = 1
     repeats: int = 3
     quality_max_frames: int = 400  # natural stopping, capped
+    fidelity_frames: int = 32  # teacher-forced steps against the reference per prompt (0: no fidelity check)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(seed=0))
 
 
@@ -130,6 +131,8 @@ def check_config(cfg) -> None:
         (scenario.timing_frames > 8, "scenario.timing_frames must exceed the 8 delay-pattern warm-up frames"),
         (scenario.quality_max_frames > 8, f"scenario.quality_max_frames={scenario.quality_max_frames} must exceed "
                                           "the 8 delay-pattern warm-up frames"),
+        (scenario.fidelity_frames == 0 or scenario.fidelity_frames > 8,
+         f"scenario.fidelity_frames={scenario.fidelity_frames}: give 0 (off) or more than the 8 warm-up frames"),
         (select.objective in OBJECTIVES, f"select.objective={select.objective!r}; choose one of {OBJECTIVES}"),
         (select.max_wer is None or (math.isfinite(select.max_wer) and select.max_wer >= 0),
          f"select.max_wer={select.max_wer}: give a WER limit >= 0, or null for none"),

@@ -27,6 +27,7 @@ COLUMNS = {  # key: (header, format, better)
     "peak_gpu_gb": ("peak GPU GB", "{:.2f}", "low"),
     "peak_rss_gb": ("peak RSS GB", "{:.2f}", "low"),
     "wer": ("WER", "{:.3f}", "low"),
+    "top1": ("top-1 vs ref", "{:.1%}", "high"),
 }
 OBJECTIVE_KEYS = {"rtf": ("rtf", "low"), "throughput": ("throughput", "high"), "latency": ("frame_ms", "low")}
 
@@ -62,6 +63,7 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "peak_gpu_gb": memory.get("peak_gpu_gb"),
         "peak_rss_gb": memory.get("peak_rss_gb"),
         "wer": quality.get("wer"),
+        "top1": (record.get("fidelity") or {}).get("top1_agreement"),
         "error": record.get("error"),
         "device": record.get("environment", {}).get("gpu") or record.get("environment", {}).get("device"),
         "source": str(source) if source else None,

@@ -18,6 +18,7 @@ from higgs_bench.bench import asr
 from higgs_bench.bench.build import build, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
+from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.report import RECORD
 from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
@@ -36,6 +37,7 @@ from higgs_bench.tiny import embedded_codec, embedded_model
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line each, also in logs
 
 
+FIDELITY_PROMPTS = 3  # the first scenario texts, teacher-forced against the reference
 NOT_COMPARED = ("resume", "build.force")  # settings that do not change what a run measures
 
 
@@ -134,6 +136,21 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
         dtype_bytes = torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8
         record["floor"] = floor_report(backend.config, dtype_bytes, cfg.precision.weights, device,
                                        batch_one[0]["frame_ms"]["median"])
+    if cfg.scenario.fidelity_frames:
+        with console.status("fidelity against the reference"):
+            record["fidelity"] = measure_fidelity(cfg, backend, tokenizer, model_dir, device)
+
+
+def measure_fidelity(cfg, backend, tokenizer, model_dir: Path, device: torch.device) -> dict:
+    """The variant against the unquantised torch reference (fp32 on the CPU, bf16 on a GPU) on the first
+    scenario texts, loaded only for this and released after."""
+    reference = TorchBackend.from_checkpoint(model_dir, device=device,
+                                             dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    prompts = make_prompts(cfg, tokenizer, backend, list(cfg.scenario.texts)[:FIDELITY_PROMPTS])
+    result = fidelity(reference, backend, prompts, cfg.scenario.fidelity_frames)
+    del reference
+    _release_gpu_memory()
+    return result | {"reference": f"torch {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"}
 
 
 def load_backend(cfg, model_dir: Path, device: torch.device, engine_dir: Path):

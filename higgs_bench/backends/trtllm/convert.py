@@ -16,6 +16,7 @@ from higgs_bench.backends.trtllm.names import SPLIT, TORCH_DTYPES, WEIGHT_ONLY_B
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import staged_dir
 from higgs_bench.model.checkpoint import load_checkpoint
+from higgs_bench.model.weights import quantised_linears
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
 ARCHITECTURE = "HiggsAudioForCausalLM"
@@ -77,16 +78,21 @@ def fused_qkv(w: dict, layer: int, cfg: HiggsConfig, tp: int, rank: int) -> torc
 
 
 def full_precision_linears(w: dict, cfg: HiggsConfig, tp: int, rank: int) -> dict[str, torch.Tensor]:
-    """Every linear of one rank in float32, keyed by TensorRT-LLM module path."""
-    out = {}
+    """Every linear of one rank in float32, keyed by TensorRT-LLM module path. They are exactly the linears
+    of model.weights.quantised_linears, which the torch backend quantises too."""
+    out, sources = {}, set()
     for n, kind in enumerate(cfg.layer_kinds):
         p, c = f"transformer.layers.{n}.", f"layers.{n}."
         out[p + "attention.qkv"] = fused_qkv(w, n, cfg, tp, rank)
         out[p + "attention.dense"] = split_rank(w[c + "self_attn.o_proj.weight"], SPLIT["dense"], tp, rank)
+        sources |= {c + f"self_attn.{x}" for x in ("q_proj", "k_proj", "v_proj", "o_proj")}
         for mlp in ("mlp", "audio_mlp") if kind == DUAL else ("mlp",):
             # TensorRT-LLM's GatedMLP applies the activation to `fc`: fc is gate_proj, gate is up_proj
             for leaf, source in (("fc", "gate_proj"), ("gate", "up_proj"), ("proj", "down_proj")):
                 out[p + f"{mlp}.{leaf}"] = split_rank(w[c + f"{mlp}.{source}.weight"], SPLIT[leaf], tp, rank)
+                sources.add(c + f"{mlp}.{source}")
+    if sources != set(quantised_linears(cfg)):
+        raise AssertionError(f"converter and shared quantisation table disagree: {sorted(sources ^ set(quantised_linears(cfg)))[:4]}")
     return out
 
 

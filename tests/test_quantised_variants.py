@@ -1,0 +1,62 @@
+"""Quantised torch variants (torchao) and the fidelity figures every record carries."""
+
+import pytest
+import torch
+
+from higgs_bench.backends.pytorch.backend import TorchBackend
+from higgs_bench.bench.fidelity import fidelity
+from higgs_bench.errors import ConfigError
+from higgs_bench.model.checkpoint import load_checkpoint
+from higgs_bench.model.weights import quantised_linears
+
+# int8 per-channel rounding moves each weight by at most half a step (max|w| / 254): about 0.4 % rms per
+# linear, which three layers turn into about 1 % of the logits (bf16 alone: 0.7 %). The bounds leave 3x room.
+INT8_BOUNDS = {"logits_rel_l2": 0.03, "kl": 1e-3, "top1_agreement": 0.95}
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_hf):
+    return TorchBackend.from_checkpoint(tiny_hf, dtype=torch.float32)
+
+
+def int8_backend(tiny_hf):
+    return TorchBackend.from_checkpoint(tiny_hf, dtype=torch.bfloat16, quantised="int8")
+
+
+def within(report: dict, bounds: dict) -> bool:
+    return (report["logits_rel_l2"] <= bounds["logits_rel_l2"] and report["kl"] <= bounds["kl"]
+            and report["top1_agreement"] >= bounds["top1_agreement"])
+
+
+def test_int8_quantises_exactly_the_shared_table_of_linears(tiny_hf):
+    backend = int8_backend(tiny_hf)
+    quantised = {name for name, module in backend.network.named_modules()
+                 if isinstance(module, torch.nn.Linear) and type(module.weight).__name__ == "Int8Tensor"}
+    assert quantised == set(quantised_linears(backend.config))
+    assert "audio_lm_head" not in quantised and quantised  # the audio head stays in 16 bits
+
+
+def test_int8_fidelity_is_within_its_bounds(tiny_hf, reference, prompt_inputs):
+    report = fidelity(reference, int8_backend(tiny_hf), prompt_inputs, 24)
+    assert within(report, INT8_BOUNDS), report
+    assert len(report["top1_agreement_per_codebook"]) == 8 and report["greedy_frames_identical"] >= 1
+
+
+def test_a_broken_quantisation_fails_the_bound(tiny_hf, reference, prompt_inputs):
+    broken = int8_backend(tiny_hf)
+    for name in quantised_linears(broken.config):
+        broken.network.get_submodule(name).weight.scale.mul_(2)  # scales off by 2x
+    assert not within(fidelity(reference, broken, prompt_inputs, 24), INT8_BOUNDS)
+
+
+def test_the_reference_against_itself_is_exact(reference, prompt_inputs):
+    report = fidelity(reference, reference, prompt_inputs, 16)
+    assert report["logits_rel_l2"] == 0 and report["top1_agreement"] == 1 and report["greedy_frames_identical"] == 16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("kind, needs", [("int4", "needs an NVIDIA GPU"), ("fp8", "compute capability >= 8.9")])
+def test_gpu_only_kinds_are_refused_on_the_cpu_naming_the_gpu_they_need(tiny_hf, kind, needs):
+    checkpoint = load_checkpoint(tiny_hf)
+    with pytest.raises(ConfigError, match=needs):
+        TorchBackend(checkpoint.config, checkpoint.weights, dtype=torch.bfloat16, quantised=kind)
