@@ -4,17 +4,18 @@ engines/<variant>-<hash of the settings that affect it>/, reused when unchanged.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
-import torch
-
-from higgs_bench.backends.pytorch.backend import DTYPES
+from higgs_bench.backends.pytorch.backend import DTYPES, Speed, cache_length
+from higgs_bench.backends.pytorch.engine import COMPILE_CACHE, artefact_damage, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
@@ -29,40 +30,83 @@ def variant_name(cfg) -> str:
     return f"{cfg.backend.name}-{cfg.precision.name}"
 
 
-def build_settings(cfg, model_dir: Path) -> dict:
-    """Only what changes the built artefact: the checkpoint, the backend, the precision, engine limits."""
+def torch_speed(cfg, device: torch.device) -> Speed:
+    """The torch backend's decode-step settings: compile is on by default on CUDA (backend.compile=null)."""
+    compile_on = cfg.backend.compile if cfg.backend.compile is not None else device.type == "cuda"
+    return Speed(cuda_graph=cfg.backend.cuda_graph and device.type == "cuda",
+                 compile_mode=cfg.backend.compile_mode if compile_on else None, max_seq_len=cfg.engine.max_seq_len)
+
+
+def build_settings(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> dict:
+    """Only what changes the built artefact: the checkpoint, the backend, the precision, engine limits; for a
+    compiled torch engine also the shapes compiled and the versions that made the kernels."""
     settings = {"model": str(Path(model_dir).resolve()), "backend": cfg.backend.name,
                 "precision": OmegaConf.to_container(cfg.precision)}
     if cfg.backend.name == "trtllm":
         settings["engine"] = OmegaConf.to_container(cfg.engine)
+        return settings
+    speed = torch_speed(cfg, device)
+    if speed.compile_mode:
+        settings |= {"speed": speed.__dict__, "shapes": [list(s) for s in bucketed(shapes, speed)],
+                     "versions": compiler_versions(device)}
     return settings
 
 
-def engine_dir(cfg, model_dir: Path) -> Path:
-    digest = hashlib.sha256(json.dumps(build_settings(cfg, model_dir), sort_keys=True).encode()).hexdigest()[:10]
+def bucketed(shapes: list[tuple[int, int]], speed: Speed) -> list[tuple[int, int]]:
+    """The distinct (batch, cache length) shapes behind (batch, positions) requests."""
+    return sorted({(batch, cache_length(total, speed.max_seq_len)) for batch, total in shapes})
+
+
+def compiler_versions(device: torch.device) -> dict:
+    versions = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device.type}
+    try:
+        versions["torchao"] = importlib.metadata.version("torchao")
+    except importlib.metadata.PackageNotFoundError:
+        versions["torchao"] = None
+    if device.type == "cuda":
+        versions["gpu"] = torch.cuda.get_device_name(device)
+    return versions
+
+
+def engine_dir(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> Path:
+    settings = build_settings(cfg, model_dir, device, shapes)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cfg.build.engines_dir) / f"{variant_name(cfg)}-{digest}"
 
 
-def build(cfg, model_dir: Path, device="cpu") -> dict:
-    """Build (or reuse) the variant; returns the build record."""
-    out = engine_dir(cfg, model_dir)
+def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> tuple[dict, object | None]:
+    """Build (or reuse) the variant for requests of the given (batch, positions) shapes. Returns the build
+    record, and the backend when building made one (a compiled torch engine), else None."""
+    out = engine_dir(cfg, model_dir, device, shapes)
+    settings = build_settings(cfg, model_dir, device, shapes)
     record_path = out / BUILD_RECORD
     if not cfg.build.force:
         saved = read_json(record_path)
-        why = stale_reason(saved, build_settings(cfg, model_dir), out) if record_path.exists() else None
+        why = stale_reason(saved, settings, out) if record_path.exists() else None
         if record_path.exists() and why is None:
-            return saved | {"reused": True}
+            return saved | {"reused": True}, None
         if why:
             print(f"rebuilding {out}: {why}", file=sys.stderr)
     writable_dir(out, "build.engines_dir")
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     start = time.perf_counter()
-    log = _build_torch(cfg, model_dir) if cfg.backend.name == "torch" else _build_trtllm(cfg, model_dir, out, device)
+    backend = None
+    if cfg.backend.name == "torch":
+        log, backend = _build_torch(cfg, model_dir, out, device, shapes)
+    else:
+        log = _build_trtllm(cfg, model_dir, out, device)
     record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
-              "settings": build_settings(cfg, model_dir), **log}
+              "settings": settings, **log}
     write_json(out / "build.log", log)
     write_json(record_path, record)  # last: its presence says the build is whole
-    return record | {"reused": False}
+    return record | {"reused": False}, backend
+
+
+def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict):
+    """A built torch engine for the run: weights loaded, compile artefacts loaded, shapes warmed."""
+    speed = torch_speed(cfg, device)
+    cache = Path(build_record["dir"]) / COMPILE_CACHE if build_record.get("compile_cache") else None
+    return load_engine(model_dir, device, DTYPES[cfg.precision.dtype], cfg.precision.weights, speed, shapes, cache)
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:
@@ -75,18 +119,25 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
         return f"{BUILD_RECORD} describes another folder ({saved.get('dir')})"
     if not isinstance(saved.get("size_bytes"), int):
         return f"{BUILD_RECORD} lacks the engine size"
-    return None
+    return artefact_damage(out, saved.get("compile_cache"))
 
 
-def _build_torch(cfg, model_dir: Path) -> dict:
-    """The torch backend runs the checkpoint as is: preparing it means loading and casting, which checks
-    that it is whole. Its size is the weights at the run's dtype, quantised linears at their own width."""
+def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes) -> tuple[dict, object | None]:
+    """Load (and check) the checkpoint; with compile on, also compile the decode step for every planned shape
+    on the device and keep the artefacts. Its size is the weights at the run's dtype, quantised linears at
+    their own width."""
     dtype = DTYPES[cfg.precision.dtype]
     checkpoint = load_checkpoint(model_dir, dtype=dtype)
-    shapes = {name: tuple(t.shape) for name, t in checkpoint.weights.items()}
-    size = weight_bytes(shapes, checkpoint.config, torch.finfo(dtype).bits // 8, cfg.precision.weights)
-    return {"size_bytes": size, "tensors": len(checkpoint.weights), "quantised": cfg.precision.weights,
-            "note": "torch backend: weights loaded from the checkpoint, quantised at load (torchao)"}
+    shapes_of = {name: tuple(t.shape) for name, t in checkpoint.weights.items()}
+    log = {"size_bytes": weight_bytes(shapes_of, checkpoint.config, torch.finfo(dtype).bits // 8, cfg.precision.weights),
+           "tensors": len(checkpoint.weights), "quantised": cfg.precision.weights}
+    del checkpoint
+    speed = torch_speed(cfg, device)
+    if not speed.compile_mode:
+        return log | {"note": "torch backend: weights loaded and quantised at run time (torchao)"}, None
+    backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes)
+    return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},
+                  "compile_cache": save_artefacts(out)}, backend
 
 
 def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:

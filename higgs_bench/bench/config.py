@@ -30,6 +30,8 @@ class BackendConfig:
     name: str = MISSING  # torch | trtllm
     device: str = "auto"  # auto: cuda when there is a GPU, else cpu
     cuda_graph: bool = True  # torch backend on CUDA: replay the decode step as one CUDA graph
+    compile: bool | None = None  # torch backend: torch.compile the decode step (null: on CUDA only)
+    compile_mode: str = "max-autotune-no-cudagraphs"  # torch.compile mode (the CUDA graph is our own)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
 from higgs_bench.bench import asr
-from higgs_bench.bench.build import build, variant_name
+from higgs_bench.bench.build import build, load_torch_engine, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.fidelity import fidelity
@@ -30,6 +30,7 @@ from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.checkpoint import checkpoint_config
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.tiny import embedded_codec, embedded_model
@@ -122,12 +123,15 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     if cfg.asr.enabled:  # a recogniser that cannot load fails the run now, not after the timing
         asr.load_whisper(cfg.asr.model, cfg.asr.device, cfg.asr.compute_type)
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
+    tokenizer = load_tokenizer(model_dir)
+    shapes = planned_shapes(cfg, tokenizer, checkpoint_config(model_dir))
     with console.status(f"building {variant_name(cfg)}"):
-        record["build"] = build(cfg, model_dir, device)
+        record["build"], backend = build(cfg, model_dir, device, shapes)
     with GpuMemoryMonitor(device) as gpu:
-        backend = load_backend(cfg, model_dir, device, Path(record["build"]["dir"]))
+        if backend is None:
+            with console.status(f"loading {variant_name(cfg)}"):
+                backend = load_backend(cfg, model_dir, device, shapes, record["build"])
         weights_bytes = _allocated(device)
-        tokenizer = load_tokenizer(model_dir)
         record["timing"] = measure_speed(cfg, backend, tokenizer)
         record["quality"] = measure_quality(cfg, backend, tokenizer, out_dir)
     record["memory"] = memory_report(cfg, backend, gpu, weights_bytes)
@@ -146,25 +150,41 @@ def measure_fidelity(cfg, backend, tokenizer, model_dir: Path, device: torch.dev
     scenario texts, loaded only for this and released after."""
     reference = TorchBackend.from_checkpoint(model_dir, device=device,
                                              dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    prompts = make_prompts(cfg, tokenizer, backend, list(cfg.scenario.texts)[:FIDELITY_PROMPTS])
+    prompts = make_prompts(cfg, tokenizer, backend.config, list(cfg.scenario.texts)[:FIDELITY_PROMPTS])
     result = fidelity(reference, backend, prompts, cfg.scenario.fidelity_frames)
     del reference
     _release_gpu_memory()
     return result | {"reference": f"torch {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"}
 
 
-def load_backend(cfg, model_dir: Path, device: torch.device, engine_dir: Path):
+def load_backend(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict):
+    """The built variant, ready to time; a torch engine's load and warm-up times join the build record."""
     if cfg.backend.name == "torch":
-        return TorchBackend.from_checkpoint(model_dir, device=device, dtype=DTYPES[cfg.precision.dtype],
-                                            cuda_graph=cfg.backend.cuda_graph, quantised=cfg.precision.weights)
+        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record)
+        build_record["start"] = times
+        return backend
     from higgs_bench.backends.trtllm.runtime import TrtllmBackend
 
-    return TrtllmBackend(engine_dir, device)
+    return TrtllmBackend(Path(build_record["dir"]), device)
 
 
-def make_prompts(cfg, tokenizer, backend, texts):
-    return [expand_prompt(encode_messages(tokenizer, tts_messages(t, cfg.scenario.scene)), backend.config)
-            for t in texts]
+def make_prompts(cfg, tokenizer, config, texts):
+    return [expand_prompt(encode_messages(tokenizer, tts_messages(t, cfg.scenario.scene)), config) for t in texts]
+
+
+def planned_shapes(cfg, tokenizer, config) -> list[tuple[int, int]]:
+    """(batch, positions) of every generate() call the run will make: timing, quality chunks, fidelity."""
+    scenario, texts = cfg.scenario, list(cfg.scenario.texts)
+
+    def shape(batch_texts, frames):
+        return len(batch_texts), max(len(p) for p in make_prompts(cfg, tokenizer, config, batch_texts)) + frames
+
+    shapes = [shape([texts[i % len(texts)] for i in range(b)], scenario.timing_frames) for b in scenario.batch_sizes]
+    chunk = max(scenario.batch_sizes)
+    shapes += [shape(texts[i : i + chunk], scenario.quality_max_frames) for i in range(0, len(texts), chunk)]
+    if scenario.fidelity_frames:
+        shapes.append(shape(texts[:FIDELITY_PROMPTS], scenario.fidelity_frames))
+    return shapes
 
 
 def sampling_config(cfg) -> SamplingConfig:
@@ -179,7 +199,7 @@ def measure_speed(cfg, backend, tokenizer) -> dict:
     with _progress() as progress:
         task = progress.add_task("timing", total=len(scenario.batch_sizes) * runs_per_batch)
         for batch_size in scenario.batch_sizes:
-            prompts = make_prompts(cfg, tokenizer, backend, [texts[i % len(texts)] for i in range(batch_size)])
+            prompts = make_prompts(cfg, tokenizer, backend.config, [texts[i % len(texts)] for i in range(batch_size)])
             runs = []
             for i in range(runs_per_batch):
                 progress.update(task, description=f"timing batch {batch_size}")
@@ -202,7 +222,7 @@ def measure_quality(cfg, backend, tokenizer, out_dir: Path) -> dict:
         task = progress.add_task("speech for WER", total=len(texts))
         for start in range(0, len(texts), chunk):
             batch = texts[start : start + chunk]
-            result = generate(backend, make_prompts(cfg, tokenizer, backend, batch), sampling_config(cfg),
+            result = generate(backend, make_prompts(cfg, tokenizer, backend.config, batch), sampling_config(cfg),
                               scenario.quality_max_frames)
             for offset, codes in enumerate(result.codes(cfg_model.stream_bos_id, cfg_model.stream_eos_id)):
                 wav = out_dir / f"utt_{start + offset:03d}.wav"

@@ -1,7 +1,14 @@
-"""The PyTorch reference backend: serves the decode loop's Backend interface with HiggsNetwork."""
+"""The PyTorch reference backend: serves the decode loop's Backend interface with HiggsNetwork.
+
+Fast path (backend.compile, on by default on CUDA): the decode step compiled by torch.compile with fixed
+shapes and replayed as a CUDA graph. Shapes stay fixed because KV caches come in length buckets (powers of
+two from 256 up to the engine's max_seq_len): a run touches a handful of (batch, bucket) shapes, each
+compiled once, ahead of the timing (`warm`).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +18,34 @@ from higgs_bench.backends.pytorch.network import HiggsNetwork, rope_inv_freq
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
+from higgs_bench.errors import GenerationError
 from higgs_bench.model.config import HiggsConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_STATES = 6  # KV caches (and CUDA graphs) kept for this many (batch, length) shapes
+SMALLEST_BUCKET = 256
+RECOMPILE_LIMIT = 64  # each (batch, bucket) shape is one compilation of the decode step
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), and the KV-cache length
+    limit that sets the buckets (None: each request's exact length, no buckets)."""
+
+    cuda_graph: bool = False
+    compile_mode: str | None = None
+    max_seq_len: int | None = None
+
+
+def cache_length(total: int, max_seq_len: int | None) -> int:
+    """Cache columns for a request of `total` positions: the smallest power-of-two bucket from 256 that holds
+    it, capped at max_seq_len (exact when there is no limit)."""
+    if max_seq_len is None:
+        return total
+    bucket = SMALLEST_BUCKET
+    while bucket < total:
+        bucket *= 2
+    return min(bucket, max_seq_len)
 
 
 @dataclass
@@ -34,10 +65,11 @@ class DecodeState:
 
 class TorchBackend:
     def __init__(self, config: HiggsConfig, weights: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
-                 cuda_graph: bool = False, quantised: str | None = None):
+                 cuda_graph: bool = False, quantised: str | None = None, speed: Speed | None = None):
         """quantised: None, or int8 / int4 / fp8 for the linears quantise.py names (torchao)."""
         self.config, self.device, self.dtype = config, torch.device(device), dtype
-        self.cuda_graph = cuda_graph and self.device.type == "cuda"
+        self.speed = speed or Speed(cuda_graph=cuda_graph)
+        self.cuda_graph = self.speed.cuda_graph and self.device.type == "cuda"
         with torch.device("meta"):
             network = HiggsNetwork(config)
         network.load_state_dict(weights, strict=True, assign=True)
@@ -49,16 +81,36 @@ class TorchBackend:
             quantise(self.network, config, quantised, self.device)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.state: DecodeState | None = None
+        self.decode_step = self._decode
+        if self.speed.compile_mode:
+            logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            self.decode_step = torch.compile(self._decode, mode=self.speed.compile_mode, dynamic=False)
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False,
-                        quantised: str | None = None):
+                        quantised: str | None = None, speed: Speed | None = None):
         checkpoint = load_checkpoint(model_dir, dtype=dtype)
-        return cls(checkpoint.config, checkpoint.weights, device, dtype, cuda_graph, quantised)
+        return cls(checkpoint.config, checkpoint.weights, device, dtype, cuda_graph, quantised, speed)
 
     @property
     def max_positions(self) -> int:
-        return self.config.max_position_embeddings
+        limit = self.speed.max_seq_len
+        return min(self.config.max_position_embeddings, limit) if limit else self.config.max_position_embeddings
+
+    @torch.inference_mode()
+    def warm(self, shapes: list[tuple[int, int]]) -> None:
+        """Compile (and capture) the decode step for each (batch, positions) shape a run will use, so that no
+        timed step ever compiles."""
+        for batch, total in shapes:
+            state = self._state(batch, cache_length(total, self.speed.max_seq_len))
+            if self.cuda_graph and state.graph is None:
+                self._capture(state)
+            elif not self.cuda_graph:
+                saved = [t.clone() for t in (state.key_valid, state.key_audio, state.next_position, state.column)]
+                self.decode_step(state, state.frame)
+                for tensor, value in zip((state.key_valid, state.key_audio, state.next_position, state.column), saved):
+                    tensor.copy_(value)
 
     @torch.inference_mode()
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
@@ -75,7 +127,10 @@ class TorchBackend:
             valid[row, pad:] = True
         ids, codes, audio, valid = ids.to(dev), codes.to(dev), audio.to(dev), valid.to(dev)
 
-        state = self.state = self._state(batch, width + max_new_frames)
+        if width + max_new_frames > self.max_positions:
+            raise GenerationError(f"{width + max_new_frames} positions (prompt {width} + {max_new_frames} frames) "
+                                  f"exceed this engine's {self.max_positions}; raise engine.max_seq_len")
+        state = self.state = self._state(batch, cache_length(width + max_new_frames, self.speed.max_seq_len))
         state.key_valid.zero_()
         state.key_audio.zero_()
         state.key_valid[:, :width], state.key_audio[:, :width] = valid, audio
@@ -93,9 +148,9 @@ class TorchBackend:
     @torch.inference_mode()
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         state = self.state
+        state.frame.copy_(frame)  # one input buffer, so that compiled and captured steps see the same tensor
         if state.graph is None:
-            return self._decode(state, frame)
-        state.frame.copy_(frame)
+            return self.decode_step(state, state.frame)
         state.graph.replay()
         return state.logits.clone()
 
@@ -122,12 +177,12 @@ class TorchBackend:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._decode(state, state.frame)
+                self.decode_step(state, state.frame)
         torch.cuda.current_stream(self.device).wait_stream(side)
         restore()
         state.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(state.graph):
-            state.logits = self._decode(state, state.frame)
+            state.logits = self.decode_step(state, state.frame)
         restore()
 
     def _state(self, batch: int, total: int) -> DecodeState:

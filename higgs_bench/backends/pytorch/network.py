@@ -9,6 +9,7 @@ given as a tensor, so a decode step has the same shapes every time and can be ca
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +91,22 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
+@dataclass
+class Rows:
+    """Mixed audio and text positions: the [B, S] audio mask and the flat row indices of each kind."""
+
+    mask: torch.Tensor
+    audio: torch.Tensor
+    text: torch.Tensor
+
+    @classmethod
+    def of(cls, mask: torch.Tensor) -> Rows:
+        flat = mask.reshape(-1)
+        return cls(mask, flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1))
+
+
 class Layer(nn.Module):
-    """One decoder layer. `audio` marks audio positions: a [B, S] mask, or True when every position is audio."""
+    """One decoder layer. `audio` marks audio positions: Rows, True when every position is audio, or False."""
 
     def __init__(self, cfg: HiggsConfig, kind: str):
         super().__init__()
@@ -111,7 +126,7 @@ class Layer(nn.Module):
         out = h + self.self_attn(x, cos, sin, cache, columns, attn_mask)
         out = out + self._ffn(out, audio)
         if self.kind == SKIP and audio is not False:
-            out = torch.where(audio[..., None], h, out)  # audio positions pass through unchanged
+            out = torch.where(audio.mask[..., None], h, out)  # audio positions pass through unchanged
         return out
 
     def _ffn(self, h, audio):
@@ -119,17 +134,20 @@ class Layer(nn.Module):
             return self.mlp(self.post_attention_layernorm(h))
         if audio is True:
             return self.audio_mlp(self.audio_post_attention_layernorm(h))
-        out = torch.empty_like(h)
-        out[audio] = self.audio_mlp(self.audio_post_attention_layernorm(h[audio]))
-        out[~audio] = self.mlp(self.post_attention_layernorm(h[~audio]))
-        return out
+        # mixed positions: each MLP on its own rows, by row indices found once per forward (Rows), so that
+        # no layer waits for the host as boolean-mask indexing would
+        flat = h.reshape(-1, h.shape[-1])
+        out = torch.empty_like(flat)
+        out.index_copy_(0, audio.audio, self.audio_mlp(self.audio_post_attention_layernorm(flat[audio.audio])))
+        out.index_copy_(0, audio.text, self.mlp(self.post_attention_layernorm(flat[audio.text])))
+        return out.view_as(h)
 
     def _route(self, h, audio, text_norm, audio_norm):
         if audio_norm is None or audio is False:
             return text_norm(h)
         if audio is True:
             return audio_norm(h)
-        return torch.where(audio[..., None], audio_norm(h), text_norm(h))
+        return torch.where(audio.mask[..., None], audio_norm(h), text_norm(h))
 
 
 class HiggsNetwork(nn.Module):
@@ -159,7 +177,10 @@ class HiggsNetwork(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, h, audio, positions, caches, columns, mask, text_only_mask) -> torch.Tensor:
-        """Hidden states [B, S, H] written at cache `columns` [S] -> final normed hidden states."""
+        """Hidden states [B, S, H] written at cache `columns` [S] -> final normed hidden states.
+        audio: True (every position is audio), False (none) or a [B, S] mask."""
+        if isinstance(audio, torch.Tensor):
+            audio = Rows.of(audio)
         cos, sin = self.rope(positions, h.dtype)
         for layer, cache in zip(self.layers, caches):
             h = layer(h, audio, cos, sin, cache, columns, mask, text_only_mask)

@@ -1,0 +1,49 @@
+"""The compiled torch engine: the same codes as eager decoding, built ahead of time into engines/, reused
+from its artefacts without compiling again, and rebuilt when they are damaged."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
+from higgs_bench.generate.loop import generate
+from tests.parity import GREEDY
+
+ONE_SHAPE = ["scenario.batch_sizes=[1]", "scenario.texts=['Hello world.']", "scenario.timing_frames=14",
+             "scenario.repeats=1", "scenario.quality_max_frames=40", "scenario.fidelity_frames=0", "asr=none",
+             "backend.compile=true", "backend.compile_mode=default"]
+
+
+def test_compiled_and_eager_decoding_give_identical_greedy_codes(tiny_hf, prompt_inputs):
+    eager = generate(TorchBackend.from_checkpoint(tiny_hf), prompt_inputs, GREEDY, 40).streams
+    compiled = TorchBackend.from_checkpoint(tiny_hf, speed=Speed(compile_mode="default", max_seq_len=2048))
+    assert torch.equal(generate(compiled, prompt_inputs, GREEDY, 40).streams, eager)
+    assert compiled.decode_step is not compiled._decode  # the compiled step really ran
+
+
+def bench(tmp_path, run_dir, *extra):
+    """A run in a fresh process with an empty Inductor cache of its own: only our artefacts can help it."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{run_dir}")}
+    done = subprocess.run([sys.executable, "-m", "higgs_bench", *ONE_SHAPE, f"hydra.run.dir={run_dir}", *extra],
+                          cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, json.loads((tmp_path / run_dir / "benchmark_report.json").read_text())["build"]
+
+
+def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
+    _, cold = bench(tmp_path, "cold")
+    assert cold["reused"] is False and cold["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
+    assert cold["compile_cache"]["bytes"] > 0 and cold["settings"]["shapes"] == [[1, 256]]
+    _, warm = bench(tmp_path, "warm")
+    assert warm["reused"] is True and warm["start"]["artefacts_loaded"] is True
+    assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
+                                        "fxgraph_cache_miss": 0}
+
+    cache = tmp_path / cold["dir"] / "compile_cache.bin"
+    cache.write_bytes(cache.read_bytes()[:100])
+    done, rebuilt = bench(tmp_path, "rebuilt")
+    assert "compile_cache.bin is damaged" in done.stderr and rebuilt["reused"] is False
+    assert rebuilt["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
