@@ -1,0 +1,131 @@
+"""Decode-step speed and fidelity of the torch engines at full size, per precision (a GPU benchmark).
+
+    python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
+        [--mode max-autotune-no-cudagraphs] [--max-seq-len 512] [--profile]
+
+For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
+compiled per shape and captured as a CUDA graph), then timed with CUDA events over graph replays, against
+the weight-read floor of its own bytes and of bf16, plus the generation loop's own work per frame
+(sampling, delay pattern, RAS: generate() minus the steps) and fidelity against the bf16 reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
+from higgs_bench.backends.pytorch.engine import load_engine
+from higgs_bench.bench.fidelity import fidelity
+from higgs_bench.bench.floor import floor_report
+from higgs_bench.generate.inputs import expand_prompt
+from higgs_bench.generate.loop import generate
+from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.prompt import encode_messages, tts_messages
+from higgs_bench.model.tokenizer import load_tokenizer
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Please call Stella and ask her to bring these things.",
+         "It was a bright cold day in April, and the clocks were striking thirteen."]
+SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95, ras_win_len=7, ras_win_max_num_repeat=2, seed=0)
+STEPS, FRAMES = 200, 200  # with ~60 prompt positions every request lands in the 512-column cache bucket
+
+
+def step_ms(backend, prompts, steps=STEPS) -> list[float]:
+    frame = torch.randint(0, 1024, (len(prompts), 8), device=backend.device)
+    backend.prefill(prompts, steps + 10)
+    for _ in range(10):
+        backend.step(frame)
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+    events[0].record()
+    for i in range(steps):
+        backend.step(frame)
+        events[i + 1].record()
+    torch.cuda.synchronize()
+    return [events[i].elapsed_time(events[i + 1]) for i in range(steps)]
+
+
+def loop_ms(backend, prompts) -> float:
+    """Wall time per frame of a sampled generate() of FRAMES fixed frames, prefill excluded."""
+    generate(backend, prompts, SAMPLING, FRAMES, stop_at_eos=False)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    backend.prefill(prompts, FRAMES)
+    torch.cuda.synchronize()
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    generate(backend, prompts, SAMPLING, FRAMES, stop_at_eos=False)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start - prefill) / FRAMES * 1000
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("ckpt", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--precisions", default="bf16,int8,fp8,int4")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--mode", default="max-autotune-no-cudagraphs")
+    parser.add_argument("--max-seq-len", type=int, default=512)
+    parser.add_argument("--fidelity-frames", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="also list the top kernels of 20 eager steps")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    tokenizer = load_tokenizer(args.ckpt)
+    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
+               "max_seq_len": args.max_seq_len, "variants": {}}
+    reference = None
+    for precision in args.precisions.split(","):
+        weights = None if precision == "bf16" else precision
+        batches = [int(b) for b in args.batches.split(",")]
+        speed = Speed(cuda_graph=True, compile_mode=args.mode, max_seq_len=args.max_seq_len)
+        start = time.perf_counter()
+        backend, times = load_engine(args.ckpt, device, torch.bfloat16, weights, speed,
+                                     [(b, 300) for b in batches] + [(len(TEXTS), 100 + args.fidelity_frames)])
+        prompts = [expand_prompt(encode_messages(tokenizer, tts_messages(t)), backend.config) for t in TEXTS]
+        row = {"build_s": time.perf_counter() - start, **times, "batches": {}}
+        for batch in batches:
+            batch_prompts = [prompts[i % len(prompts)] for i in range(batch)]
+            ms = step_ms(backend, batch_prompts)
+            row["batches"][batch] = {"step_ms_median": median(ms), "step_ms_min": min(ms),
+                                     "loop_ms_per_frame": loop_ms(backend, batch_prompts)}
+        row["floor"] = floor_report(backend.config, 2, weights, device, row["batches"][batches[0]]["step_ms_median"])
+        if reference is None and precision == "bf16":
+            reference = TorchBackend.from_checkpoint(args.ckpt, device=device, dtype=torch.bfloat16)
+        if reference is not None and weights is not None:
+            row["fidelity"] = fidelity(reference, backend, prompts, args.fidelity_frames)
+        if args.profile:
+            row["top_kernels"] = profile(backend, prompts[:1])
+        results["variants"][precision] = row
+        print(precision, json.dumps(row, default=str), flush=True)
+        del backend
+        torch.cuda.empty_cache()
+        args.out.write_text(json.dumps(results, indent=2, default=str))
+
+
+def profile(backend, prompts) -> list[dict]:
+    """The CUDA kernels of 20 compiled steps outside the graph, by total time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    backend.prefill(prompts, FRAMES)
+    frame = torch.zeros((len(prompts), 8), dtype=torch.long, device=backend.device)
+    state = backend.state
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            state.frame.copy_(frame)
+            backend.decode_step(state, state.frame)
+        torch.cuda.synchronize()
+    rows = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)[:15]
+    return [{"kernel": e.key[:90], "calls": e.count, "us_per_step": e.device_time_total / 20} for e in rows]
+
+
+if __name__ == "__main__":
+    main()
