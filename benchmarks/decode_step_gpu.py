@@ -97,9 +97,8 @@ def main() -> None:
             row["batches"][batch] = {"step_ms_median": median(ms), "step_ms_min": min(ms),
                                      "loop_ms_per_frame": loop_ms(backend, batch_prompts)}
         row["floor"] = floor_report(backend.config, 2, weights, device, row["batches"][batches[0]]["step_ms_median"])
-        if reference is None and precision == "bf16":
-            reference = TorchBackend.from_checkpoint(args.ckpt, device=device, dtype=torch.bfloat16)
-        if reference is not None and weights is not None:
+        if weights is not None:
+            reference = reference or TorchBackend.from_checkpoint(args.ckpt, device=device, dtype=torch.bfloat16)
             row["fidelity"] = fidelity(reference, backend, prompts, args.fidelity_frames)
         if args.profile:
             row["top_kernels"] = profile(backend, prompts[:1])
