@@ -109,6 +109,7 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2, default=str))
 
 
+@torch.inference_mode()
 def profile(backend, prompts) -> list[dict]:
     """The CUDA kernels of 20 compiled steps outside the graph, by total time."""
     from torch.profiler import ProfilerActivity
