@@ -123,8 +123,9 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     if cfg.asr.enabled:  # a recogniser that cannot load fails the run now, not after the timing
         asr.load_whisper(cfg.asr.model, cfg.asr.device, cfg.asr.compute_type)
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
+    config = checkpoint_config(model_dir)  # a missing or foreign checkpoint is named before anything else
     tokenizer = load_tokenizer(model_dir)
-    shapes = planned_shapes(cfg, tokenizer, checkpoint_config(model_dir))
+    shapes = planned_shapes(cfg, tokenizer, config)
     with console.status(f"building {variant_name(cfg)}"):
         record["build"], backend = build(cfg, model_dir, device, shapes)
     with GpuMemoryMonitor(device) as gpu:

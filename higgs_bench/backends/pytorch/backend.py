@@ -16,9 +16,9 @@ import torch
 
 from higgs_bench.backends.pytorch.network import HiggsNetwork, rope_inv_freq
 from higgs_bench.backends.pytorch.quantize import quantise
+from higgs_bench.errors import GenerationError
 from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
-from higgs_bench.errors import GenerationError
 from higgs_bench.model.config import HiggsConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -107,10 +107,9 @@ class TorchBackend:
             if self.cuda_graph and state.graph is None:
                 self._capture(state)
             elif not self.cuda_graph:
-                saved = [t.clone() for t in (state.key_valid, state.key_audio, state.next_position, state.column)]
+                restore = self._snapshot(state)
                 self.decode_step(state, state.frame)
-                for tensor, value in zip((state.key_valid, state.key_audio, state.next_position, state.column), saved):
-                    tensor.copy_(value)
+                restore()
 
     @torch.inference_mode()
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
@@ -167,12 +166,7 @@ class TorchBackend:
 
     def _capture(self, state: DecodeState) -> None:
         """Record the decode step in a CUDA graph (after two warm-up steps whose effects are undone)."""
-        saved = [t.clone() for t in (state.key_valid, state.key_audio, state.next_position, state.column)]
-
-        def restore():
-            for tensor, value in zip((state.key_valid, state.key_audio, state.next_position, state.column), saved):
-                tensor.copy_(value)
-
+        restore = self._snapshot(state)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -184,6 +178,18 @@ class TorchBackend:
         with torch.cuda.graph(state.graph):
             state.logits = self.decode_step(state, state.frame)
         restore()
+
+    @staticmethod
+    def _snapshot(state: DecodeState):
+        """A function that puts the state's bookkeeping back as it is now (a trial step moves it on)."""
+        tensors = (state.key_valid, state.key_audio, state.next_position, state.column)
+        saved = [t.clone() for t in tensors]
+
+        def restore():
+            for tensor, value in zip(tensors, saved):
+                tensor.copy_(value)
+
+        return restore
 
     def _state(self, batch: int, total: int) -> DecodeState:
         key = (batch, total)
