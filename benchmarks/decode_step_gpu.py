@@ -1,7 +1,7 @@
 """Decode-step speed and fidelity of the torch engines at full size, per precision (a GPU benchmark).
 
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
-        [--mode max-autotune-no-cudagraphs] [--max-seq-len 512] [--profile]
+        [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile]
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
 compiled per shape and captured as a CUDA graph), then timed with CUDA events over graph replays, against
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--precisions", default="bf16,int8,fp8,int4")
     parser.add_argument("--batches", default="1,64")
-    parser.add_argument("--mode", default="max-autotune-no-cudagraphs")
+    parser.add_argument("--mode", default="default")
     parser.add_argument("--max-seq-len", type=int, default=256)
     parser.add_argument("--fidelity-frames", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="also list the top kernels of 20 eager steps")

@@ -31,7 +31,9 @@ class BackendConfig:
     device: str = "auto"  # auto: cuda when there is a GPU, else cpu
     cuda_graph: bool = True  # torch backend on CUDA: replay the decode step as one CUDA graph
     compile: bool | None = None  # torch backend: torch.compile the decode step (null: on CUDA only)
-    compile_mode: str = "max-autotune-no-cudagraphs"  # torch.compile mode (the CUDA graph is our own)
+    # torch.compile mode. "default": 40-155 s per shape at 3B on an H200 (docs/performance.md);
+    # "max-autotune-no-cudagraphs" autotunes the GEMVs (faster steps, minutes per shape). The CUDA graph is ours.
+    compile_mode: str = "default"
 
 
 @dataclass
