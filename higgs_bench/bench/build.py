@@ -68,8 +68,7 @@ def compiler_versions(device: torch.device) -> dict:
     return versions
 
 
-def engine_dir(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> Path:
-    settings = build_settings(cfg, model_dir, device, shapes)
+def engine_dir(cfg, settings: dict) -> Path:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cfg.build.engines_dir) / f"{variant_name(cfg)}-{digest}"
 
@@ -77,8 +76,8 @@ def engine_dir(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[in
 def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> tuple[dict, object | None]:
     """Build (or reuse) the variant for requests of the given (batch, positions) shapes. Returns the build
     record, and the backend when building made one (a compiled torch engine), else None."""
-    out = engine_dir(cfg, model_dir, device, shapes)
     settings = build_settings(cfg, model_dir, device, shapes)
+    out = engine_dir(cfg, settings)
     record_path = out / BUILD_RECORD
     if not cfg.build.force:
         saved = read_json(record_path)
