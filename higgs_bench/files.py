@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from higgs_bench.errors import OutputError
+from higgs_bench.errors import HiggsBenchError, OutputError
 
 CACHE_SETTING = "HIGGS_BENCH_CACHE"
 
@@ -23,6 +24,23 @@ CACHE_SETTING = "HIGGS_BENCH_CACHE"
 def cache_dir() -> Path:
     """Where made-once artefacts live (the embedded model and codec, the assembled Whisper model)."""
     return Path(os.environ.get(CACHE_SETTING) or Path.home() / ".cache" / "higgs-bench")
+
+
+def cached(out: Path, make, check) -> Path:
+    """A made-once artefact in the cache: `out` once `check(out)` passes; made (again) by `make(out)` when it
+    is missing or `check` raises a HiggsBenchError, with the folder named."""
+    if out.exists():
+        try:
+            check(out)
+            return out
+        except HiggsBenchError as err:
+            print(f"the cached copy in {out} is damaged ({err}); making it again", file=sys.stderr)
+    try:
+        make(out)
+    except OSError as err:
+        raise OutputError(f"cannot write the cache folder {out.parent} ({err.strerror or err}); point "
+                          f"{CACHE_SETTING} at a writable folder") from err
+    return out
 
 
 @contextmanager

