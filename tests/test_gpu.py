@@ -40,6 +40,20 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
 
 
+def test_compiled_int8_at_several_rows_runs_no_slow_int8pack_kernel(tiny_hf, prompt_inputs):
+    """Inductor's weight-only int8 pattern would call torch's _weight_int8pack_mm, 100x slower than cuBLAS at 64
+    rows on an H200 (docs/performance.md); the int8 engine turns that pattern off."""
+    speed = Speed(cuda_graph=False, compile_mode="default", max_seq_len=512)
+    backend = TorchBackend.from_checkpoint(tiny_hf, device="cuda", dtype=torch.bfloat16, quantised="int8", speed=speed)
+    backend.prefill(prompt_inputs, 10)
+    frame = torch.randint(0, 1024, (len(prompt_inputs), 8), device="cuda")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        backend.step(frame)
+        torch.cuda.synchronize()
+    kernels = [event.key for event in prof.key_averages()]
+    assert len(prompt_inputs) > 1 and kernels and not any("int8pack" in name for name in kernels), kernels
+
+
 @pytest.mark.skipif("HIGGS_BENCH_3B" not in os.environ, reason="set HIGGS_BENCH_3B to a 3B-shape checkpoint")
 @pytest.mark.parametrize("kind", sorted(BOUNDS))
 def test_quantised_variants_at_full_size_stay_within_their_bounds(kind, prompt_inputs):

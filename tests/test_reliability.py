@@ -239,6 +239,7 @@ def test_unknown_settings_are_refused_also_with_plus(tmp_path, cache):
     ("select.max_wer=-1", "select.max_wer=-1"),
     ("select.objective=speed", "select.objective='speed'"),
     ("engine.max_batch_size=-1", "engine.max_batch_size=-1"),
+    ("backend.compile_mode=reduce-overhead", "backend.compile_mode='reduce-overhead'; choose one of default"),
 ])
 def test_nonsense_values_are_refused_naming_the_setting(override, message):
     from hydra import compose, initialize_config_dir

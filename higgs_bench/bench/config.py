@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from higgs_bench.backends.pytorch.backend import COMPILE_MODES
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.generate.sampling import SamplingConfig
 
@@ -31,8 +32,8 @@ class BackendConfig:
     device: str = "auto"  # auto: cuda when there is a GPU, else cpu
     cuda_graph: bool = True  # torch backend on CUDA: replay the decode step as one CUDA graph
     compile: bool | None = None  # torch backend: torch.compile the decode step (null: on CUDA only)
-    # torch.compile mode. "default": 40-155 s per shape at 3B on an H200 (docs/performance.md);
-    # "max-autotune-no-cudagraphs" autotunes the GEMVs (faster steps, minutes per shape). The CUDA graph is ours.
+    # torch.compile mode: default | max-autotune-no-cudagraphs (autotunes the matrix products: minutes more per
+    # shape). The CUDA graph is ours. Times per shape are in docs/performance.md.
     compile_mode: str = "default"
 
 
@@ -143,6 +144,8 @@ def check_config(cfg) -> None:
         (select.max_gpu_mem_gb is None or (math.isfinite(select.max_gpu_mem_gb) and select.max_gpu_mem_gb > 0),
          f"select.max_gpu_mem_gb={select.max_gpu_mem_gb}: give a positive number of GB, or null for none"),
         (cfg.asr.beam_size >= 1, f"asr.beam_size={cfg.asr.beam_size} must be >= 1"),
+        (cfg.backend.compile_mode in COMPILE_MODES,
+         f"backend.compile_mode={cfg.backend.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}"),
     ]
     rules += [(engine[key] >= 1, f"engine.{key}={engine[key]} must be >= 1")
               for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "tokens_per_block")]

@@ -1,9 +1,11 @@
 """The PyTorch reference backend: serves the decode loop's Backend interface with HiggsNetwork.
 
-Fast path (backend.compile, on by default on CUDA): the decode step compiled by torch.compile with fixed
-shapes and replayed as a CUDA graph. Shapes stay fixed because KV caches come in length buckets (powers of
-two from 256 up to the engine's max_seq_len): a run touches a handful of (batch, bucket) shapes, each
-compiled once, ahead of the timing (`warm`).
+Fast path (backend.compile, on by default on CUDA): the decode step's layers compiled by torch.compile with
+fixed shapes, and the whole step replayed as a CUDA graph. One compiled layer serves every layer (they differ
+only in their weights, which torch.compile takes as inputs), so a shape compiles several times faster than
+the whole step would, at the cost of fusions across layer boundaries (docs/performance.md measures both). Shapes stay fixed
+because KV caches come in length buckets (powers of two from 256 up to the engine's max_seq_len): a run
+touches a handful of (batch, bucket) shapes, each compiled once, ahead of the timing (`warm`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from higgs_bench.backends.pytorch.network import HiggsNetwork, rope_inv_freq
+from higgs_bench.backends.pytorch.network import HiggsNetwork, call_layer, fuse_weights, rope_inv_freq
 from higgs_bench.backends.pytorch.quantize import quantise
-from higgs_bench.errors import GenerationError
+from higgs_bench.errors import ConfigError, GenerationError
 from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import HiggsConfig
@@ -24,7 +26,16 @@ from higgs_bench.model.config import HiggsConfig
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_STATES = 6  # KV caches (and CUDA graphs) kept for this many (batch, length) shapes
 SMALLEST_BUCKET = 256
-RECOMPILE_LIMIT = 64  # each (batch, bucket) shape is one compilation of the decode step
+RECOMPILE_LIMIT = 64  # each (batch, bucket) shape is one compilation of the decode step's layer
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # the CUDA graph is ours, so no mode that makes one
+# Inductor settings of compiled engines on CUDA, by weight kind, ours rather than torchao's (quantize.py keeps
+# torchao from setting its own process-wide, which would change every variant compiled after a quantised one in
+# a sweep). Measured on an H200 at the 3B shape (docs/performance.md): weight-only int8 needs coordinate-descent
+# tuning, which makes each batch-1 product a tuned Triton reduction (one 3072x16384 product: 242 us without,
+# 19 us with), and pattern matching off, which would rewrite a batched product into torch's
+# _weight_int8pack_mm (7.3 ms at 64 rows, where conversion + cuBLAS take 72 us). For bf16 and fp8 the same
+# tuning made the step slower (bf16 batch 1: 2.75 against 2.50 ms), so they keep Inductor's defaults.
+CUDA_INDUCTOR_OPTIONS = {"int8": {"coordinate_descent_tuning": True, "pattern_matcher": False}}
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,16 @@ class Speed:
     cuda_graph: bool = False
     compile_mode: str | None = None
     max_seq_len: int | None = None
+
+
+def compile_options(mode: str, quantised: str | None, device: torch.device) -> dict:
+    """Inductor options of a compile mode, with ours on top."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"backend.compile_mode={mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    options = dict(torch._inductor.list_mode_options(mode))
+    if device.type == "cuda":
+        options |= CUDA_INDUCTOR_OPTIONS.get(quantised, {})
+    return options
 
 
 def cache_length(total: int, max_seq_len: int | None) -> int:
@@ -72,7 +93,7 @@ class TorchBackend:
         self.cuda_graph = self.speed.cuda_graph and self.device.type == "cuda"
         with torch.device("meta"):
             network = HiggsNetwork(config)
-        network.load_state_dict(weights, strict=True, assign=True)
+        network.load_state_dict(fuse_weights(weights), strict=True, assign=True)
         network.codebook_offsets = torch.arange(config.num_codebooks) * config.audio_vocab_size
         network.inv_freq = rope_inv_freq(config)
         self.network = network.to(device=self.device, dtype=dtype).eval()
@@ -81,11 +102,12 @@ class TorchBackend:
             quantise(self.network, config, quantised, self.device)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.state: DecodeState | None = None
-        self.decode_step = self._decode
+        self.decode_layer = None
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            self.decode_step = torch.compile(self._decode, mode=self.speed.compile_mode, dynamic=False)
+            self.decode_layer = torch.compile(call_layer, dynamic=False,
+                                              options=compile_options(self.speed.compile_mode, quantised, self.device))
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False,
@@ -153,13 +175,14 @@ class TorchBackend:
         state.graph.replay()
         return state.logits.clone()
 
-    def _decode(self, state: DecodeState, frame: torch.Tensor) -> torch.Tensor:
+    def decode_step(self, state: DecodeState, frame: torch.Tensor) -> torch.Tensor:
         """One audio frame per row. Fixed shapes: attention spans the whole cache, masked to valid columns."""
         state.key_valid.index_fill_(1, state.column, True)
         state.key_audio.index_fill_(1, state.column, True)
         h = self.network.embed_audio(frame)[:, None]
         mask = state.key_valid[:, None, None, :]
-        hidden = self.network(h, True, state.next_position[:, None], state.caches, state.column, mask, mask)
+        hidden = self.network(h, True, state.next_position[:, None], state.caches, state.column, mask, mask,
+                              run_layer=self.decode_layer)
         state.column += 1
         state.next_position += 1
         return self.network.audio_logits(hidden[:, -1])

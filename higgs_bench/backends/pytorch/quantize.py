@@ -1,5 +1,6 @@
 """Quantised torch variants with torchao: the linears of `model.weights.quantised_linears` (the same ones the
-TensorRT-LLM converter quantises), in place, on the device they will run on.
+TensorRT-LLM converter quantises; fused as the network holds them), in place, on the device they will run on.
+Every scale is per output row or per group of inputs, so a fused weight gets the scales its parts would.
 
 - int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
@@ -19,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from higgs_bench.backends.pytorch.network import network_linear
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import HiggsConfig
 from higgs_bench.model.weights import quantised_linears
@@ -55,11 +57,13 @@ def torchao_config(weights: str):
         PerRow,
     )
 
+    # set_inductor_config=False: torchao would otherwise change Inductor's settings for the whole process, so
+    # that a bf16 variant compiled after a quantised one in a sweep would differ from one compiled alone
     if weights == "int8":
-        return Int8WeightOnlyConfig()
+        return Int8WeightOnlyConfig(set_inductor_config=False)
     if weights == "int4":
-        return Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
-    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+        return Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d", set_inductor_config=False)
+    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
 
 
 def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.device) -> nn.Module:
@@ -68,7 +72,7 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
     config = torchao_config(weights)
     from torchao.quantization import quantize_
 
-    chosen = set(quantised_linears(cfg))
+    chosen = {network_linear(name) for name in quantised_linears(cfg)}
     if weights == "int4" and (cfg.hidden_size % 128 or cfg.intermediate_size % 128 or cfg.num_heads * cfg.head_dim % 128):
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")

@@ -19,12 +19,11 @@ from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
-# reference module leaf -> TensorRT-LLM linear it feeds (q, k and v share the fused qkv input)
-TRT_LINEAR = {"self_attn.q_proj": "attention.qkv", "self_attn.k_proj": "attention.qkv",
-              "self_attn.v_proj": "attention.qkv", "self_attn.o_proj": "attention.dense",
-              "mlp.gate_proj": "mlp.fc", "mlp.up_proj": "mlp.gate", "mlp.down_proj": "mlp.proj",
-              "audio_mlp.gate_proj": "audio_mlp.fc", "audio_mlp.up_proj": "audio_mlp.gate",
-              "audio_mlp.down_proj": "audio_mlp.proj"}
+# reference network's linear -> the TensorRT-LLM linears whose input it shares (the reference fuses gate and up,
+# TensorRT-LLM's GatedMLP keeps fc and gate apart)
+TRT_LINEARS = {"self_attn.qkv_proj": ("attention.qkv",), "self_attn.o_proj": ("attention.dense",),
+               "mlp.gate_up_proj": ("mlp.fc", "mlp.gate"), "mlp.down_proj": ("mlp.proj",),
+               "audio_mlp.gate_up_proj": ("audio_mlp.fc", "audio_mlp.gate"), "audio_mlp.down_proj": ("audio_mlp.proj",)}
 
 CALIBRATION_TEXTS = (
     "The birch canoe slid on the smooth planks.",
@@ -46,26 +45,27 @@ def calibrate(backend: TorchBackend, tokenizer, texts=CALIBRATION_TEXTS, frames:
     cfg = backend.config
     amax: dict[str, float] = defaultdict(float)
     hooks = []
+    sizes = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim)
 
     def record(name: str, value: float):
         amax[name] = max(amax[name], value)
 
     for module_name, module in backend.network.named_modules():
         layer, _, leaf = module_name.partition(".")[2].partition(".")
-        if not module_name.startswith("layers.") or leaf not in TRT_LINEAR:
+        if not module_name.startswith("layers.") or leaf not in TRT_LINEARS:
             continue
         prefix = f"transformer.layers.{layer}."
-        target = prefix + TRT_LINEAR[leaf]
+        targets = [prefix + target for target in TRT_LINEARS[leaf]]
         kv = prefix + "attention.kv_cache"
 
-        def hook(mod, inputs, output, target=target, kv=kv, leaf=leaf):
+        def hook(mod, inputs, output, targets=targets, kv=kv, leaf=leaf):
             if inputs[0].numel() == 0:  # a routed MLP with no positions of its kind in this call
                 return
-            record(target, float(inputs[0].detach().abs().max()))
-            if leaf == "self_attn.k_proj":
-                record(kv, pair_norm_max(output.detach(), cfg.head_dim))
-            elif leaf == "self_attn.v_proj":
-                record(kv, float(output.detach().abs().max()))
+            for target in targets:
+                record(target, float(inputs[0].detach().abs().max()))
+            if leaf == "self_attn.qkv_proj":
+                _, keys, values = output.detach().split(sizes, dim=-1)
+                record(kv, max(pair_norm_max(keys, cfg.head_dim), float(values.abs().max())))
 
         hooks.append(module.register_forward_hook(hook))
     try:
