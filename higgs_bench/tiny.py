@@ -1,6 +1,6 @@
 """Write a deterministic, randomly initialised Higgs Audio v2 checkpoint (no download needed).
 
-    python -m higgs_bench.tiny --out DIR [--layout boson|hf] [--seed S] [--shape tiny|higgs-v2-3b]
+    python -m higgs_bench.tiny --out DIR [--layout boson|hf] [--seed S] [--shape tiny|tiny-trtllm|higgs-v2-3b]
 
 The tiny shape is the project's embedded default model. Its weights are random, so its "speech" is
 noise, but every code path (prompts, dual-FFN routing, delay pattern, stopping) runs for real. One
@@ -39,6 +39,20 @@ SHAPES = {
         intermediate_size=128,
         rope_theta=10000.0,
         # small original context so that all three llama3 frequency bands occur at head_dim 16
+        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=64),
+        max_position_embeddings=4096,
+    ),
+    # for TensorRT-LLM engines: head size 32, the smallest its masked multi-head attention decode kernels take
+    # (decoderMaskedMultiheadAttention.cu, MMHA_SUPPORTED_HEAD_SIZES); all three llama3 bands still occur
+    "tiny-trtllm": dict(
+        hidden_size=128,
+        num_layers=3,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        intermediate_size=256,
+        rope_theta=10000.0,
         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                           original_max_position_embeddings=64),
         max_position_embeddings=4096,

@@ -20,6 +20,14 @@ def tiny_hf(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_trtllm(tmp_path_factory):
+    """A head size TensorRT-LLM's decode kernels take (tiny's 16 is not among them)."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-trtllm"
+    make_checkpoint(out, layout="hf", seed=0, shape="tiny-trtllm")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_boson(tmp_path_factory):
     """Same seed and shape as tiny_hf, so the same weights in Boson's layout."""
     out = tmp_path_factory.mktemp("ckpt") / "tiny-boson"

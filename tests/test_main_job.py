@@ -119,3 +119,24 @@ def test_the_slurm_launcher_example_composes():
     assert done.returncode == 0, done.stderr
     assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in done.stdout
     assert "gpus_per_node: 1" in done.stdout
+
+
+def test_an_engine_made_by_other_code_or_another_tensorrt_llm_is_not_reused(compose_cfg, tmp_path, monkeypatch):
+    import torch
+
+    from higgs_bench.backends import trtllm
+    from higgs_bench.bench import build
+
+    cfg = compose_cfg("backend=trtllm", f"build.engines_dir={tmp_path}")
+    settings = build.build_settings(cfg, tmp_path, torch.device("cpu"), [])
+    assert settings["versions"] == {"tensorrt_llm": build.installed_version("tensorrt_llm"),
+                                    "code": build.code_digest(trtllm)}
+    monkeypatch.setattr(build, "installed_version", lambda package: "1.2.99")
+    assert build.engine_dir(cfg, build.build_settings(cfg, tmp_path, torch.device("cpu"), [])) != \
+        build.engine_dir(cfg, settings)
+
+    for name, source in (("a", "x = 1\n"), ("b", "x = 2\n")):  # one byte of the converter differs
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "convert.py").write_text(source)
+    digests = {build.code_digest(type("package", (), {"__file__": str(tmp_path / n / "__init__.py")})) for n in "ab"}
+    assert len(digests) == 2

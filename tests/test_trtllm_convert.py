@@ -1,6 +1,7 @@
 """The TensorRT-LLM converter, its quantisation maths and the engine-config translation, on the CPU."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from higgs_bench.backends.trtllm import quantize
-from higgs_bench.backends.trtllm.build_config import engine_settings
+from higgs_bench.backends.trtllm.build_config import build_config_dict, engine_settings
 from higgs_bench.backends.trtllm.calibrate import calibrate_checkpoint, pair_norm_max
 from higgs_bench.backends.trtllm.convert import ConversionError, convert
 from higgs_bench.backends.trtllm.names import Quant, tensor_table
@@ -148,6 +149,28 @@ def test_engine_config_translation(tiny_hf):
     assert s.audio_routing == "gather" and settings({"audio_routing": "select"}, tiny=cfg).audio_routing == "select"
     fp8 = settings(precision={"weights": "fp8", "kv_cache": "fp8"}, tiny=cfg)
     assert fp8.plugin_config["gemm_plugin"] is None and fp8.quant == Quant("bf16", "fp8", "fp8")
+
+
+def test_the_timing_cache_is_written_into_the_engine_folder(tiny_hf, tmp_path):
+    """BuildConfig's default output_timing_cache is model.cache in the current directory."""
+    built = build_config_dict(settings(tiny=read_config(tiny_hf)), tmp_path / "engines" / "trtllm-bf16")
+    assert built["output_timing_cache"] == str(tmp_path / "engines" / "trtllm-bf16" / "timing.cache")
+    assert built["plugin_config"]["gpt_attention_plugin"] == "bfloat16" and built["max_seq_len"] == 2048
+
+
+# decoderMaskedMultiheadAttention.cu (TensorRT-LLM 1.2): the head sizes the decode kernels are built for
+MMHA_HEAD_SIZES = {32, 48, 64, 80, 96, 104, 112, 128, 144, 160, 192, 224, 256}
+
+
+def test_the_trtllm_test_model_has_a_decode_kernel_head_size_and_every_rope_band(tiny_trtllm):
+    cfg = read_config(tiny_trtllm)
+    assert cfg.head_dim in MMHA_HEAD_SIZES
+    scaling = cfg.rope_scaling
+    original = scaling["original_max_position_embeddings"]
+    wavelengths = [2 * math.pi * cfg.rope_theta ** (i / cfg.head_dim) for i in range(0, cfg.head_dim, 2)]
+    high = [w < original / scaling["high_freq_factor"] for w in wavelengths]  # kept as they are
+    low = [w > original / scaling["low_freq_factor"] for w in wavelengths]  # divided by the factor
+    assert any(high) and any(low) and not all(h or l for h, l in zip(high, low))  # and some blended between
 
 
 @pytest.mark.parametrize(

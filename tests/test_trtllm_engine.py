@@ -15,6 +15,7 @@ from higgs_bench.errors import GenerationError
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.config import read_config
+from higgs_bench.tiny import embedded_codec
 from tests.test_main_job import SMALL, bench
 
 pytestmark = pytest.mark.trtllm
@@ -35,18 +36,18 @@ PRECISIONS = {"fp16": {"dtype": "fp16"}, "bf16": {"dtype": "bf16"}, "int8": {"dt
               "fp8": {"dtype": "bf16", "weights": "fp8", "kv_cache": "fp8"}}
 
 
-def build(tiny_hf, out, precision: str, **engine):
+def build(tiny_trtllm, out, precision: str, **engine):
     engine = OmegaConf.merge(OmegaConf.structured(EngineConfig(max_batch_size=4, max_input_len=256, max_seq_len=512,
                                                                max_num_tokens=1024)), engine)
     prec = OmegaConf.merge(OmegaConf.structured(PrecisionConfig(name=precision)), PRECISIONS[precision])
-    build_engine(tiny_hf, out, engine_settings(engine, prec, read_config(tiny_hf)))
+    build_engine(tiny_trtllm, out, engine_settings(engine, prec, read_config(tiny_trtllm)))
     return TrtllmBackend(out, "cuda")
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_hf, prompt_inputs):
+def reference(tiny_trtllm, prompt_inputs):
     """The float32 torch reference: its greedy frames, and its logits at every step of them."""
-    torch_backend = TorchBackend.from_checkpoint(tiny_hf, device="cuda")
+    torch_backend = TorchBackend.from_checkpoint(tiny_trtllm, device="cuda")
     frames = generate(torch_backend, prompt_inputs, SamplingConfig(greedy=True), FRAMES, stop_at_eos=False).streams
     return frames, teacher_forced(torch_backend, prompt_inputs, frames)
 
@@ -63,38 +64,52 @@ def relative_error(got, want) -> float:
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
-def test_teacher_forced_logits_match_the_reference(tiny_hf, prompt_inputs, reference, tmp_path, precision):
+def test_teacher_forced_logits_match_the_reference(tiny_trtllm, prompt_inputs, reference, tmp_path, precision):
     if precision == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
     frames, want = reference
-    engine = build(tiny_hf, tmp_path / precision, precision)
+    engine = build(tiny_trtllm, tmp_path / precision, precision)
     got = teacher_forced(engine, prompt_inputs, frames)
     assert relative_error(got, want) < TOLERANCE[precision]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_greedy_codes_equal_the_reference_with_voice_cloning_in_the_batch(tiny_hf, prompt_inputs, reference,
+def test_greedy_codes_equal_the_reference_with_voice_cloning_in_the_batch(tiny_trtllm, prompt_inputs, reference,
                                                                           tmp_path, precision):
-    engine = build(tiny_hf, tmp_path / precision, precision)
+    engine = build(tiny_trtllm, tmp_path / precision, precision)
     got = generate(engine, prompt_inputs, SamplingConfig(greedy=True), FRAMES, stop_at_eos=False).streams
     assert torch.equal(got, reference[0])
 
 
-def test_both_routings_compute_the_same_logits(tiny_hf, prompt_inputs, reference, tmp_path):
+def test_both_routings_compute_the_same_logits(tiny_trtllm, prompt_inputs, reference, tmp_path):
     frames = reference[0]
-    gather = teacher_forced(build(tiny_hf, tmp_path / "gather", "fp16"), prompt_inputs, frames)
-    select = teacher_forced(build(tiny_hf, tmp_path / "select", "fp16", audio_routing="select"), prompt_inputs, frames)
+    gather = teacher_forced(build(tiny_trtllm, tmp_path / "gather", "fp16"), prompt_inputs, frames)
+    select = teacher_forced(build(tiny_trtllm, tmp_path / "select", "fp16", audio_routing="select"), prompt_inputs, frames)
     assert relative_error(gather, select) < 1e-3
 
 
-def test_requests_beyond_the_engine_fail_before_running(tiny_hf, prompt_inputs, tmp_path):
-    engine = build(tiny_hf, tmp_path / "small", "fp16", max_batch_size=2)
+@pytest.mark.parametrize("routing", ["gather", "select"])
+def test_steps_with_no_rows_of_one_kind_match_the_reference(tiny_trtllm, prompt_inputs, tmp_path, routing):
+    """A prefill with no audio positions (plain TTS) and decode steps with no text positions: the routed
+    MLPs get zero rows (trtllm-review.md, finding 3). If a build rejects the empty index, this fails first."""
+    text_only = prompt_inputs[:1]
+    assert not text_only[0].audio_mask.any()  # guard: the prefill really has no audio rows
+    torch_backend = TorchBackend.from_checkpoint(tiny_trtllm, device="cuda")
+    frames = generate(torch_backend, text_only, SamplingConfig(greedy=True), 8, stop_at_eos=False).streams
+    want = teacher_forced(torch_backend, text_only, frames)
+    engine = build(tiny_trtllm, tmp_path / routing, "fp16", audio_routing=routing)
+    assert relative_error(teacher_forced(engine, text_only, frames), want) < TOLERANCE["fp16"]
+
+
+def test_requests_beyond_the_engine_fail_before_running(tiny_trtllm, prompt_inputs, tmp_path):
+    engine = build(tiny_trtllm, tmp_path / "small", "fp16", max_batch_size=2)
     with pytest.raises(GenerationError, match="max_batch_size=2"):
         engine.prefill(prompt_inputs, FRAMES)
 
 
-def test_the_benchmark_measures_speed_and_memory_of_each_precision(tmp_path):
-    done = bench(tmp_path, "-m", "backend=trtllm", "precision=bf16,int8,fp8", "asr=none", *SMALL,
+def test_the_benchmark_measures_speed_and_memory_of_each_precision(tiny_trtllm, tmp_path):
+    model = ["model.embedded=false", f"model.path={tiny_trtllm}", f"model.codec_path={embedded_codec()}"]
+    done = bench(tmp_path, "-m", "backend=trtllm", "precision=bf16,int8,fp8", "asr=none", *model, *SMALL,
                  "hydra.sweep.dir=sweep")
     assert done.returncode == 0, done.stderr
     rows = {r["variant"]: r for r in json.loads((tmp_path / "sweep" / "summary.json").read_text())["rows"]}
@@ -106,7 +121,7 @@ def test_the_benchmark_measures_speed_and_memory_of_each_precision(tmp_path):
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
-def test_the_network_declares_every_tensor_the_converter_writes(tiny_hf, tmp_path, precision):
+def test_the_network_declares_every_tensor_the_converter_writes(tiny_trtllm, tmp_path, precision):
     from tensorrt_llm.models.modeling_utils import PretrainedConfig
 
     from higgs_bench.backends.trtllm.convert import convert
@@ -117,9 +132,9 @@ def test_the_network_declares_every_tensor_the_converter_writes(tiny_hf, tmp_pat
     amax = {}
     if precision == "fp8":
         from higgs_bench.backends.trtllm.calibrate import calibrate_checkpoint
-        amax = calibrate_checkpoint(tiny_hf, frames=12)
-    checkpoint = convert(tiny_hf, tmp_path / "ckpt", quant, amax=amax)
+        amax = calibrate_checkpoint(tiny_trtllm, frames=12)
+    checkpoint = convert(tiny_trtllm, tmp_path / "ckpt", quant, amax=amax)
     model = HiggsAudioForCausalLM(PretrainedConfig.from_json_file(str(checkpoint / "config.json")))
     declared = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    table = tensor_table(read_config(tiny_hf), quant)
+    table = tensor_table(read_config(tiny_trtllm), quant)
     assert {name: declared.get(name) for name in table} == {name: spec.shape for name, spec in table.items()}

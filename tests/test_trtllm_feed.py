@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from higgs_bench.backends.trtllm.feed import (EngineLimits, check_kv_budget, check_request, context_inputs,
-                                              step_inputs)
+from higgs_bench.backends.trtllm.feed import EngineLimits, StepFeed, check_kv_budget, check_request, context_inputs
 from higgs_bench.errors import GenerationError
 from higgs_bench.generate.inputs import PromptInputs
 
@@ -32,19 +31,39 @@ def test_the_context_feed_holds_every_prompt_exactly(prompt_inputs):
     assert feed["context_lengths"].tolist() == feed["sequence_length"].tolist() == lengths
     starts = [0] + feed["last_token_ids"].tolist()[:-1]
     assert all(feed["position_ids"][s] == 0 for s in starts)  # each row's positions start afresh
-    assert feed["host_request_types"].tolist() == [0, 0, 0] and feed["host_past_key_value_lengths"].sum() == 0
+    assert feed["host_request_types"].tolist() == [0, 0, 0]
+    # the context step's KV length is the whole prompt, as GenerationSession._get_context_shape_buffer feeds it
+    assert feed["host_past_key_value_lengths"].tolist() == lengths
 
 
 def test_a_step_feeds_one_audio_position_after_each_rows_cache(prompt_inputs):
-    frame = torch.tensor([[1024] * 8, [5] * 8, [1025] * 8])
     context = torch.tensor([len(p) for p in prompt_inputs], dtype=torch.int32)
-    past = context + 3  # three frames already fed
-    feed = step_inputs(frame, 128016, context, past)
-    assert feed["input_ids"].tolist() == [128016] * 3 and torch.equal(feed["audio_codes"], frame.int())
-    assert feed["position_ids"].tolist() == past.tolist()  # the new position is the row's cache size
-    assert feed["sequence_length"].tolist() == (past + 1).tolist()
-    assert feed["host_past_key_value_lengths"].tolist() == past.tolist()
-    assert feed["last_token_ids"].tolist() == [1, 2, 3] and feed["host_request_types"].tolist() == [1, 1, 1]
+    feed = StepFeed(batch=3, cache_len=300, num_layers=2, placeholder_id=128016, device=torch.device("cpu"))
+    feed.start(context)
+    for _ in range(3):  # three frames already fed
+        feed.inputs(torch.zeros((3, 8), dtype=torch.long))
+        feed.advance()
+    frame = torch.tensor([[1024] * 8, [5] * 8, [1025] * 8])
+    inputs = feed.inputs(frame)
+    past = context + 3
+    assert inputs["input_ids"].tolist() == [128016] * 3 and torch.equal(inputs["audio_codes"], frame.int())
+    assert inputs["position_ids"].tolist() == past.tolist()  # the new position is the row's cache size
+    assert inputs["sequence_length"].tolist() == (past + 1).tolist()
+    assert inputs["host_past_key_value_lengths"].tolist() == past.tolist()
+    assert inputs["context_lengths"].tolist() == inputs["host_context_lengths"].tolist() == context.tolist()
+    assert inputs["last_token_ids"].tolist() == [1, 2, 3] and inputs["host_request_types"].tolist() == [1, 1, 1]
+    assert inputs["cache_indirection"].shape == (3, 1, 300)
+    assert inputs["host_max_attention_window_sizes"].tolist() == [300, 300]
+
+
+def test_a_step_allocates_nothing_new(prompt_inputs):
+    """Every step hands the engine the same buffers, updated in place (no allocation, no host copy)."""
+    feed = StepFeed(batch=3, cache_len=300, num_layers=2, placeholder_id=128016, device=torch.device("cpu"))
+    feed.start(torch.tensor([len(p) for p in prompt_inputs]))
+    first = {name: t.data_ptr() for name, t in feed.inputs(torch.ones((3, 8), dtype=torch.long)).items()}
+    feed.advance()
+    second = {name: t.data_ptr() for name, t in feed.inputs(torch.ones((3, 8), dtype=torch.long)).items()}
+    assert first == second
 
 
 def test_requests_within_the_engines_limits_pass(prompt_inputs):

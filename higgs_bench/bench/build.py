@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from higgs_bench.backends import pytorch as torch_backend_package
+from higgs_bench.backends import trtllm as trtllm_package
 from higgs_bench.backends.pytorch.backend import DTYPES, Speed, cache_length
 from higgs_bench.backends.pytorch.engine import COMPILE_CACHE, artefact_damage, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.quantize import weight_bytes
@@ -38,12 +40,13 @@ def torch_speed(cfg, device: torch.device) -> Speed:
 
 
 def build_settings(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> dict:
-    """Only what changes the built artefact: the checkpoint, the backend, the precision, engine limits; for a
-    compiled torch engine also the shapes compiled and the versions that made the kernels."""
+    """Only what changes the built artefact: the checkpoint, the backend, the precision, engine limits, the
+    versions of what built it (our backend's code included); for a compiled torch engine also the shapes."""
     settings = {"model": str(Path(model_dir).resolve()), "backend": cfg.backend.name,
                 "precision": OmegaConf.to_container(cfg.precision)}
     if cfg.backend.name == "trtllm":
         settings["engine"] = OmegaConf.to_container(cfg.engine)
+        settings["versions"] = {"tensorrt_llm": installed_version("tensorrt_llm"), "code": code_digest(trtllm_package)}
         return settings
     speed = torch_speed(cfg, device)
     if speed.compile_mode:
@@ -58,14 +61,26 @@ def bucketed(shapes: list[tuple[int, int]], speed: Speed) -> list[tuple[int, int
 
 
 def compiler_versions(device: torch.device) -> dict:
-    versions = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device.type}
-    try:
-        versions["torchao"] = importlib.metadata.version("torchao")
-    except importlib.metadata.PackageNotFoundError:
-        versions["torchao"] = None
+    versions = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device.type,
+                "torchao": installed_version("torchao"), "code": code_digest(torch_backend_package)}
     if device.type == "cuda":
         versions["gpu"] = torch.cuda.get_device_name(device)
     return versions
+
+
+def installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def code_digest(package) -> str:
+    """A digest of a backend package's source files, so that an engine built by other code is not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def engine_dir(cfg, settings: dict) -> Path:

@@ -6,12 +6,14 @@ Plain dicts: `tensorrt_llm.BuildConfig.from_dict(...)` takes them where TensorRT
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from higgs_bench.backends.trtllm.names import Quant
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import HiggsConfig
 
 PLUGIN_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+TIMING_CACHE = "timing.cache"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ def engine_settings(engine, precision, model: HiggsConfig) -> EngineSettings:
     runtime = {"kv_cache_free_gpu_memory_fraction": engine.kv_cache_free_gpu_memory_fraction,
                "kv_cache_max_tokens": engine.kv_cache_max_tokens}
     return EngineSettings(quant, build, plugin, runtime, engine.audio_routing)
+
+
+def build_config_dict(settings: EngineSettings, out_dir: Path) -> dict:
+    """What `BuildConfig.from_dict` takes: the limits, the plugins, and TensorRT's timing cache written into the
+    engine folder (BuildConfig's default `output_timing_cache='model.cache'` lands in the current directory)."""
+    return {**settings.build_config, "plugin_config": settings.plugin_config,
+            "output_timing_cache": str(Path(out_dir) / TIMING_CACHE)}
 
 
 def quant_for(precision) -> Quant:

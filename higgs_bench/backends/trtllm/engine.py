@@ -7,7 +7,8 @@ Written against TensorRT-LLM 1.2.x: `PretrainedModel.from_checkpoint(..., prepro
 An engine directory holds:
     checkpoint/   the converted TensorRT-LLM checkpoint (convert.py)
     engine/       config.json + rank0.engine, as TensorRT-LLM writes them
-    higgs.json    the Higgs model config and the runtime's KV-cache limits
+    timing.cache  TensorRT's timing cache of this build
+    higgs.json    the Higgs model config, the runtime's KV-cache limits and the audio routing built
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from higgs_bench.backends.trtllm import require_tensorrt_llm
-from higgs_bench.backends.trtllm.build_config import EngineSettings
+from higgs_bench.backends.trtllm.build_config import EngineSettings, build_config_dict
 from higgs_bench.backends.trtllm.calibrate import calibrate_checkpoint
 from higgs_bench.backends.trtllm.convert import convert, needs_calibration
 from higgs_bench.backends.trtllm.names import Quant
@@ -45,11 +46,9 @@ def build_engine(model_dir: Path, out_dir: Path, settings: EngineSettings, devic
     config.audio_routing = settings.audio_routing
     model = HiggsAudioForCausalLM.from_checkpoint(str(checkpoint), config=config,
                                                   preprocess_weights_hook=mixed_gemm_layout(settings.quant))
-    build_config = BuildConfig.from_dict({**settings.build_config, "plugin_config": settings.plugin_config})
-    build(model, build_config).save(str(out_dir / "engine"))
-    higgs = json.loads((checkpoint / "config.json").read_text())
+    build(model, BuildConfig.from_dict(build_config_dict(settings, out_dir))).save(str(out_dir / "engine"))
     write_json(out_dir / HIGGS_RECORD, {"model": read_config(model_dir).to_dict(), "build": settings.build_config,
-                                        "kv_limits": settings.runtime, "audio_routing": higgs["audio_routing"]})
+                                        "kv_limits": settings.runtime, "audio_routing": config.audio_routing})
     return out_dir / "engine"
 
 

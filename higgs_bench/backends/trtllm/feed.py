@@ -4,8 +4,12 @@ request against the limits the engine was built with. Runs and is tested without
 Names, shapes and meanings follow the inputs of `PretrainedModel.prepare_inputs` with the gpt-attention
 plugin, packed input and a contiguous KV cache (tensorrt_llm/models/modeling_utils.py and
 generation_mixin.py, 1.2.x), fed as `GenerationSession._get_context_shape_buffer` /
-`_get_next_step_shape_buffer` feed them (tensorrt_llm/runtime/generation.py). Names starting with `host_`
-live on the CPU; everything else goes to the GPU.
+`_get_next_step_shape_buffer` feed them (tensorrt_llm/runtime/generation.py @ b35ac1b, 1.2.0rc2). Names
+starting with `host_` live on the CPU; everything else goes to the GPU.
+
+The generation step's inputs (`StepFeed`) are allocated once per (batch, cache length) and updated in place,
+as GenerationSession's buffers are: device inputs move on by device arithmetic, host inputs live in pinned
+memory, so a step copies nothing from the host.
 """
 
 from __future__ import annotations
@@ -50,19 +54,11 @@ def check_request(limits: EngineLimits, prompts: list[PromptInputs], max_new_fra
                               + ". Rebuild with larger engine.* limits, or send smaller batches or shorter prompts")
 
 
-def attention_constants(batch: int, cache_len: int, num_layers: int) -> dict[str, torch.Tensor]:
-    """The plugin inputs that stay the same for a whole batch."""
-    return {
-        "cache_indirection": torch.zeros((batch, 1, cache_len), dtype=torch.int32),  # beam width 1
-        "host_max_attention_window_sizes": torch.full((num_layers,), cache_len, dtype=torch.int32),
-        "host_sink_token_length": torch.zeros(1, dtype=torch.int32),
-        "host_runtime_perf_knobs": torch.full((PERF_KNOBS,), -1, dtype=torch.int64),
-        "host_context_progress": torch.zeros(1, dtype=torch.int64),
-    }
-
-
 def context_inputs(prompts: list[PromptInputs]) -> dict[str, torch.Tensor]:
-    """All prompts packed one after the other; each row's cache starts empty."""
+    """All prompts packed one after the other, each written into its row's empty cache. The context step's
+    `host_past_key_value_lengths` is each row's context length (past + current tokens), as
+    `_get_context_shape_buffer` and the C++ runtime feed it: the plugin takes its maximum as the KV length of
+    context attention (gptAttentionPlugin.cpp `max_context_kv_len`)."""
     lengths = torch.tensor([len(p) for p in prompts], dtype=torch.int32)
     codes = [torch.where(p.audio_mask[:, None], p.audio_codes, -1) for p in prompts]  # -1 marks text positions
     return {
@@ -73,27 +69,60 @@ def context_inputs(prompts: list[PromptInputs]) -> dict[str, torch.Tensor]:
         "context_lengths": lengths,
         "host_context_lengths": lengths.clone(),
         "sequence_length": lengths.clone(),
-        "host_past_key_value_lengths": torch.zeros_like(lengths),
+        "host_past_key_value_lengths": lengths.clone(),
         "host_request_types": torch.zeros_like(lengths),  # 0: context
     }
 
 
-def step_inputs(frame: torch.Tensor, placeholder_id: int, context_lengths: torch.Tensor,
-                past_lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One audio position per row: the previous frame's codes, at position `past_lengths` (the row's cache size)."""
-    batch = frame.shape[0]
-    past = past_lengths.int().cpu()
-    return {
-        "input_ids": torch.full((batch,), placeholder_id, dtype=torch.int32),
-        "audio_codes": frame.int(),
-        "position_ids": past.clone(),
-        "last_token_ids": torch.arange(1, batch + 1, dtype=torch.int32),
-        "context_lengths": context_lengths.int().cpu(),
-        "host_context_lengths": context_lengths.int().cpu(),
-        "sequence_length": past + 1,  # including the position being fed
-        "host_past_key_value_lengths": past.clone(),
-        "host_request_types": torch.ones(batch, dtype=torch.int32),  # 1: generation
-    }
+class StepFeed:
+    """The inputs of one (batch, cache length) shape: the plugin's constants, shared with the context step,
+    and the generation step's inputs, which feed one audio position per row (the previous frame's codes)
+    at position = the row's cache size."""
+
+    def __init__(self, batch: int, cache_len: int, num_layers: int, placeholder_id: int, device: torch.device):
+        pinned = device.type == "cuda"
+
+        def host(values: torch.Tensor) -> torch.Tensor:
+            return values.pin_memory() if pinned else values
+
+        self.constants = {
+            "cache_indirection": torch.zeros((batch, 1, cache_len), dtype=torch.int32, device=device),  # beam 1
+            "host_max_attention_window_sizes": host(torch.full((num_layers,), cache_len, dtype=torch.int32)),
+            "host_sink_token_length": host(torch.zeros(1, dtype=torch.int32)),
+            "host_runtime_perf_knobs": host(torch.full((PERF_KNOBS,), -1, dtype=torch.int64)),
+            "host_context_progress": host(torch.zeros(1, dtype=torch.int64)),
+        }
+        def rows() -> torch.Tensor:
+            return torch.zeros(batch, dtype=torch.int32)
+
+        self.step = {
+            "input_ids": torch.full((batch,), placeholder_id, dtype=torch.int32, device=device),
+            "audio_codes": torch.zeros((batch, 8), dtype=torch.int32, device=device),
+            "position_ids": rows().to(device),
+            "last_token_ids": torch.arange(1, batch + 1, dtype=torch.int32, device=device),
+            "context_lengths": rows().to(device),
+            "sequence_length": rows().to(device),  # including the position being fed
+            "host_context_lengths": host(rows()),
+            "host_past_key_value_lengths": host(rows()),
+            "host_request_types": host(torch.ones(batch, dtype=torch.int32)),  # 1: generation
+        }
+
+    def start(self, context_lengths: torch.Tensor) -> None:
+        """After the context step: every row's cache holds its prompt."""
+        lengths = context_lengths.int()
+        for name in ("context_lengths", "position_ids", "host_context_lengths", "host_past_key_value_lengths"):
+            self.step[name].copy_(lengths)
+        self.step["sequence_length"].copy_(lengths + 1)
+
+    def inputs(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The next generation step's inputs, with `frame` [B, 8] (on the device) as its audio codes."""
+        self.step["audio_codes"].copy_(frame)
+        return self.step | self.constants
+
+    def advance(self) -> None:
+        """After a step was enqueued (TensorRT has read the host inputs by then): one more cached position."""
+        for name in ("position_ids", "sequence_length", "host_past_key_value_lengths"):
+            self.step[name].add_(1)
 
 
 def kv_cache_bytes_per_position(num_layers: int, num_kv_heads: int, head_dim: int, bytes_per_value: int) -> int:
@@ -102,7 +131,8 @@ def kv_cache_bytes_per_position(num_layers: int, num_kv_heads: int, head_dim: in
 
 def check_kv_budget(batch: int, cache_len: int, per_position: int, free_bytes: int, fraction: float | None,
                     max_tokens: int | None) -> None:
-    """The contiguous cache of one static batch against engine.kv_cache_* limits, before it is allocated."""
+    """The contiguous cache of one static batch against engine.kv_cache_* limits, before it is allocated and
+    after the previous batch's cache was released (free_bytes would otherwise miss it)."""
     positions = batch * cache_len
     if max_tokens is not None and positions > max_tokens:
         raise GenerationError(f"{batch} rows x {cache_len} positions = {positions} cached positions exceed "

@@ -1,10 +1,17 @@
 """A built Higgs engine serving the decode loop's Backend interface (generate/backend.py), so the delay
 pattern, sampling, RAS and stopping are the same code as for the torch backend.
 
-Static batches: `prefill` packs the prompts into one context step over a fresh contiguous KV cache sized for
-this batch; each `step` feeds every row one audio frame. The engine is driven through
-`tensorrt_llm.runtime.Session` (tensorrt_llm/runtime/session.py, 1.2.x), the way TensorRT-LLM's own model
-tests drive engines: shapes set per input, one execution context per optimisation profile.
+Static batches: `prefill` packs the prompts into one context step over a contiguous KV cache sized for this
+batch; each `step` feeds every row one audio frame. Run the way TensorRT-LLM's own Python runtime runs an
+engine (`_Runtime` and `GenerationSession` in tensorrt_llm/runtime/generation.py @ b35ac1b, 1.2.0rc2):
+- one device-memory buffer of `device_memory_size_v2` bytes shared by the execution contexts of every
+  optimisation profile (`create_execution_context_without_device_memory` + `set_device_memory`);
+- the KV caches and the step's inputs allocated once per (batch, cache length) shape and reused by every
+  request of that shape (a cache is not cleared: the plugin reads each row only up to its length);
+- device inputs updated in place, host inputs in pinned memory (feed.StepFeed).
+Enqueueing is `set_input_shape` + `set_tensor_address` + `execute_async_v3`, what `Session.run` does
+(tensorrt_llm/runtime/session.py); Session itself is not used because it gives its default context memory of
+its own. Unlike GenerationSession, no CUDA graph of the step is captured.
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ import torch
 
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.engine import read_engine_record
-from higgs_bench.backends.trtllm.feed import (EngineLimits, attention_constants, check_kv_budget, check_request,
-                                              context_inputs, kv_cache_bytes_per_position, step_inputs)
+from higgs_bench.backends.trtllm.feed import (EngineLimits, StepFeed, check_kv_budget, check_request, context_inputs,
+                                              kv_cache_bytes_per_position)
 from higgs_bench.errors import GenerationError
 from higgs_bench.generate.inputs import PromptInputs
 
@@ -26,19 +33,25 @@ class TrtllmBackend:
         require_tensorrt_llm()
         import tensorrt as trt
         from tensorrt_llm._utils import trt_dtype_to_torch
-        from tensorrt_llm.runtime import Session
+        from tensorrt_llm.logger import logger
 
         record = read_engine_record(engine_dir)
         self.config, self.device = record["model"], torch.device(device)
         self.limits = EngineLimits.from_build_config(record["build"])
         self.kv_limits = record["kv_limits"]
-        self.session = Session.from_serialized_engine((Path(engine_dir) / "engine" / "rank0.engine").read_bytes())
-        engine = self.session.engine
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self.inputs = {n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
-        self.kv_dtype = trt_dtype_to_torch(engine.get_tensor_dtype("past_key_value_0"))
-        self.contexts = {0: self.session.context}
+        self.runtime = trt.Runtime(logger.trt_logger)
+        self.engine = self.runtime.deserialize_cuda_engine((Path(engine_dir) / "engine" / "rank0.engine").read_bytes())
+        if self.engine is None:
+            raise GenerationError(f"TensorRT could not load {engine_dir}/engine/rank0.engine (see its log above); "
+                                  "rebuild it with python -m higgs_bench backend=trtllm")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = {n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+        self.kv_dtype = trt_dtype_to_torch(self.engine.get_tensor_dtype("past_key_value_0"))
+        # the largest profile's activation memory, shared by every profile's context
+        self.memory = torch.empty(self.engine.device_memory_size_v2, dtype=torch.uint8, device=self.device)
+        self.contexts = {}
         self.stream = torch.cuda.current_stream(self.device)
+        self.shape, self.caches, self.feed = None, [], None
 
     @property
     def max_positions(self) -> int:
@@ -46,54 +59,63 @@ class TrtllmBackend:
 
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
         check_request(self.limits, prompts, max_new_frames)
-        cfg, batch = self.config, len(prompts)
-        cache_len = max(len(p) for p in prompts) + max_new_frames
+        self._allocate(len(prompts), max(len(p) for p in prompts) + max_new_frames)
+        feed = context_inputs(prompts)
+        logits = self._run({name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
+                           | self.feed.constants)
+        self.feed.start(feed["context_lengths"])
+        return logits
+
+    def step(self, frame: torch.Tensor) -> torch.Tensor:
+        logits = self._run(self.feed.inputs(frame))
+        self.feed.advance()
+        return logits
+
+    def _allocate(self, batch: int, cache_len: int) -> None:
+        """KV caches and step inputs for this shape; kept while requests keep the shape."""
+        if self.shape == (batch, cache_len):
+            return
+        cfg = self.config
+        self.shape, self.caches, self.feed = None, [], None  # released before the budget reads free memory
+        torch.cuda.empty_cache()
         per_position = kv_cache_bytes_per_position(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
                                                    torch.finfo(self.kv_dtype).bits // 8)
         check_kv_budget(batch, cache_len, per_position, torch.cuda.mem_get_info(self.device)[0],
                         self.kv_limits["kv_cache_free_gpu_memory_fraction"], self.kv_limits["kv_cache_max_tokens"])
-        self.caches = []  # the previous batch's cache goes before this one is allocated
-        self.caches = [torch.zeros((batch, 2, cfg.num_kv_heads, cache_len, cfg.head_dim), dtype=self.kv_dtype,
+        self.caches = [torch.empty((batch, 2, cfg.num_kv_heads, cache_len, cfg.head_dim), dtype=self.kv_dtype,
                                    device=self.device) for _ in range(cfg.num_layers)]
-        self.constants = attention_constants(batch, cache_len, cfg.num_layers)
-        feed = context_inputs(prompts)
-        self.context_lengths = feed["context_lengths"].clone()
-        self.past_lengths = feed["context_lengths"].clone()  # on the CPU: no synchronisation per step
-        return self._run(feed)
+        self.feed = StepFeed(batch, cache_len, cfg.num_layers, cfg.audio_out_token_id, self.device)
+        self.shape = (batch, cache_len)
 
-    def step(self, frame: torch.Tensor) -> torch.Tensor:
-        logits = self._run(step_inputs(frame, self.config.audio_out_token_id, self.context_lengths, self.past_lengths))
-        self.past_lengths += 1
-        return logits
-
-    def _run(self, feed: dict[str, torch.Tensor]) -> torch.Tensor:
-        tensors = {name: t if name.startswith("host_") else t.to(self.device)
-                   for name, t in (feed | self.constants).items()}
-        tensors |= {f"past_key_value_{i}": cache for i, cache in enumerate(self.caches)}
+    def _run(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        tensors = tensors | {f"past_key_value_{i}": cache for i, cache in enumerate(self.caches)}
         missing = self.inputs - set(tensors)
         if missing:
             raise GenerationError(f"this engine expects inputs higgs-bench does not feed: {sorted(missing)}; "
                                   "rebuild it with python -m higgs_bench backend=trtllm")
         tensors = {name: t for name, t in tensors.items() if name in self.inputs}  # unused inputs are pruned
         context = self._context_for(tensors)
-        for name, t in tensors.items():
-            context.set_input_shape(name, tuple(t.shape))
-        batch = feed["last_token_ids"].shape[0]
+        batch = tensors["last_token_ids"].shape[0]
         logits = torch.empty((batch, self.config.num_codebooks * self.config.audio_vocab_size), dtype=torch.float32,
                              device=self.device)
         outputs = {"logits": logits} | {f"present_key_value_{i}": c for i, c in enumerate(self.caches)}
-        if not self.session.run(tensors, outputs, self.stream.cuda_stream, context):
+        for name, t in tensors.items():
+            context.set_input_shape(name, tuple(t.shape))
+        for name, t in (tensors | outputs).items():
+            context.set_tensor_address(name, t.data_ptr())
+        if not context.execute_async_v3(self.stream.cuda_stream):
             raise GenerationError("TensorRT could not enqueue the engine (see its log above)")
-        self._in_flight = tensors  # host inputs must outlive the enqueue
+        self._in_flight = tensors  # a prefill's inputs must outlive the enqueued work
         return logits.view(batch, self.config.num_codebooks, self.config.audio_vocab_size)
 
     def _context_for(self, tensors: dict[str, torch.Tensor]):
         """The execution context of the first optimisation profile whose ranges hold these shapes."""
-        engine = self.session.engine
+        engine = self.engine
         for profile in range(engine.num_optimization_profiles):
             if all(_fits(engine.get_tensor_profile_shape(name, profile), t.shape) for name, t in tensors.items()):
                 if profile not in self.contexts:
-                    context = engine.create_execution_context()
+                    context = engine.create_execution_context_without_device_memory()
+                    context.set_device_memory(self.memory.data_ptr(), self.memory.numel())
                     context.set_optimization_profile_async(profile, self.stream.cuda_stream)
                     self.stream.synchronize()
                     self.contexts[profile] = context
