@@ -15,7 +15,7 @@ from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
-from higgs_bench.tiny import embedded_model
+from higgs_bench.model.random_checkpoint import embedded_model
 
 
 def per_call_ms(fn, device, n):

@@ -9,7 +9,7 @@ import time
 import torch
 from transformers import HiggsAudioV2Config, HiggsAudioV2ForConditionalGeneration
 
-from higgs_bench.tiny import hf_config, make_config
+from higgs_bench.model.random_checkpoint import hf_config, make_config
 
 
 def main(out_path):

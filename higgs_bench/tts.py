@@ -25,7 +25,7 @@ import numpy as np
 import soundfile
 import torch
 
-from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.bench.environment import resolve_device
 from higgs_bench.codec import Codec, load_codec
 from higgs_bench.codec.audio import clip_seconds, read_clip
@@ -34,6 +34,7 @@ from higgs_bench.files import writable_dir
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model import dtypes
 from higgs_bench.model.checkpoint import checkpoint_config
 from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.model.prompt import DEFAULT_SCENE, encode_messages, tts_messages
@@ -61,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-frames", type=int, default=1024,
                         help="generation steps per request (25 per second; the first 8 are delay warm-up)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=sorted(dtypes.TORCH), default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
@@ -81,7 +82,7 @@ def sampling_from_args(args) -> SamplingConfig:
 RESULT_FILE = re.compile(r"^\d{3,}\.(codes\.npy|prompt\.json|wav)$")
 
 
-def check_request(args) -> None:
+def check_arguments(args) -> None:
     """Everything that can be refused before a model is loaded: the text, the device, the output folder."""
     for text in args.text + [args.ref_text or "", args.scene or ""]:
         try:
@@ -124,9 +125,9 @@ def reference_codes(args, max_positions: int) -> tuple[np.ndarray | None, Codec 
 
 def run(args) -> list[Path]:
     sampling = sampling_from_args(args)
-    check_request(args)
+    check_arguments(args)
     ref, codec = reference_codes(args, checkpoint_config(args.model).max_position_embeddings)
-    backend = TorchBackend.from_checkpoint(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    backend = TorchBackend.from_checkpoint(args.model, device=args.device, dtype=dtypes.TORCH[args.dtype])
     tokenizer = load_tokenizer(args.model)
     prompts = [
         encode_messages(tokenizer, tts_messages(text, args.scene or None, args.ref_text, ref), backend.config.num_codebooks)

@@ -8,7 +8,7 @@ import sys
 from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.bench.floor import weights_read_per_frame
 from higgs_bench.model.config import SKIP
-from higgs_bench.tiny import make_checkpoint, make_config
+from higgs_bench.model.random_checkpoint import make_checkpoint, make_config
 
 
 def test_an_audio_step_reads_the_released_models_2_84_billion_weights():

@@ -14,7 +14,7 @@ from higgs_bench.generate.sampling import (
     resample_repeats,
     warp,
 )
-from higgs_bench.tiny import make_config
+from higgs_bench.model.random_checkpoint import make_config
 
 BOS, EOS, N, C = 1024, 1025, 8, 1026
 GREEDY = SamplingConfig(greedy=True)

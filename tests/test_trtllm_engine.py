@@ -15,7 +15,7 @@ from higgs_bench.errors import GenerationError
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.config import read_config
-from higgs_bench.tiny import embedded_codec
+from higgs_bench.codec.random_codec import embedded_codec
 from tests.test_main_job import SMALL, bench
 
 pytestmark = pytest.mark.trtllm

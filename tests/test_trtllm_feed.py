@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from higgs_bench.backends.trtllm.feed import EngineLimits, StepFeed, check_kv_budget, check_request, context_inputs
+from higgs_bench.backends.trtllm.feed import EngineLimits, StepFeed, check_kv_budget, check_engine_limits, context_inputs
 from higgs_bench.errors import GenerationError
 from higgs_bench.generate.inputs import PromptInputs
 
@@ -67,7 +67,7 @@ def test_a_step_allocates_nothing_new(prompt_inputs):
 
 
 def test_requests_within_the_engines_limits_pass(prompt_inputs):
-    check_request(LIMITS, prompt_inputs, max_new_frames=200)
+    check_engine_limits(LIMITS, prompt_inputs, max_new_frames=200)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_requests_within_the_engines_limits_pass(prompt_inputs):
 )
 def test_requests_beyond_the_engines_limits_name_the_limit(prompt_inputs, limits, frames, message):
     with pytest.raises(GenerationError, match=message):
-        check_request(limits, prompt_inputs, frames)
+        check_engine_limits(limits, prompt_inputs, frames)
 
 
 def test_the_kv_cache_budget_is_checked_before_allocation():

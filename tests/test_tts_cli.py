@@ -27,7 +27,7 @@ def test_writes_codes_and_prompt_per_request(tiny_hf, tmp_path):
 
 
 def test_with_a_codec_each_request_gets_a_24khz_wav_of_its_frames(tiny_hf, tmp_path):
-    from higgs_bench.tiny import make_codec
+    from higgs_bench.codec.random_codec import make_codec
 
     codec = make_codec(tmp_path / "codec")
     done = tts("--model", tiny_hf, "--codec", codec, "--text", "Hello.", "--greedy", "--max-frames", 40,
@@ -75,7 +75,7 @@ def test_missing_model_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def codec_dir(tmp_path_factory):
-    from higgs_bench.tiny import make_codec
+    from higgs_bench.codec.random_codec import make_codec
 
     return make_codec(tmp_path_factory.mktemp("codec") / "codec")
 

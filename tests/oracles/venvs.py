@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CACHE = Path(os.environ.get("HIGGS_BENCH_CACHE", Path.home() / ".cache" / "higgs-bench")) / "venvs"
+from higgs_bench.files import cache_dir
+
+CACHE = cache_dir() / "venvs"
 TORCH = f"torch=={torch.__version__.split('+')[0]}"  # the main env's torch: a local wheel here, no big download
 
 RECIPES = {

@@ -35,8 +35,7 @@ FP8_CAPABILITY = (8, 9)
 def check_supported(weights: str, device: torch.device) -> None:
     """ConfigError naming what the kind needs when this device cannot run it."""
     if weights not in WEIGHT_KINDS:
-        raise ConfigError(f"precision weights={weights!r}: the torch backend runs {', '.join(WEIGHT_KINDS)} (int4_awq "
-                          "needs an AWQ search, which only the TensorRT-LLM path with ModelOpt would run)")
+        raise ConfigError(f"precision weights={weights!r}: the torch backend runs {', '.join(WEIGHT_KINDS)}")
     if weights in ("int4", "fp8") and device.type != "cuda":
         need = "an NVIDIA GPU of compute capability >= 8.9 (Ada, Hopper)" if weights == "fp8" else "an NVIDIA GPU"
         raise ConfigError(f"precision={weights} on the torch backend needs {need}: torchao's {weights} kernels run "

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from higgs_bench.backends.trtllm.names import Quant
 from higgs_bench.errors import ConfigError
+from higgs_bench.model import dtypes
 from higgs_bench.model.config import HiggsConfig
 
-PLUGIN_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 TIMING_CACHE = "timing.cache"
 
 
@@ -59,7 +59,7 @@ def build_config_dict(settings: EngineSettings, out_dir: Path) -> dict:
 
 
 def quant_for(precision) -> Quant:
-    if precision.dtype not in PLUGIN_DTYPES:
+    if precision.dtype not in dtypes.TENSORRT:
         raise ConfigError(f"precision.dtype={precision.dtype}: TensorRT-LLM engines run fp16 or bf16; "
                           "fp32 is the torch reference's (backend=torch)")
     if precision.weights == "int4_awq":
@@ -73,7 +73,7 @@ def quant_for(precision) -> Quant:
 
 
 def plugin_dtype(setting: str | None, dtype: str) -> str | None:
-    return PLUGIN_DTYPES[dtype] if setting == "auto" else setting
+    return dtypes.TENSORRT[dtype] if setting == "auto" else setting
 
 
 def check_limits(engine, model: HiggsConfig) -> None:

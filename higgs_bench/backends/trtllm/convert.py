@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from higgs_bench.backends.trtllm import quantize
-from higgs_bench.backends.trtllm.names import SPLIT, TORCH_DTYPES, WEIGHT_ONLY_BITS, Quant, tensor_table
+from higgs_bench.backends.trtllm.names import SPLIT, WEIGHT_ONLY_BITS, Quant, tensor_table
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import staged_dir
+from higgs_bench.model import dtypes
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.weights import quantised_linears
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
@@ -50,7 +51,7 @@ def check_conversion(cfg: HiggsConfig, quant: Quant, tp: int) -> None:
 
 def trtllm_config(cfg: HiggsConfig, quant: Quant, tp: int) -> dict:
     return {
-        "architecture": ARCHITECTURE, "dtype": {"fp16": "float16", "bf16": "bfloat16"}[quant.dtype],
+        "architecture": ARCHITECTURE, "dtype": dtypes.TENSORRT[quant.dtype],
         "logits_dtype": "float32", "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_kv_heads, "head_size": cfg.head_dim, "intermediate_size": cfg.intermediate_size,
@@ -97,7 +98,7 @@ def full_precision_linears(w: dict, cfg: HiggsConfig, tp: int, rank: int) -> dic
 
 
 def quantised_linear(module: str, weight: torch.Tensor, quant: Quant, amax: dict[str, float]) -> dict:
-    dtype = TORCH_DTYPES[quant.dtype]
+    dtype = dtypes.TORCH[quant.dtype]
     if quant.weights in WEIGHT_ONLY_BITS:
         q, scale = quantize.weight_only(weight, WEIGHT_ONLY_BITS[quant.weights])
         q = quantize.pack_int4(q) if quant.weights == "int4" else q
@@ -110,7 +111,7 @@ def quantised_linear(module: str, weight: torch.Tensor, quant: Quant, amax: dict
 
 
 def rank_tensors(w: dict, cfg: HiggsConfig, quant: Quant, tp: int, rank: int, amax: dict) -> dict[str, torch.Tensor]:
-    dtype = TORCH_DTYPES[quant.dtype]
+    dtype = dtypes.TORCH[quant.dtype]
     out = {
         "transformer.vocab_embedding.weight": w["embed_tokens.weight"].to(dtype),
         "transformer.audio_embedding.weight": w["audio_codebook_embeddings.weight"].to(dtype),

@@ -36,7 +36,7 @@ class EngineLimits:
         return cls(build["max_batch_size"], build["max_input_len"], build["max_seq_len"], build["max_num_tokens"])
 
 
-def check_request(limits: EngineLimits, prompts: list[PromptInputs], max_new_frames: int) -> None:
+def check_engine_limits(limits: EngineLimits, prompts: list[PromptInputs], max_new_frames: int) -> None:
     """A request the engine was not built for fails here, naming the limit and the setting that raises it."""
     lengths = [len(p) for p in prompts]
     problems = []

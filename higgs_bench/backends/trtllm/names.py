@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from higgs_bench.model import dtypes
 from higgs_bench.model.config import DUAL, HiggsConfig
 
 LINEAR_LEAVES = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj",
@@ -40,7 +41,6 @@ class Quant:
         return {None: None, "fp8": "FP8"}[self.kv_cache]
 
 
-TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def linear_shapes(cfg: HiggsConfig, tp: int) -> dict[str, tuple[int, int]]:
 
 
 def tensor_table(cfg: HiggsConfig, quant: Quant, tp: int = 1) -> dict[str, TensorSpec]:
-    dtype = TORCH_DTYPES[quant.dtype]
+    dtype = dtypes.TORCH[quant.dtype]
     h, audio_rows = cfg.hidden_size, cfg.num_codebooks * cfg.audio_vocab_size
     table = {
         "transformer.vocab_embedding.weight": TensorSpec((cfg.vocab_size, h), dtype),
