@@ -7,13 +7,13 @@ import time
 import torch
 
 from higgs_bench.backends.pytorch.backend import TorchBackend
-from higgs_bench.bench.timing import time_generation
+from higgs_bench.bench.timing import summarise_batch, time_generation
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
-from higgs_bench.tiny import embedded_model, make_config, random_weights
+from higgs_bench.model.random_checkpoint import embedded_model, make_config, random_weights
 
 TEXTS = ["Hello world.", "The quick brown fox jumps over the lazy dog.", "Third one."]
 
@@ -61,16 +61,15 @@ def main():
         for batch in (1, 64) if not graph else (1, 4, 16, 64):
             prompts = [expand_prompt(encode_messages(tok, tts_messages(TEXTS[i % 3])), cfg) for i in range(batch)]
             time_generation(big, prompts, 258, sampling)
-            run = time_generation(big, prompts, 258, sampling)
-            frames = sorted(run["frame_s"])
+            summary = summarise_batch(batch, [time_generation(big, prompts, 258, sampling)], 258, 8)
             logits = big.prefill(prompts, 258)
             frame = torch.randint(0, 1024, (batch, 8), device="cuda")
             step_ms = ms(lambda: big.step(frame)) if graph else float("nan")
             gen = torch.Generator("cuda").manual_seed(0)
             eos, history = torch.full((batch,), NO_EOS_YET, device="cuda"), frame[:, None].repeat(1, 7, 1)
             loop_ms = ms(lambda: choose_frame(logits, 20, eos, history, sampling, gen, 1024, 1025))
-            print(f"3B bf16 graph={graph} batch {batch}: frame median {1000 * frames[len(frames) // 2]:.2f} ms "
-                  f"p90 {1000 * frames[int(len(frames) * 0.9)]:.2f}, ttfa {1000 * run['ttfa_s']:.1f} ms, "
+            print(f"3B bf16 graph={graph} batch {batch}: frame median {summary['frame_ms']['median']:.2f} ms "
+                  f"p90 {summary['frame_ms']['p90']:.2f}, first frame {summary['time_to_first_frame_ms']:.1f} ms, "
                   f"step alone {step_ms:.2f} ms, sampling+delay+RAS {loop_ms:.2f} ms, "
                   f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
         del big

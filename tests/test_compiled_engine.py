@@ -15,7 +15,7 @@ from tests.parity import GREEDY
 
 ONE_SHAPE = ["scenario.batch_sizes=[1]", "scenario.texts=['Hello world.']", "scenario.timing_frames=14",
              "scenario.repeats=1", "scenario.quality_max_frames=40", "scenario.fidelity_frames=0", "asr=none",
-             "backend.compile=true", "backend.compile_mode=default"]
+             "backend.compile=true", "backend.compile_mode=default", "scenario.min_frame_samples=0"]
 
 
 def test_compiled_and_eager_decoding_give_identical_greedy_codes(tiny_hf, prompt_inputs):

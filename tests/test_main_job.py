@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from higgs_bench.bench.config import ConfigError, check_variant, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SMALL = ["scenario.timing_frames=14", "scenario.repeats=1", "scenario.batch_sizes=[1,2]", "scenario.quality_max_frames=60"]
+SMALL = ["scenario.timing_frames=14", "scenario.repeats=1", "scenario.batch_sizes=[1,2]", "scenario.quality_max_frames=60",
+         "scenario.min_frame_samples=0"]
 
 
 def bench(cwd, *args):
@@ -20,14 +21,26 @@ def bench(cwd, *args):
 
 
 def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
-    done = bench(tmp_path, *SMALL, "hydra.run.dir=run")
+    done = bench(tmp_path, *SMALL, "scenario.timing_frames=20", "scenario.audio_chunk_frames=4",
+                 "scenario.min_frame_samples=30", "scenario.quality_seeds=[0,1]", "hydra.run.dir=run")
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "run" / "benchmark_report.json").read_text())
     assert record["status"] == "ok", record.get("error")
     batches = record["timing"]["batches"]
     assert [b["batch_size"] for b in batches] == [1, 2]
-    assert all(b["frame_ms"]["median"] > 0 and b["rtf"] > 0 and b["ttfa_ms"] > 0 for b in batches)
-    assert record["quality"]["wer"] is not None and record["memory"]["peak_rss_gb"] > 0
+    assert all(b["frame_ms"]["median"] > 0 and b["rtf"] > 0 and b["time_to_first_frame_ms"] > 0 for b in batches)
+    # 20 frames hold the first 4-frame chunk; one run has 19 frame latencies, so two runs reach 30
+    assert all(b["time_to_first_audio_ms"] > b["time_to_first_frame_ms"] and b["frame_ms"]["n"] == 38
+               for b in batches)
+    quality = record["quality"]
+    assert quality["wer"] is not None and record["memory"]["peak_rss_gb"] > 0
+    assert [s["seed"] for s in quality["per_seed"]] == [0, 1] and len(quality["utterances"]) == 2 * 3
+    low, high = quality["wer_ci95"]  # two seeds: a confidence interval around their mean
+    assert low <= quality["wer"] <= high and 0 <= quality["frame_cap_share"] <= 1 and quality["natural_throughput"] > 0
+    per_batch = record["memory"]["per_batch"]  # each batch size measured with only its own KV cache alive
+    assert [m["batch_size"] for m in per_batch] == [1, 2] and 0 < per_batch[0]["kv_cache_gb"] < per_batch[1]["kv_cache_gb"]
+    assert record["schema_version"] == 2 and len(record["provenance"]["config_hash"]) == 12
+    assert record["provenance"]["git_sha"] and record["timing"]["gpu_before"] is None  # no GPU state on a CPU
     assert record["fidelity"]["top1_agreement"] == 1.0  # fp32 on the CPU is the reference itself
     for utterance in record["quality"]["utterances"]:
         audio, rate = soundfile.read(tmp_path / "run" / utterance["wav"])
@@ -86,7 +99,7 @@ def compose_cfg():
 @pytest.mark.parametrize(
     "overrides, capability, message",
     [
-        (["precision=int4_awq"], 9.0, "precision=int4_awq needs the TensorRT-LLM backend"),
+        (["precision.weights=int2"], 9.0, "precision.weights='int2': the torch backend quantises weights to"),
         (["precision=fp8"], None, "precision=fp8 needs an NVIDIA GPU of compute capability >= 8.9"),
         (["precision=int4"], None, "precision=int4 needs an NVIDIA GPU"),
         (["precision=fp8", "precision.kv_cache=fp8"], 9.0, "an fp8 KV cache needs backend=trtllm"),
@@ -140,3 +153,22 @@ def test_an_engine_made_by_other_code_or_another_tensorrt_llm_is_not_reused(comp
         (tmp_path / name / "convert.py").write_text(source)
     digests = {build.code_digest(type("package", (), {"__file__": str(tmp_path / n / "__init__.py")})) for n in "ab"}
     assert len(digests) == 2
+
+
+def test_a_voice_cloning_scenario_puts_the_reference_clip_in_every_prompt(tmp_path):
+    import numpy as np
+
+    clip = tmp_path / "me.wav"
+    soundfile.write(clip, np.random.default_rng(0).normal(0, 0.1, 32000), 16000)  # 2 s: 50 code frames
+    common = ["asr=none", "scenario.batch_sizes=[1]", *SMALL[:2], "scenario.quality_max_frames=40",
+              "scenario.min_frame_samples=0", "scenario.fidelity_frames=0"]
+    plain = bench(tmp_path, *common, "hydra.run.dir=plain")
+    cloned = bench(tmp_path, *common, "scenario=voice-clone", f"scenario.reference_audio={clip}",
+                   "scenario.reference_text='Hello there.'", "hydra.run.dir=cloned")
+    assert plain.returncode == 0 and cloned.returncode == 0, cloned.stderr[-2000:]
+    positions = [json.loads((tmp_path / run / "benchmark_report.json").read_text())["timing"]["batches"][0]
+                 ["prompt_positions"] for run in ("plain", "cloned")]
+    assert positions[1] >= positions[0] + 50  # the clip's 50 frames (and its transcript) are in the prompt
+
+    missing = bench(tmp_path, *common, "scenario=voice-clone", "hydra.run.dir=missing")
+    assert missing.returncode == 2 and "give scenario.reference_audio=CLIP" in missing.stdout + missing.stderr

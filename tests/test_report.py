@@ -2,12 +2,15 @@
 
 import json
 
-from higgs_bench.bench.report import load_rows, pick, summary_row, write_summary
+from higgs_bench.bench.report import COLUMNS, load_rows, pick, summary_row, write_summary
 
 
-def row(variant, rtf, throughput, frame_ms, wer, gpu=None, status="ok"):
+WORKLOAD = {"model": "/models/higgs", "scenario": {"name": "standard"}, "device": "NVIDIA H200"}
+
+
+def row(variant, rtf, throughput, frame_ms, wer, gpu=None, status="ok", workload=WORKLOAD):
     return {"variant": variant, "status": status, "rtf": rtf, "throughput": throughput, "frame_ms": frame_ms,
-            "floor_x": None,
+            "floor_x": None, "workload": workload,
             "wer": wer, "peak_gpu_gb": gpu, "batches": [], "error": None if status == "ok" else "boom"}
 
 
@@ -45,3 +48,45 @@ def test_summary_files_keep_failed_rows(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"][0]["error"] == "needs TensorRT-LLM" and summary["pick"]["variant"] is None
     assert "torch-fp8,failed" in (tmp_path / "summary.csv").read_text()
+
+
+def test_runs_on_other_gpus_or_scenarios_are_not_ranked_against_each_other():
+    other_gpu = row("bf16-h100", rtf=0.01, throughput=90, frame_ms=1.0, wer=0.01, workload=WORKLOAD | {"device": "H100"})
+    chosen = pick(ROWS + [other_gpu], "rtf")
+    assert chosen.row is None and "differ in device" in chosen.reason and "H100" in chosen.reason
+    other_scenario = row("x", rtf=0.01, throughput=90, frame_ms=1.0, wer=0.01,
+                         workload=WORKLOAD | {"scenario": {"name": "quick"}})
+    assert "differ in scenario" in pick(ROWS + [other_scenario], "rtf").reason
+
+
+def test_latency_columns_come_from_batch_one_whatever_the_order_of_batch_sizes():
+    batch = {"frame_ms": {"median": 9.0, "p99": 9.5}, "rtf": 0.3, "throughput": 10.0, "time_to_first_frame_ms": 80.0}
+    record = {"variant": "torch-bf16", "status": "ok", "config": {},
+              "timing": {"batches": [batch | {"batch_size": 4, "rtf": 0.5}, batch | {"batch_size": 1}]}}
+    summary = summary_row(record)
+    assert summary["latency_batch"] == 1 and summary["rtf"] == 0.3 and summary["first_frame_ms"] == 80.0
+
+
+def test_records_say_which_code_and_settings_made_them(tmp_path):
+    import subprocess
+
+    from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per_audio_second, git_sha
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_sha().removesuffix("-dirty") == (head or "unknown")
+    assert config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1}) != config_hash({"a": 2, "b": [2]})
+    assert energy_per_audio_second({"energy_mj": 1000}, {"energy_mj": 31000}, 10.0) == 3.0  # 30 J over 10 s
+    assert energy_per_audio_second(None, None, 10.0) is None and SCHEMA_VERSION >= 2
+
+
+def test_the_table_highlights_a_best_latency_only_beyond_the_noise():
+    from higgs_bench.bench.report import _best_values
+
+    def timed(variant, median):
+        return dict.fromkeys(COLUMNS) | row(variant, rtf=median / 40, throughput=40 / median, frame_ms=median,
+                                            wer=0.05) | {"frame_spread": {"median": median, "n": 400, "iqr": 0.5}}
+
+    close = _best_values([timed("a", 10.0), timed("b", 10.01)])
+    assert "frame_ms" not in close and "rtf" not in close  # 0.1 % apart, the band is about 0.5 %
+    apart = _best_values([timed("a", 10.0), timed("b", 12.0)])
+    assert apart["frame_ms"] == 10.0 and apart["throughput"] == 4.0

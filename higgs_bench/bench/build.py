@@ -16,12 +16,13 @@ from omegaconf import OmegaConf
 
 from higgs_bench.backends import pytorch as torch_backend_package
 from higgs_bench.backends import trtllm as trtllm_package
-from higgs_bench.backends.pytorch.backend import DTYPES, Speed, cache_length
+from higgs_bench.backends.pytorch.backend import Speed, cache_length
 from higgs_bench.backends.pytorch.engine import COMPILE_CACHE, artefact_damage, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
 from higgs_bench.files import read_json, writable_dir, write_json, write_text
+from higgs_bench.model import dtypes
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import read_config
 
@@ -120,7 +121,7 @@ def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_
     """A built torch engine for the run: weights loaded, compile artefacts loaded, shapes warmed."""
     speed = torch_speed(cfg, device)
     cache = Path(build_record["dir"]) / COMPILE_CACHE if build_record.get("compile_cache") else None
-    return load_engine(model_dir, device, DTYPES[cfg.precision.dtype], cfg.precision.weights, speed, shapes, cache)
+    return load_engine(model_dir, device, dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, speed, shapes, cache)
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:
@@ -140,7 +141,7 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes) 
     """Load (and check) the checkpoint; with compile on, also compile the decode step for every planned shape
     on the device and keep the artefacts. Its size is the weights at the run's dtype, quantised linears at
     their own width."""
-    dtype = DTYPES[cfg.precision.dtype]
+    dtype = dtypes.TORCH[cfg.precision.dtype]
     checkpoint = load_checkpoint(model_dir, dtype=dtype)
     shapes_of = {name: tuple(t.shape) for name, t in checkpoint.weights.items()}
     log = {"size_bytes": weight_bytes(shapes_of, checkpoint.config, torch.finfo(dtype).bits // 8, cfg.precision.weights),

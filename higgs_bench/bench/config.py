@@ -9,13 +9,16 @@ import difflib
 import math
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from higgs_bench.backends.pytorch.backend import COMPILE_MODES
+from higgs_bench.backends.pytorch.quantize import WEIGHT_KINDS
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model import dtypes
 
 
 @dataclass
@@ -41,7 +44,7 @@ class BackendConfig:
 class PrecisionConfig:
     name: str = MISSING
     dtype: str = "fp32"  # activation / non-quantised weight dtype: fp32 | bf16 | fp16
-    weights: str | None = None  # quantised linears: int8 | int4 | fp8 (torch and TensorRT-LLM) | int4_awq (TensorRT-LLM)
+    weights: str | None = None  # quantised linears: int8 | int4 | fp8 (torch and TensorRT-LLM)
     kv_cache: str | None = None  # fp8 KV cache (TensorRT-LLM only); None: same as dtype
     min_compute_capability: float | None = None
 
@@ -66,11 +69,22 @@ class ScenarioConfig:
     name: str = MISSING
     texts: list[str] = field(default_factory=list)
     scene: str | None = "Audio is recorded from a quiet room."
+    # voice cloning: every prompt carries this clip (any rate, encoded by the model's codec) and its transcript;
+    # clone_voice (scenario=voice-clone) demands them
+    clone_voice: bool = False
+    reference_audio: str | None = None
+    reference_text: str | None = None
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     timing_frames: int = 58  # fixed work per timed utterance: 8 warm-up frames + 2 s of audio
     warmup: int = 1
     repeats: int = 3
+    # timed runs go on beyond `repeats` until the pooled per-frame latencies number at least this many (a p99
+    # of fewer than 100 samples is just their maximum)
+    min_frame_samples: int = 100
+    audio_chunk_frames: int = 10  # the first decoded audio chunk (time_to_first_audio_ms): 10 frames = 0.4 s
     quality_max_frames: int = 400  # natural stopping, capped
+    quality_batch_size: int = 4  # the quality pass's own batch size, so that timing settings never change the speech
+    quality_seeds: list[int] = field(default_factory=lambda: [0])  # sampled speech per seed; WER with a 95 % CI
     fidelity_frames: int = 32  # teacher-forced steps against the reference per prompt (0: no fidelity check)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(seed=0))
 
@@ -115,8 +129,7 @@ def register() -> None:
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
-TORCH_DTYPES = ("fp32", "bf16", "fp16")
-TORCH_WEIGHTS = ("int8", "int4", "fp8")  # torchao (backends/pytorch/quantize.py)
+TORCH_DTYPES = tuple(dtypes.TORCH)
 OBJECTIVES = ("rtf", "throughput", "latency")
 
 
@@ -130,12 +143,18 @@ def check_config(cfg) -> None:
     rules = [
         (scenario.warmup >= 0, f"scenario.warmup={scenario.warmup}: give 0 or more warm-up runs"),
         (scenario.repeats >= 1, f"scenario.repeats={scenario.repeats}: give at least 1 timed run"),
+        (scenario.min_frame_samples >= 0, f"scenario.min_frame_samples={scenario.min_frame_samples} must be >= 0"),
+        (scenario.audio_chunk_frames >= 1, f"scenario.audio_chunk_frames={scenario.audio_chunk_frames} must be >= 1"),
         (len(scenario.batch_sizes) > 0, "scenario.batch_sizes is empty; give at least one batch size"),
         (min(scenario.batch_sizes, default=1) >= 1, f"scenario.batch_sizes={list(scenario.batch_sizes)}: each must be >= 1"),
         (len(scenario.texts) > 0, "scenario.texts is empty; give at least one sentence to speak"),
         (scenario.timing_frames > 8, "scenario.timing_frames must exceed the 8 delay-pattern warm-up frames"),
         (scenario.quality_max_frames > 8, f"scenario.quality_max_frames={scenario.quality_max_frames} must exceed "
                                           "the 8 delay-pattern warm-up frames"),
+        (1 <= scenario.quality_batch_size <= engine.max_batch_size,
+         f"scenario.quality_batch_size={scenario.quality_batch_size}: give 1 to engine.max_batch_size="
+         f"{engine.max_batch_size}"),
+        (len(scenario.quality_seeds) > 0, "scenario.quality_seeds is empty; give at least one seed"),
         (scenario.fidelity_frames == 0 or scenario.fidelity_frames > 8,
          f"scenario.fidelity_frames={scenario.fidelity_frames}: give 0 (off) or more than the 8 warm-up frames"),
         (select.objective in OBJECTIVES, f"select.objective={select.objective!r}; choose one of {OBJECTIVES}"),
@@ -154,10 +173,25 @@ def check_config(cfg) -> None:
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+    check_reference(scenario)
     try:
         SamplingConfig(**OmegaConf.to_container(scenario.sampling))
     except HiggsBenchError as err:
         raise ConfigError(f"scenario.sampling: {err}") from err
+
+
+def check_reference(scenario) -> None:
+    """Voice cloning needs the clip and its transcript, and the clip must be a file."""
+    audio, text = scenario.reference_audio, scenario.reference_text
+    if scenario.clone_voice and audio is None and text is None:
+        raise ConfigError(f"scenario={scenario.name} clones a voice: give scenario.reference_audio=CLIP and "
+                          "scenario.reference_text='its transcript'")
+    if (audio is None) != (text is None):
+        raise ConfigError("voice cloning needs both scenario.reference_audio and scenario.reference_text")
+    if audio is not None and not Path(audio).is_file():
+        raise ConfigError(f"scenario.reference_audio={audio}: no such file")
+    if text is not None and not text.strip():
+        raise ConfigError("scenario.reference_text is empty; give the words spoken in the reference clip")
 
 
 def unknown_keys(values: dict, schema, prefix: str = "") -> list[str]:
@@ -188,9 +222,9 @@ def check_variant(cfg, compute_capability: float | None) -> None:
     if backend == "torch" and prec.kv_cache:
         raise ConfigError(f"precision.kv_cache={prec.kv_cache}: the torch backend keeps its KV cache in "
                           f"{prec.dtype}; an fp8 KV cache needs backend=trtllm (or set precision.kv_cache=null)")
-    if backend == "torch" and prec.weights not in (None, *TORCH_WEIGHTS):
-        raise ConfigError(f"precision={prec.name} needs the TensorRT-LLM backend (backend=trtllm); the torch "
-                          f"backend quantises weights to {', '.join(TORCH_WEIGHTS)}")
+    if backend == "torch" and prec.weights not in (None, *WEIGHT_KINDS):
+        raise ConfigError(f"precision.weights={prec.weights!r}: the torch backend quantises weights to "
+                          f"{', '.join(WEIGHT_KINDS)}")
     if prec.min_compute_capability and (compute_capability or 0) < prec.min_compute_capability:
         where = "this machine has no GPU" if compute_capability is None else f"this GPU is {compute_capability}"
         raise ConfigError(

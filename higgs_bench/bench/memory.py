@@ -1,51 +1,128 @@
-"""Memory during a run: GPU memory from NVML (sampled in a thread, so TensorRT's allocations count too)
-and the process's peak resident set on the CPU."""
+"""Memory of one measurement, started afresh for each (a sweep runs its variants in one process):
+- the process's peak resident set since the start (Linux VmHWM, reset through /proc/self/clear_refs);
+- on CUDA, torch's peak allocated and reserved bytes, and NVML's device-wide peak (TensorRT's own
+  allocations count too), sampled by a child process so that no thread of ours competes with timed steps;
+- the KV-cache bytes the backend actually holds.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import resource
-import threading
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
+# The NVML sampler: prints the device's used bytes at start, samples until its stdin closes, prints the peak.
+SAMPLER = """
+import select, sys, pynvml
+pynvml.nvmlInit()
+handle = pynvml.nvmlDeviceGetHandleByIndex(int(sys.argv[1]))
+used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
+peak = used()
+print(peak, flush=True)
+while not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:
+    peak = max(peak, used())
+print(max(peak, used()), flush=True)
+"""
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak resident set afresh (False where the kernel does not allow it)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set since the last reset_peak_rss (else the process's lifetime peak)."""
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
 
 class GpuMemoryMonitor:
-    """Peak device memory in use (NVML, whole device) while the `with` block runs."""
+    """Device-wide memory in use (NVML) while the `with` block runs: at its start and at its peak."""
 
     def __init__(self, device: torch.device, interval_s: float = 0.005):
         self.device, self.interval_s = device, interval_s
         self.peak_bytes: int | None = None
         self.baseline_bytes: int | None = None
-        self._stop = threading.Event()
+        self._sampler = None
 
     def __enter__(self):
         if self.device.type != "cuda":
             return self
-        import pynvml
-
-        pynvml.nvmlInit()
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(index))
-        self.baseline_bytes = self.peak_bytes = self._used()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._sampler = subprocess.Popen([sys.executable, "-c", SAMPLER, str(_physical_index(index)),
+                                          str(self.interval_s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        first = self._sampler.stdout.readline()
+        if not first.strip().isdigit():  # no NVML here: the record lacks the device-wide figures
+            self._sampler.kill()
+            self._sampler = None
+        else:
+            self.baseline_bytes = int(first)
         return self
 
-    def _used(self) -> int:
-        import pynvml
+    def __exit__(self, *exc):
+        if self._sampler is not None:
+            self._sampler.stdin.close()
+            self.peak_bytes = int(self._sampler.stdout.readline())
+            self._sampler.wait()
 
-        return pynvml.nvmlDeviceGetMemoryInfo(self._handle).used
 
-    def _sample(self):
-        while not self._stop.wait(self.interval_s):
-            self.peak_bytes = max(self.peak_bytes, self._used())
+class MeasuredMemory:
+    """Everything above for the `with` block: peak RSS, torch's peaks and NVML's on CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.gpu = device, GpuMemoryMonitor(device)
+
+    def __enter__(self):
+        self.rss_fresh = reset_peak_rss()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.gpu.__enter__()
+        return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, self._used())
+            torch.cuda.synchronize(self.device)
+        self.gpu.__exit__(*exc)
+        self.rss_peak = peak_rss_bytes()
+
+    def report(self, kv_cache_bytes: int | None = None) -> dict:
+        gb = 1e9
+        out = {"rss_peak_gb": self.rss_peak / gb, "rss_since": "start" if self.rss_fresh else "process start"}
+        if kv_cache_bytes is not None:
+            out["kv_cache_gb"] = kv_cache_bytes / gb
+        if self.device.type == "cuda":
+            out |= {"torch_max_allocated_gb": torch.cuda.max_memory_allocated(self.device) / gb,
+                    "torch_max_reserved_gb": torch.cuda.max_memory_reserved(self.device) / gb}
+        if self.gpu.peak_bytes is not None:
+            out |= {"nvml_peak_gb": self.gpu.peak_bytes / gb, "nvml_baseline_gb": self.gpu.baseline_bytes / gb}
+        return out
+
+
+def nvml_handle(device: torch.device):
+    """NVML's handle of a CUDA device (None on the CPU or where NVML cannot start)."""
+    if device.type != "cuda":
+        return None
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return pynvml.nvmlDeviceGetHandleByIndex(_physical_index(index))
+    except pynvml.NVMLError:
+        return None
 
 
 def _physical_index(index: int) -> int:
@@ -55,12 +132,3 @@ def _physical_index(index: int) -> int:
         if index < len(ids) and ids[index].strip().isdigit():
             return int(ids[index])
     return index
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def kv_cache_bytes(cfg, positions: int, batch: int, bytes_per_value: int) -> int:
-    """Keys and values of every layer for `positions` per row."""
-    return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * bytes_per_value * positions * batch

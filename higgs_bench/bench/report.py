@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from higgs_bench.bench.noise import FOLLOW_LATENCY, relative_band
 from higgs_bench.files import atomic_path, read_json, write_json
 
 RECORD = "benchmark_report.json"
@@ -18,10 +19,13 @@ COLUMNS = {  # key: (header, format, better)
     "status": ("status", "{}", None),
     "build_s": ("build s", "{:.1f}", "low"),
     "size_gb": ("size GB", "{:.3f}", "low"),
-    "ttfa_ms": ("TTFA ms (b1)", "{:.1f}", "low"),
-    "frame_ms": ("frame ms p50 (b1)", "{:.2f}", "low"),
+    "latency_batch": ("lat. batch", "{}", None),  # the batch size of the latency columns: 1, or the smallest
+    "first_audio_ms": ("first audio ms", "{:.1f}", "low"),
+    "first_frame_ms": ("first frame ms", "{:.1f}", "low"),
+    "frame_ms": ("frame ms p50", "{:.2f}", "low"),
     "frame_p99_ms": ("p99", "{:.2f}", "low"),
-    "rtf": ("RTF (b1)", "{:.3f}", "low"),
+    "rtf": ("RTF", "{:.3f}", "low"),
+    "rtf_with_codec": ("RTF+codec", "{:.3f}", "low"),
     "throughput": ("audio s/s (best b)", "{:.2f}", "high"),
     "floor_x": ("x floor (b1)", "{:.1f}", "low"),
     "peak_gpu_gb": ("peak GPU GB", "{:.2f}", "low"),
@@ -47,25 +51,32 @@ def find_records(paths) -> list[Path]:
 
 def summary_row(record: dict, source: Path | None = None) -> dict:
     batches = record.get("timing", {}).get("batches", [])
-    first = batches[0] if batches else {}
+    first = min(batches, key=lambda b: b["batch_size"]) if batches else {}  # batch 1 when it was measured
     memory, quality, build = record.get("memory", {}), record.get("quality") or {}, record.get("build", {})
     return {
         "variant": record["variant"],
         "status": record["status"],
         "build_s": build.get("seconds"),
         "size_gb": build["size_bytes"] / 1e9 if "size_bytes" in build else None,
-        "ttfa_ms": first.get("ttfa_ms"),
+        "latency_batch": first.get("batch_size"),
+        "first_audio_ms": first.get("time_to_first_audio_ms"),
+        "first_frame_ms": first.get("time_to_first_frame_ms"),
         "frame_ms": first.get("frame_ms", {}).get("median"),
+        "frame_spread": first.get("frame_ms"),  # median, n, IQR: the noise band of the latency columns
         "frame_p99_ms": first.get("frame_ms", {}).get("p99"),
         "rtf": first.get("rtf"),
+        "rtf_with_codec": first.get("rtf_with_codec"),
         "throughput": max((b["throughput"] for b in batches), default=None),
         "floor_x": record.get("floor", {}).get("measured_over_floor"),
         "peak_gpu_gb": memory.get("peak_gpu_gb"),
         "peak_rss_gb": memory.get("peak_rss_gb"),
         "wer": quality.get("wer"),
+        "wer_ci95": quality.get("wer_ci95"),
+        "natural_throughput": quality.get("natural_throughput"),
         "top1": (record.get("fidelity") or {}).get("top1_agreement"),
         "error": record.get("error"),
         "device": record.get("environment", {}).get("gpu") or record.get("environment", {}).get("device"),
+        "workload": workload(record),
         "source": str(source) if source else None,
         "batches": batches,
     }
@@ -87,9 +98,9 @@ def load_rows(paths) -> list[dict]:
 
 
 def unreadable_row(path: Path) -> dict:
-    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "device"])
+    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "device", "frame_spread", "wer_ci95"])
     return row | {"variant": f"unreadable: {path}", "status": "unreadable", "source": str(path.parent),
-                  "error": "damaged or not a higgs-bench record", "batches": []}
+                  "error": "damaged or not a higgs-bench record", "batches": [], "workload": {}}
 
 
 @dataclass
@@ -98,9 +109,30 @@ class Pick:
     reason: str
 
 
+def workload(record: dict) -> dict:
+    """What a figure depends on besides the variant: rows that differ here are not ranked against each other."""
+    config = record.get("config") or {}
+    return {"model": (config.get("model") or {}).get("path") or (config.get("model") or {}).get("name"),
+            "scenario": config.get("scenario"),
+            "device": record.get("environment", {}).get("gpu") or record.get("environment", {}).get("device")}
+
+
+def unlike(rows: list[dict]) -> str | None:
+    """What the measured rows differ in (model, scenario, device), or None when they are alike."""
+    measured = [r for r in rows if r["status"] == "ok"]
+    for key in ("model", "scenario", "device"):
+        values = {repr(r["workload"][key]) for r in measured}
+        if len(values) > 1:
+            return f"the runs differ in {key}" + (f" ({', '.join(sorted(values))})" if key != "scenario" else "")
+    return None
+
+
 def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -> Pick:
     if objective not in OBJECTIVE_KEYS:
         return Pick(None, f"objective {objective!r} is unknown; choose one of {sorted(OBJECTIVE_KEYS)}")
+    differ = unlike(rows)
+    if differ:
+        return Pick(None, f"no pick: {differ}, so their figures do not compare; report like runs together")
     key, better = OBJECTIVE_KEYS[objective]
     candidates, excluded = [], []
     for row in rows:
@@ -158,13 +190,26 @@ def table(rows: list[dict], chosen: Pick | None = None, title="higgs-bench") -> 
 
 
 def _best_values(rows) -> dict:
+    """The best value of each column, where it stands out from the runner-up by more than the noise."""
     ok = [r for r in rows if r["status"] == "ok"]
     best = {}
     for key, (_, _, better) in COLUMNS.items():
-        values = [r[key] for r in ok if r[key] is not None]
-        if better and len(values) > 1:
-            best[key] = min(values) if better == "low" else max(values)
+        ranked = sorted((r for r in ok if r[key] is not None), key=lambda r: r[key], reverse=better == "high")
+        if better and len(ranked) > 1 and not _within_noise(key, ranked[0], ranked[1]):
+            best[key] = ranked[0][key]
     return best
+
+
+def _within_noise(key: str, first: dict, second: dict) -> bool:
+    """Whether the two rows' values of `key` differ by no more than the measurement's noise band."""
+    gap = abs(first[key] - second[key])
+    if key in FOLLOW_LATENCY:
+        band = relative_band(first.get("frame_spread") or {}, second.get("frame_spread") or {})
+        return band is not None and gap <= band * abs(first[key])
+    if key == "wer" and first.get("wer_ci95") and second.get("wer_ci95"):
+        half = max((ci[1] - ci[0]) / 2 for ci in (first["wer_ci95"], second["wer_ci95"]))
+        return gap <= half
+    return False
 
 
 def write_summary(rows: list[dict], chosen: Pick, out_dir: Path) -> list[Path]:
@@ -216,6 +261,6 @@ def render(rows, select, out_dir: Path | None = None, console: Console | None = 
     """Print the table with the pick; with `out_dir`, also write the summary files. Returns the pick and the
     files written."""
     chosen = pick(rows, select.objective, select.max_wer, select.max_gpu_mem_gb)
-    console = console or Console(width=max(Console().width, 200))
+    console = console or Console(width=max(Console().width, 250))
     console.print(table(rows, chosen, title))
     return chosen, write_summary(rows, chosen, out_dir) if out_dir is not None else []

@@ -3,37 +3,47 @@ quality (speech -> WER), and write one record (benchmark_report.json), also when
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import math
+import time
 import traceback
+from dataclasses import dataclass
+from statistics import mean, stdev
 from pathlib import Path
 
+import numpy as np
 import soundfile
 import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from higgs_bench.backends.pytorch.backend import DTYPES, TorchBackend
+from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.bench import asr
 from higgs_bench.bench.build import build, load_torch_engine, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.bench.floor import floor_report
+from higgs_bench.bench.memory import MeasuredMemory
+from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per_audio_second, git_sha, gpu_state
 from higgs_bench.bench.report import RECORD
-from higgs_bench.bench.memory import GpuMemoryMonitor, kv_cache_bytes, peak_rss_bytes
-from higgs_bench.bench.timing import summarise_batch, time_generation
-from higgs_bench.model.config import FRAME_RATE
+from higgs_bench.bench.timing import summarise_batch, time_decoding, time_generation
 from higgs_bench.codec import load_codec
+from higgs_bench.codec.audio import read_clip
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model import dtypes
 from higgs_bench.model.checkpoint import checkpoint_config
+from higgs_bench.model.config import FRAME_RATE, HiggsConfig
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
-from higgs_bench.tiny import embedded_codec, embedded_model
+from higgs_bench.codec.random_codec import embedded_codec
+from higgs_bench.model.random_checkpoint import embedded_model
 
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line each, also in logs
 
@@ -55,7 +65,8 @@ def run(cfg, out_dir: Path, label: str | None = None) -> dict:
             return previous
         if record_path.exists():
             console.print(f"[yellow]resume: measuring {label} again in {out_dir}: {why}[/]")
-    record = {"variant": label, "status": "running", "error": None, "config": config}
+    record = {"variant": label, "status": "running", "error": None, "schema_version": SCHEMA_VERSION,
+              "provenance": {"git_sha": git_sha(), "config_hash": config_hash(config)}, "config": config}
     try:
         _measure(cfg, out_dir, record)
         record["status"] = "ok"
@@ -124,34 +135,35 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
         asr.load_whisper(cfg.asr.model, cfg.asr.device, cfg.asr.compute_type)
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
     config = checkpoint_config(model_dir)  # a missing or foreign checkpoint is named before anything else
-    tokenizer = load_tokenizer(model_dir)
-    shapes = planned_shapes(cfg, tokenizer, config)
+    prompter = scenario_prompter(cfg, load_tokenizer(model_dir), config)
+    shapes = planned_shapes(cfg, prompter)
     with console.status(f"building {variant_name(cfg)}"):
         record["build"], backend = build(cfg, model_dir, device, shapes)
-    with GpuMemoryMonitor(device) as gpu:
+    with MeasuredMemory(device) as whole_run:
         if backend is None:
             with console.status(f"loading {variant_name(cfg)}"):
                 backend = load_backend(cfg, model_dir, device, shapes, record["build"])
         weights_bytes = _allocated(device)
-        record["timing"] = measure_speed(cfg, backend, tokenizer)
-        record["quality"] = measure_quality(cfg, backend, tokenizer, out_dir)
-    record["memory"] = memory_report(cfg, backend, gpu, weights_bytes)
+        codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
+        record["timing"] = measure_speed(cfg, backend, prompter, codec)
+        record["quality"] = measure_quality(cfg, backend, prompter, out_dir, codec)
+    record["memory"] = memory_report(record["timing"].pop("memory"), whole_run, weights_bytes)
     batch_one = [b for b in record["timing"]["batches"] if b["batch_size"] == 1]
     if device.type == "cuda" and batch_one:
-        dtype_bytes = torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8
+        dtype_bytes = dtypes.bytes_per_value(cfg.precision.dtype)
         record["floor"] = floor_report(backend.config, dtype_bytes, cfg.precision.weights, device,
                                        batch_one[0]["frame_ms"]["median"])
     if cfg.scenario.fidelity_frames:
         with console.status("fidelity against the reference"):
-            record["fidelity"] = measure_fidelity(cfg, backend, tokenizer, model_dir, device)
+            record["fidelity"] = measure_fidelity(cfg, backend, prompter, model_dir, device)
 
 
-def measure_fidelity(cfg, backend, tokenizer, model_dir: Path, device: torch.device) -> dict:
+def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.device) -> dict:
     """The variant against the unquantised torch reference (fp32 on the CPU, bf16 on a GPU) on the first
     scenario texts, loaded only for this and released after."""
     reference = TorchBackend.from_checkpoint(model_dir, device=device,
                                              dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    prompts = make_prompts(cfg, tokenizer, backend.config, list(cfg.scenario.texts)[:FIDELITY_PROMPTS])
+    prompts = prompter(list(cfg.scenario.texts)[:FIDELITY_PROMPTS])
     result = fidelity(reference, backend, prompts, cfg.scenario.fidelity_frames)
     del reference
     _release_gpu_memory()
@@ -169,19 +181,41 @@ def load_backend(cfg, model_dir: Path, device: torch.device, shapes, build_recor
     return TrtllmBackend(Path(build_record["dir"]), device)
 
 
-def make_prompts(cfg, tokenizer, config, texts):
-    return [expand_prompt(encode_messages(tokenizer, tts_messages(t, cfg.scenario.scene)), config) for t in texts]
+@dataclass(frozen=True)
+class Prompter:
+    """Scenario texts -> prompt inputs: the scene, and with a reference clip the voice-cloning layout."""
+
+    tokenizer: object
+    config: HiggsConfig
+    scene: str | None
+    reference_text: str | None = None
+    reference_codes: np.ndarray | None = None
+
+    def __call__(self, texts: list[str]) -> list:
+        return [expand_prompt(encode_messages(self.tokenizer, tts_messages(t, self.scene, self.reference_text,
+                                                                           self.reference_codes),
+                                              self.config.num_codebooks), self.config) for t in texts]
 
 
-def planned_shapes(cfg, tokenizer, config) -> list[tuple[int, int]]:
+def scenario_prompter(cfg, tokenizer, config: HiggsConfig) -> Prompter:
+    """The scenario's prompts; a reference clip (scenario.reference_audio) is encoded once, on the CPU."""
+    scenario = cfg.scenario
+    if scenario.reference_audio is None:
+        return Prompter(tokenizer, config, scenario.scene)
+    wave, rate = read_clip(Path(scenario.reference_audio))
+    codes = load_codec(codec_dir(cfg), encoder=True).encode(wave, rate)
+    return Prompter(tokenizer, config, scenario.scene, scenario.reference_text, codes)
+
+
+def planned_shapes(cfg, prompter: Prompter) -> list[tuple[int, int]]:
     """(batch, positions) of every generate() call the run will make: timing, quality chunks, fidelity."""
     scenario, texts = cfg.scenario, list(cfg.scenario.texts)
 
     def shape(batch_texts, frames):
-        return len(batch_texts), max(len(p) for p in make_prompts(cfg, tokenizer, config, batch_texts)) + frames
+        return len(batch_texts), max(len(p) for p in prompter(batch_texts)) + frames
 
     shapes = [shape([texts[i % len(texts)] for i in range(b)], scenario.timing_frames) for b in scenario.batch_sizes]
-    chunk = max(scenario.batch_sizes)
+    chunk = scenario.quality_batch_size
     shapes += [shape(texts[i : i + chunk], scenario.quality_max_frames) for i in range(0, len(texts), chunk)]
     if scenario.fidelity_frames:
         shapes.append(shape(texts[:FIDELITY_PROMPTS], scenario.fidelity_frames))
@@ -192,66 +226,116 @@ def sampling_config(cfg) -> SamplingConfig:
     return SamplingConfig(**OmegaConf.to_container(cfg.scenario.sampling))  # validates the values
 
 
-def measure_speed(cfg, backend, tokenizer) -> dict:
+def codec_dir(cfg) -> Path:
+    return embedded_codec() if cfg.model.embedded else Path(cfg.model.codec_path)
+
+
+def timed_runs(scenario) -> int:
+    """`repeats`, or more until the pooled per-frame samples reach `min_frame_samples`."""
+    return max(scenario.repeats, math.ceil(scenario.min_frame_samples / (scenario.timing_frames - 1)))
+
+
+def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
     scenario, sampling = cfg.scenario, sampling_config(cfg)
     texts = list(scenario.texts)
-    runs_per_batch = scenario.warmup + scenario.repeats
-    batches = []
+    n = backend.config.num_codebooks
+    decode = time_decoding(codec, n, scenario.audio_chunk_frames, scenario.timing_frames - n)
+    runs_per_batch = scenario.warmup + timed_runs(scenario)
+    batches, memory = [], []
+    before = gpu_state(backend.device)
     with _progress() as progress:
         task = progress.add_task("timing", total=len(scenario.batch_sizes) * runs_per_batch)
         for batch_size in scenario.batch_sizes:
-            prompts = make_prompts(cfg, tokenizer, backend.config, [texts[i % len(texts)] for i in range(batch_size)])
+            prompts = prompter([texts[i % len(texts)] for i in range(batch_size)])
             runs = []
-            for i in range(runs_per_batch):
-                progress.update(task, description=f"timing batch {batch_size}")
-                run = time_generation(backend, prompts, scenario.timing_frames, sampling)
-                if i >= scenario.warmup:
-                    runs.append(run)
-                progress.advance(task)
-            batches.append(summarise_batch(batch_size, runs, scenario.timing_frames, backend.config.num_codebooks))
-    return {"batches": batches}
+            backend.release()  # only this batch size's state is alive while it is measured
+            _release_gpu_memory()
+            with MeasuredMemory(backend.device) as measured:
+                backend.warm([(batch_size, max(len(p) for p in prompts) + scenario.timing_frames)])
+                for i in range(runs_per_batch):
+                    progress.update(task, description=f"timing batch {batch_size}")
+                    run = time_generation(backend, prompts, scenario.timing_frames, sampling)
+                    if i >= scenario.warmup:
+                        runs.append(run)
+                    progress.advance(task)
+            batches.append(summarise_batch(batch_size, runs, scenario.timing_frames, n, decode)
+                           | {"prompt_positions": max(len(p) for p in prompts)})
+            memory.append({"batch_size": batch_size, **measured.report(backend.kv_cache_bytes())})
+    after = gpu_state(backend.device)
+    audio_s = runs_per_batch * sum(scenario.batch_sizes) * (scenario.timing_frames - n) / FRAME_RATE
+    return {"batches": batches, "memory": memory, "gpu_before": before, "gpu_after": after,
+            "energy_j_per_audio_s": energy_per_audio_second(before, after, audio_s), "decode": {"device": str(codec.device), "chunk_frames": decode.chunk_frames,
+                                           "chunk_ms": decode.chunk_s * 1000, "utterance_ms": decode.utterance_s * 1000}}
 
 
-def measure_quality(cfg, backend, tokenizer, out_dir: Path) -> dict:
-    """Natural stopping on every scenario text, speech written as WAVs, and WER when a recogniser is on."""
-    codec = load_codec(embedded_codec() if cfg.model.embedded else cfg.model.codec_path)
+def quality_seeds(cfg) -> list[int]:
+    """The seeds the quality pass samples with (one when decoding is greedy: every seed gives the same speech)."""
+    seeds = list(cfg.scenario.quality_seeds)
+    return seeds[:1] if cfg.scenario.sampling.greedy else seeds
+
+
+def measure_quality(cfg, backend, prompter: Prompter, out_dir: Path, codec) -> dict:
+    """Natural stopping on every scenario text for each seed, in batches of scenario.quality_batch_size, speech
+    written as WAVs; WER per seed and its mean with a 95 % confidence interval when a recogniser is on."""
     scenario, texts = cfg.scenario, list(cfg.scenario.texts)
-    cfg_model = backend.config
-    chunk = max(scenario.batch_sizes)
-    rows = []
+    cfg_model, chunk, seeds = backend.config, scenario.quality_batch_size, quality_seeds(cfg)
+    rows, generating_s = [], 0.0
     with _progress() as progress:
-        task = progress.add_task("speech for WER", total=len(texts))
-        for start in range(0, len(texts), chunk):
-            batch = texts[start : start + chunk]
-            result = generate(backend, make_prompts(cfg, tokenizer, backend.config, batch), sampling_config(cfg),
-                              scenario.quality_max_frames)
-            for offset, codes in enumerate(result.codes(cfg_model.stream_bos_id, cfg_model.stream_eos_id)):
-                wav = out_dir / f"utt_{start + offset:03d}.wav"
-                with atomic_path(wav) as temp:
-                    soundfile.write(temp, codec.decode(codes), codec.sample_rate)
-                rows.append({"text": batch[offset], "wav": wav.name, "frames": codes.shape[1],
-                             "audio_s": codes.shape[1] / FRAME_RATE,
-                             "ended_by_eos": result.eos_step[offset] is not None})
-                progress.advance(task)
-    quality = {"utterances": rows, "wer": None, "mean_wer": None}
+        task = progress.add_task("speech for WER", total=len(texts) * len(seeds))
+        for seed in seeds:
+            sampling = dataclasses.replace(sampling_config(cfg), seed=seed)
+            for start in range(0, len(texts), chunk):
+                batch = texts[start : start + chunk]
+                prompts = prompter(batch)
+                started = time.perf_counter()
+                result = generate(backend, prompts, sampling, scenario.quality_max_frames)  # ends on the host
+                generating_s += time.perf_counter() - started
+                for offset, codes in enumerate(result.codes(cfg_model.stream_bos_id, cfg_model.stream_eos_id)):
+                    wav = out_dir / f"utt_s{seed}_{start + offset:03d}.wav"
+                    with atomic_path(wav) as temp:
+                        soundfile.write(temp, codec.decode(codes), codec.sample_rate)
+                    rows.append({"seed": seed, "text": batch[offset], "wav": wav.name, "frames": codes.shape[1],
+                                 "audio_s": codes.shape[1] / FRAME_RATE,
+                                 "ended_by_eos": result.eos_step[offset] is not None})
+                    progress.advance(task)
+    quality = {"utterances": rows, "seeds": seeds, "wer": None, "mean_wer": None,
+               "frame_cap_share": sum(not r["ended_by_eos"] for r in rows) / len(rows),
+               # audio produced per second of generating with natural stopping: finished rows of a static
+               # batch keep decoding until the last one ends, which the fixed-work timing does not show
+               "natural_throughput": sum(r["audio_s"] for r in rows) / generating_s}
     if cfg.asr.enabled:
-        hypotheses = [asr.transcribe(out_dir / r["wav"], cfg.asr.model, cfg.asr.device, cfg.asr.compute_type,
-                                     cfg.asr.beam_size, cfg.asr.language) for r in rows]
-        scored = asr.score(texts, hypotheses)
-        for row, scored_row in zip(rows, scored.rows):
-            row |= {"hypothesis": scored_row["hypothesis"], "wer": scored_row["wer"]}
-        quality |= {"wer": scored.corpus_wer, "mean_wer": scored.mean_wer}
+        per_seed = []
+        for seed in seeds:
+            seed_rows = [r for r in rows if r["seed"] == seed]
+            hypotheses = [asr.transcribe(out_dir / r["wav"], cfg.asr.model, cfg.asr.device, cfg.asr.compute_type,
+                                         cfg.asr.beam_size, cfg.asr.language) for r in seed_rows]
+            scored = asr.score([r["text"] for r in seed_rows], hypotheses)
+            for row, scored_row in zip(seed_rows, scored.rows):
+                row |= {"hypothesis": scored_row["hypothesis"], "wer": scored_row["wer"]}
+            per_seed.append({"seed": seed, "wer": scored.corpus_wer, "mean_wer": scored.mean_wer})
+        quality |= {"per_seed": per_seed, "wer": mean([s["wer"] for s in per_seed]),
+                    "wer_ci95": confidence_interval([s["wer"] for s in per_seed]),
+                    "mean_wer": mean([s["mean_wer"] for s in per_seed])}
     return quality
 
 
-def memory_report(cfg, backend, gpu: GpuMemoryMonitor, weights_bytes: int | None) -> dict:
-    positions = cfg.engine.max_input_len if cfg.backend.name == "trtllm" else cfg.scenario.quality_max_frames
-    kv_bytes = kv_cache_bytes(backend.config, positions, max(cfg.scenario.batch_sizes),
-                              torch.finfo(DTYPES[cfg.precision.dtype]).bits // 8)
-    report = {"peak_rss_gb": peak_rss_bytes() / 1e9, "kv_cache_gb_at_max_batch": kv_bytes / 1e9}
-    if gpu.peak_bytes is not None:
-        report |= {"peak_gpu_gb": gpu.peak_bytes / 1e9, "gpu_baseline_gb": gpu.baseline_bytes / 1e9,
-                   "weights_gb": (weights_bytes or 0) / 1e9}
+def confidence_interval(values: list[float]) -> list[float] | None:
+    """95 % confidence interval of the mean (Student's t); None for a single value."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(values) - 1) * stdev(values) / math.sqrt(len(values))
+    return [mean(values) - half, mean(values) + half]
+
+
+def memory_report(per_batch: list[dict], whole_run: MeasuredMemory, weights_bytes: int | None) -> dict:
+    """Per batch size with only that batch's state alive (what `select.max_gpu_mem_gb` compares, alike for
+    every backend: the largest batch's peak), and over the whole run (loading, timing, quality)."""
+    report = {"per_batch": per_batch, "run": whole_run.report(),
+              "peak_rss_gb": max(b["rss_peak_gb"] for b in per_batch)}
+    if all("nvml_peak_gb" in b for b in per_batch):
+        report |= {"peak_gpu_gb": max(b["nvml_peak_gb"] for b in per_batch), "weights_gb": (weights_bytes or 0) / 1e9}
     return report
 
 

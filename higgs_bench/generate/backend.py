@@ -23,3 +23,14 @@ class Backend(Protocol):
     @property
     def max_positions(self) -> int:
         """The most positions (prompt + generated frames) one row may hold."""
+
+    def warm(self, shapes: list[tuple[int, int]]) -> None:
+        """Prepare for requests of these (batch, positions) shapes (compile, capture, allocate), so that no
+        timed step pays for it."""
+
+    def release(self) -> None:
+        """Free what earlier requests left allocated (KV caches, captured graphs), so that the next request's
+        memory is measured alone."""
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes of KV cache allocated now."""

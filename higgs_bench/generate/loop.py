@@ -57,7 +57,8 @@ def generate(
     """Generate up to `max_frames` delayed frames per prompt (each step is one frame, BOS warm-up included).
 
     A row whose frame is all EOS is finished; it keeps emitting EOS frames until every row is finished.
-    With stop_at_eos=False the loop always runs `max_frames` steps (fixed work, for timing).
+    With stop_at_eos=False the loop always runs `max_frames` steps (fixed work, for timing); it still evaluates
+    the all-finished check, so that a timed step costs what a real one does.
     """
     check_request(backend, prompts, max_frames)
     cfg, device = backend.config, backend.device
@@ -76,8 +77,9 @@ def generate(
             history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
         if on_frame is not None:
             on_frame(step)
-        if step + 1 == max_frames or (stop_at_eos and bool((frame == eos).all())):
-            break  # the line above is the loop's one host synchronisation per step
+        all_finished = bool((frame == eos).all())  # the loop's one host synchronisation per step, paid also
+        if step + 1 == max_frames or (stop_at_eos and all_finished):  # by fixed-work (timed) runs
+            break
         logits = backend.step(frame)
 
     return GenerationResult(

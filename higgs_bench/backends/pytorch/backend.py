@@ -23,7 +23,6 @@ from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import HiggsConfig
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_STATES = 6  # KV caches (and CUDA graphs) kept for this many (batch, length) shapes
 SMALLEST_BUCKET = 256
 RECOMPILE_LIMIT = 64  # each (batch, bucket) shape is one compilation of the decode step's layer
@@ -119,6 +118,13 @@ class TorchBackend:
     def max_positions(self) -> int:
         limit = self.speed.max_seq_len
         return min(self.config.max_position_embeddings, limit) if limit else self.config.max_position_embeddings
+
+    def release(self) -> None:
+        self.states.clear()
+        self.state = None
+
+    def kv_cache_bytes(self) -> int:
+        return sum(t.nbytes for state in self.states.values() for pair in state.caches for t in pair)
 
     @torch.inference_mode()
     def warm(self, shapes: list[tuple[int, int]]) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.engine import read_engine_record
-from higgs_bench.backends.trtllm.feed import (EngineLimits, StepFeed, check_kv_budget, check_request, context_inputs,
+from higgs_bench.backends.trtllm.feed import (EngineLimits, StepFeed, check_kv_budget, check_engine_limits, context_inputs,
                                               kv_cache_bytes_per_position)
 from higgs_bench.errors import GenerationError
 from higgs_bench.generate.inputs import PromptInputs
@@ -58,7 +58,7 @@ class TrtllmBackend:
         return self.limits.max_seq_len
 
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
-        check_request(self.limits, prompts, max_new_frames)
+        check_engine_limits(self.limits, prompts, max_new_frames)
         self._allocate(len(prompts), max(len(p) for p in prompts) + max_new_frames)
         feed = context_inputs(prompts)
         logits = self._run({name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
@@ -71,12 +71,23 @@ class TrtllmBackend:
         self.feed.advance()
         return logits
 
+    def warm(self, shapes: list[tuple[int, int]]) -> None:
+        """Allocate for the last shape (the runtime keeps one shape's caches)."""
+        for batch, positions in shapes[-1:]:
+            self._allocate(batch, positions)
+
+    def release(self) -> None:
+        self.shape, self.caches, self.feed = None, [], None
+
+    def kv_cache_bytes(self) -> int:
+        return sum(cache.nbytes for cache in self.caches)
+
     def _allocate(self, batch: int, cache_len: int) -> None:
         """KV caches and step inputs for this shape; kept while requests keep the shape."""
         if self.shape == (batch, cache_len):
             return
         cfg = self.config
-        self.shape, self.caches, self.feed = None, [], None  # released before the budget reads free memory
+        self.release()  # before the budget reads free memory
         torch.cuda.empty_cache()
         per_position = kv_cache_bytes_per_position(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
                                                    torch.finfo(self.kv_dtype).bits // 8)
