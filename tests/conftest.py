@@ -9,13 +9,21 @@ import pytest
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
-from higgs_bench.tiny import make_checkpoint
+from higgs_bench.model.random_checkpoint import make_checkpoint
 
 
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "tiny-hf"
     make_checkpoint(out, layout="hf", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_boson_eos3(tmp_path_factory):
+    """tiny_boson with codebook 3's EOS boosted instead of codebook 0's: the first EOS comes from k > 0."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-boson-eos3"
+    make_checkpoint(out, layout="boson", seed=0, eos_codebook=3)
     return out
 
 

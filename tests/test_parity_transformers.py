@@ -3,7 +3,9 @@ run in its own venv on the same tiny random weights."""
 
 import numpy as np
 import pytest
+import torch
 
+from higgs_bench.generate.sampling import SamplingConfig, warp
 from tests.oracles.venvs import run_oracle
 from tests.parity import greedy, prompt_request, teacher_forced_logits
 
@@ -55,3 +57,20 @@ def test_teacher_forced_logits_match(tiny_hf, prompts, prompt_inputs, ours, tmp_
     mine = teacher_forced_logits(tiny_hf, prompt_inputs, streams).numpy()
     assert mine.shape == theirs.shape
     assert np.abs(mine - theirs).max() <= 1e-4
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, None, 0.95), (1.0, 50, None), (0.5, 20, 0.8),
+                                                       (1.3, None, 0.5), (0.9, 1, 0.9)])
+def test_kept_tokens_match_the_transformers_warpers(tmp_path, temperature, top_k, top_p):
+    """Temperature, then top-k, then top-p on the same scores: the same tokens kept, the same scaled scores.
+    No random numbers are involved."""
+    scores = torch.randn(16, 1026, generator=torch.Generator().manual_seed(3)) * 3
+    cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    ours = warp(scores, cfg)
+    reply = run_oracle("transformers5", "hf_oracle.py", {"task": "warp", "scores": scores.tolist(),
+                                                         "temperature": temperature, "top_k": top_k, "top_p": top_p},
+                       tmp_path)
+    assert np.array_equal(ours.isfinite().numpy(), reply["kept"])
+    kept = reply["kept"]
+    assert np.allclose(ours.numpy()[kept], reply["scores"][kept], atol=1e-6)
+    assert kept.sum(-1).min() >= 1 and (kept.sum(-1) < 1026).any()  # guard: the warpers really dropped tokens

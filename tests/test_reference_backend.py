@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from higgs_bench.backends.pytorch.backend import DTYPES, MAX_STATES, TorchBackend
+from higgs_bench.backends.pytorch.backend import MAX_STATES, TorchBackend
+from higgs_bench.model.dtypes import TORCH as DTYPES
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY, greedy, teacher_forced_logits
 
@@ -15,16 +16,23 @@ def test_batched_rows_generate_what_they_generate_alone(tiny_hf, prompt_inputs):
         assert torch.equal(batched.streams[row, : alone.steps], alone.streams[0]), f"row {row}"
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+# Relative L2 error of the logits against fp32, per dtype: about 5x what the tiny model shows (fp16 1e-3, bf16
+# 8e-3 on the CPU), well below what a norm or RoPE computed in half precision would add.
+HALF_TOLERANCE = {"fp16": 5e-3, "bf16": 3e-2}
+
+
+@pytest.mark.parametrize("dtype", sorted(HALF_TOLERANCE))
 def test_half_precisions_track_fp32(tiny_hf, prompt_inputs, dtype):
     streams = greedy(tiny_hf, prompt_inputs, 20).streams
-    reference = teacher_forced_logits(tiny_hf, prompt_inputs, streams)
+    reference = teacher_forced_logits(tiny_hf, prompt_inputs, streams)[:, :4]
     backend = TorchBackend.from_checkpoint(tiny_hf, dtype=DTYPES[dtype])
     half = [backend.prefill(prompt_inputs, 20)] + [backend.step(streams[:, j]) for j in range(3)]
     half = torch.stack(half, dim=1)
     assert half.dtype == torch.float32 and half.isfinite().all()
-    error = (half - reference[:, :4]).abs().max() / reference.abs().max()
-    assert error < 0.05, f"{dtype} relative error {error:.3f}"
+    error = float((half - reference).norm() / reference.norm())
+    assert error < HALF_TOLERANCE[dtype], f"{dtype} relative error {error:.4f}"
+    agreement = (half.argmax(-1) == reference.argmax(-1)).float().mean()
+    assert agreement >= 0.95, f"{dtype} greedy choices agree on {agreement:.1%}"  # bf16 may flip a near-tie
 
 
 def zero_(module):

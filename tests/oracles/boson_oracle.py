@@ -6,6 +6,8 @@ Request: {"model_dir", "task": "prompt"|"generate"|"forward", ...}
 - generate: "prompts": [{"token_ids", "audio"}], "max_frames" -> stream_<i> [N, L], one prompt at a time
             (Boson's generate is batch-1), greedy with RAS off, collated as serve_engine collates.
 - forward:  "prompts", "frames" -> logits_<i>: audio logits at the fed frames but the last.
+- ras:      "logits" [N, C], "history" [N, W], "window", "max_repeat", "masked" -> tokens [N]: the repeat
+            decision of _sample_audio_tokens (see ras()).
 - codec_decode: "codec_dir", "codes" [N, T] -> wave: Boson's decode path (its RVQ decode, fc_post2 and its
             vendored DAC decoder), built at the codec's sizes and loaded from its model.pth.
 """
@@ -129,6 +131,27 @@ def codec_decode(req, reply):
     reply["wave"] = wave[0, 0].numpy()
 
 
+def ras(model, req, reply):
+    """Boson's repetition-aware sampling on one frame: `logits` [N, C] and `history` [N, W] of earlier codes.
+    The first choice is the argmax with token `masked` excluded; a re-draw comes from the raw logits, where
+    `masked` dominates, so the reply shows each codebook's repeat decision without depending on random numbers."""
+    from transformers import GenerationConfig
+    from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
+
+    class MaskToken(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores.index_fill(-1, torch.tensor([req["masked"]]), float("-inf"))
+
+    config = GenerationConfig()
+    config.generation_kwargs = {"ras_win_len": req["window"], "ras_win_max_num_repeat": req["max_repeat"]}
+    logits = torch.tensor(req["logits"])
+    out = model._sample_audio_tokens(hidden_states=None, audio_logits=logits[None], audio_out_ids=torch.tensor(req["history"]),
+                                     do_sample=False, logits_processor=LogitsProcessorList([MaskToken()]),
+                                     device=torch.device("cpu"), torch_generator=torch.Generator().manual_seed(0),
+                                     generation_config=config, num_delay=logits.shape[0], num_remaining_delays=None)
+    reply["tokens"] = out[1].numpy()
+
+
 def main(request_path, reply_path):
     req = json.loads(open(request_path).read())
     reply = {}
@@ -138,7 +161,7 @@ def main(request_path, reply_path):
         codec_decode(req, reply)
     else:
         model = HiggsAudioModel.from_pretrained(req["model_dir"], torch_dtype=torch.float32, attn_implementation="eager").eval()
-        {"generate": generate, "forward": forward}[req["task"]](model, req, reply)
+        {"generate": generate, "forward": forward, "ras": ras}[req["task"]](model, req, reply)
     np.savez(reply_path, **reply)
 
 

@@ -1,7 +1,8 @@
 """Runs inside the transformers>=5 venv: the official port's generate() and forward() on our requests.
 
 Request: {"model_dir", "task": "generate"|"forward", "prompts": [{"token_ids", "audio": [[N x T] ...]}],
-          "max_frames": [...], "frames": [[[N] x K] per row] (forward only)}.
+          "max_frames": [...], "frames": [[[N] x K] per row] (forward only)},
+      or {"task": "warp", "scores": [[C] ...], "temperature", "top_k", "top_p"} -> kept, scores.
 Prompt token ids hold one <|AUDIO_OUT|> per audio segment, as Boson's builder writes them; this script
 expands them the way HiggsAudioV2Processor does (its own delay pattern and placeholder tokens).
 """
@@ -54,12 +55,14 @@ def batch(rows, cfg):
     return inputs, frames
 
 
-def hf_codes(stream, cfg):
-    """HiggsAudioV2Processor.batch_decode's slicing for one row (without the codec)."""
-    proc = SimpleNamespace(audio_stream_bos_id=cfg.audio_stream_bos_id)
-    all_eos = (stream == cfg.audio_stream_eos_id).all(-1).nonzero()
-    end = int(all_eos.min()) if len(all_eos) else len(stream)
-    return HiggsAudioV2Processor.revert_delay_pattern(proc, stream[1:end]).clip(0, cfg.audio_stream_bos_id - 1).T
+def port_codes(streams, cfg):
+    """The port's own HiggsAudioV2Processor.batch_decode on the streams, with a codec that hands the codes back
+    unchanged: the codes [N, T] it would decode for each row."""
+    codec = SimpleNamespace(decode=lambda codes: SimpleNamespace(audio_values=codes))
+    proc = SimpleNamespace(audio_stream_bos_id=cfg.audio_stream_bos_id, audio_stream_eos_id=cfg.audio_stream_eos_id,
+                           audio_tokenizer=codec)
+    proc.revert_delay_pattern = lambda ids: HiggsAudioV2Processor.revert_delay_pattern(proc, ids)
+    return HiggsAudioV2Processor.batch_decode(proc, streams)
 
 
 def generate(model, req, reply):
@@ -71,8 +74,8 @@ def generate(model, req, reply):
                              pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id)
         streams = out[:, prompt_frames:]
         reply[f"streams_{j}"] = streams.numpy()
-        for i, stream in enumerate(streams):
-            reply[f"codes_{j}_{i}"] = hf_codes(stream, cfg).numpy()
+        for i, codes in enumerate(port_codes(streams, cfg)):
+            reply[f"codes_{j}_{i}"] = codes.numpy()
 
 
 def forward(model, req, reply):
@@ -93,8 +96,28 @@ def forward(model, req, reply):
     reply["logits"] = picked.reshape(len(rows), k, cfg.num_codebooks, cfg.codebook_size).float().numpy()
 
 
+def warp(req, reply):
+    """The kept tokens and scores of transformers' temperature, top-k and top-p warpers, in generate()'s order."""
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(req["temperature"])])
+    if req["top_k"] is not None:
+        warpers.append(TopKLogitsWarper(req["top_k"]))
+    if req["top_p"] is not None:
+        warpers.append(TopPLogitsWarper(req["top_p"]))
+    scores = warpers(None, torch.tensor(req["scores"]))
+    reply["kept"] = torch.isfinite(scores).numpy()
+    reply["scores"] = scores.numpy()
+
+
 def main(request_path, reply_path):
     req = json.loads(open(request_path).read())
+    if req["task"] == "warp":  # no model needed
+        reply = {}
+        warp(req, reply)
+        np.savez(reply_path, **reply)
+        return
     torch.manual_seed(0)
     model = HiggsAudioV2ForConditionalGeneration.from_pretrained(req["model_dir"], dtype=torch.float32).eval()
     model.config._attn_implementation = req.get("attn", "eager")
