@@ -53,6 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     reference = parser.add_mutually_exclusive_group()
     reference.add_argument("--ref-audio", type=Path, help="reference clip (any rate; stereo is mixed to mono)")
     reference.add_argument("--ref-codes", type=Path, help="reference clip's audio codes, .npy [codebooks, frames]")
+    add_generation_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sampling, frame limit, dtype and device: the options every command that generates speech takes."""
     parser.add_argument("--greedy", action="store_true", help="argmax decoding (deterministic, no RAS)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-k", type=int, default=None)
@@ -64,7 +70,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="generation steps per request (25 per second; the first 8 are delay warm-up)")
     parser.add_argument("--dtype", choices=sorted(dtypes.TORCH), default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
 
 
 def sampling_from_args(args) -> SamplingConfig:

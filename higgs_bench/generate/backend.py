@@ -34,3 +34,13 @@ class Backend(Protocol):
 
     def kv_cache_bytes(self) -> int:
         """Bytes of KV cache allocated now."""
+
+
+class SlotBackend(Backend, Protocol):
+    """A backend that in-flight batching (generate/slots.py) can drive: `step` runs every slot."""
+
+    def open_slots(self, slots: int, positions: int) -> None:
+        """A decode state of `slots` free rows, each for requests of up to `positions` positions."""
+
+    def prefill_slots(self, slots: list[int], prompts: list[PromptInputs]) -> torch.Tensor:
+        """Write the prompts into those rows (forgetting what they held); logits at their last positions."""

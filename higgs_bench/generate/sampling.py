@@ -52,18 +52,21 @@ class SamplingConfig:
         return not self.greedy and self.ras_win_len is not None
 
 
-def force_delay_pattern(logits: torch.Tensor, step: int, eos_step: torch.Tensor, bos: int, eos: int) -> torch.Tensor:
-    """Mask logits [B, N, C] so that the delay pattern holds at generation step `step`.
+def force_delay_pattern(logits: torch.Tensor, step: int | torch.Tensor, eos_step: torch.Tensor, bos: int,
+                        eos: int) -> torch.Tensor:
+    """Mask logits [B, N, C] so that the delay pattern holds at generation step `step` (one for the batch, or a
+    [B] tensor: each row's own step, as rows that joined at different times have).
 
     Codebook k is held at stream BOS for steps 0..k. Once a row's frame at step e held an EOS in any
     codebook, codebook k is held at stream EOS from step e + 1 + k on, so the row closes one codebook per
     step and its frame at e + N is all EOS (the transformers port's schedule).
     """
     _, n, vocab = logits.shape
-    k = torch.arange(n, device=logits.device)
+    k = torch.arange(n, device=logits.device)[None, :]
     ids = torch.arange(vocab, device=logits.device)
-    force_bos = (k >= step)[None, :, None] & (ids != bos)
-    force_eos = (k[None, :] <= step - 1 - eos_step[:, None])[:, :, None] & (ids != eos)
+    steps = step if isinstance(step, int) else step[:, None]
+    force_bos = (k >= steps)[:, :, None] & (ids != bos)
+    force_eos = (k <= steps - 1 - eos_step[:, None])[:, :, None] & (ids != eos)
     return logits.masked_fill(force_bos | force_eos, float("-inf"))
 
 
@@ -94,7 +97,7 @@ def draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
 
 def choose_frame(
     logits: torch.Tensor,
-    step: int,
+    step: int | torch.Tensor,
     eos_step: torch.Tensor,
     history: torch.Tensor | None,
     cfg: SamplingConfig,

@@ -77,7 +77,7 @@ class DecodeState:
     key_valid: torch.Tensor  # [B, total] cache columns that hold a real position
     key_audio: torch.Tensor  # [B, total] ... that hold an audio frame
     next_position: torch.Tensor  # [B] RoPE position of each row's next frame
-    column: torch.Tensor  # [1] the cache column the next frame goes to
+    column: torch.Tensor  # [B] the cache column each row's next frame goes to
     frame: torch.Tensor  # [B, N] input buffer of the captured step
     graph: torch.cuda.CUDAGraph | None = None
     logits: torch.Tensor | None = None
@@ -142,6 +142,51 @@ class TorchBackend:
     @torch.inference_mode()
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
         """Left-pad the prompts to one length, run them, and reserve cache columns for the frames to come."""
+        width = max(len(p) for p in prompts)
+        self._check_positions(width + max_new_frames)
+        state = self.state = self._state(len(prompts), cache_length(width + max_new_frames, self.speed.max_seq_len))
+        logits = self._prefill_into(state, prompts)
+        if self.cuda_graph and state.graph is None:
+            self._capture(state)
+        return logits
+
+    @torch.inference_mode()
+    def open_slots(self, slots: int, positions: int) -> None:
+        """A decode state of `slots` rows, each for requests of up to `positions` positions, all free. Requests
+        join with prefill_slots and leave by being ignored; `step` runs every row."""
+        self._check_positions(positions)
+        state = self.state = self._state(slots, cache_length(positions, self.speed.max_seq_len))
+        for tensor in (state.key_valid, state.key_audio, state.next_position, state.column):
+            tensor.zero_()
+        if self.cuda_graph and state.graph is None:
+            self._capture(state)
+
+    @torch.inference_mode()
+    def prefill_slots(self, slots: list[int], prompts: list[PromptInputs]) -> torch.Tensor:
+        """Run the prompts as a batch of their own, then place their keys and values into rows `slots` of the
+        open state; whatever those rows held before is forgotten. Returns their logits."""
+        state, width = self.state, max(len(p) for p in prompts)
+        if width >= state.key_valid.shape[1]:
+            raise GenerationError(f"a prompt of {width} positions does not fit the open slots' "
+                                  f"{state.key_valid.shape[1]} cache columns")
+        alone = self._new_state(len(prompts), width)
+        logits = self._prefill_into(alone, prompts)
+        rows = torch.tensor(slots, device=self.device)
+        for (key, value), (new_key, new_value) in zip(state.caches, alone.caches):
+            key[rows, :, :width], value[rows, :, :width] = new_key, new_value
+        for mine, theirs in ((state.key_valid, alone.key_valid), (state.key_audio, alone.key_audio)):
+            mine[rows] = False
+            mine[rows, :width] = theirs
+        state.next_position[rows], state.column[rows] = alone.next_position, width
+        return logits
+
+    def _check_positions(self, positions: int) -> None:
+        if positions > self.max_positions:
+            raise GenerationError(f"{positions} positions exceed this engine's {self.max_positions}; "
+                                  "raise engine.max_seq_len")
+
+    def _prefill_into(self, state: DecodeState, prompts: list[PromptInputs]) -> torch.Tensor:
+        """The prompts left-padded to one width, written into `state` from column 0; logits at their ends."""
         cfg, dev = self.config, self.device
         batch, width = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((batch, width), cfg.pad_token_id, dtype=torch.long)
@@ -154,10 +199,6 @@ class TorchBackend:
             valid[row, pad:] = True
         ids, codes, audio, valid = ids.to(dev), codes.to(dev), audio.to(dev), valid.to(dev)
 
-        if width + max_new_frames > self.max_positions:
-            raise GenerationError(f"{width + max_new_frames} positions (prompt {width} + {max_new_frames} frames) "
-                                  f"exceed this engine's {self.max_positions}; raise engine.max_seq_len")
-        state = self.state = self._state(batch, cache_length(width + max_new_frames, self.speed.max_seq_len))
         state.key_valid.zero_()
         state.key_audio.zero_()
         state.key_valid[:, :width], state.key_audio[:, :width] = valid, audio
@@ -168,8 +209,6 @@ class TorchBackend:
         h = self.network.embed(ids, codes, audio)
         columns = torch.arange(width, device=dev)
         hidden = self.network(h, audio, positions, state.caches, columns, *self._prefill_masks(state, width))
-        if self.cuda_graph and state.graph is None:
-            self._capture(state)
         return self.network.audio_logits(hidden[:, -1])
 
     @torch.inference_mode()
@@ -182,12 +221,16 @@ class TorchBackend:
         return state.logits.clone()
 
     def decode_step(self, state: DecodeState, frame: torch.Tensor) -> torch.Tensor:
-        """One audio frame per row. Fixed shapes: attention spans the whole cache, masked to valid columns."""
-        state.key_valid.index_fill_(1, state.column, True)
-        state.key_audio.index_fill_(1, state.column, True)
+        """One audio frame per row, each at its own cache column. Fixed shapes: attention spans the whole cache,
+        masked to each row's valid columns. A free slot's column is clamped to the cache (its writes are
+        forgotten when a request joins it)."""
+        rows = torch.arange(frame.shape[0], device=frame.device)
+        columns = state.column.clamp(max=state.key_valid.shape[1] - 1)
+        state.key_valid[rows, columns] = True
+        state.key_audio[rows, columns] = True
         h = self.network.embed_audio(frame)[:, None]
         mask = state.key_valid[:, None, None, :]
-        hidden = self.network(h, True, state.next_position[:, None], state.caches, state.column, mask, mask,
+        hidden = self.network(h, True, state.next_position[:, None], state.caches, columns[:, None], mask, mask,
                               run_layer=self.decode_layer)
         state.column += 1
         state.next_position += 1
@@ -225,18 +268,21 @@ class TorchBackend:
         if key not in self.states and len(self.states) >= MAX_STATES:
             self.states.pop(next(iter(self.states)))  # the oldest shape's cache and graph
         if key not in self.states:
-            cfg, dev = self.config, self.device
-            shape = (batch, cfg.num_kv_heads, total, cfg.head_dim)
-            self.states[key] = DecodeState(
-                caches=[(torch.zeros(shape, dtype=self.dtype, device=dev), torch.zeros(shape, dtype=self.dtype, device=dev))
-                        for _ in range(cfg.num_layers)],
-                key_valid=torch.zeros((batch, total), dtype=torch.bool, device=dev),
-                key_audio=torch.zeros((batch, total), dtype=torch.bool, device=dev),
-                next_position=torch.zeros(batch, dtype=torch.long, device=dev),
-                column=torch.zeros(1, dtype=torch.long, device=dev),
-                frame=torch.zeros((batch, cfg.num_codebooks), dtype=torch.long, device=dev),
-            )
+            self.states[key] = self._new_state(batch, total)
         return self.states[key]
+
+    def _new_state(self, batch: int, total: int) -> DecodeState:
+        cfg, dev = self.config, self.device
+        shape = (batch, cfg.num_kv_heads, total, cfg.head_dim)
+        return DecodeState(
+            caches=[(torch.zeros(shape, dtype=self.dtype, device=dev), torch.zeros(shape, dtype=self.dtype, device=dev))
+                    for _ in range(cfg.num_layers)],
+            key_valid=torch.zeros((batch, total), dtype=torch.bool, device=dev),
+            key_audio=torch.zeros((batch, total), dtype=torch.bool, device=dev),
+            next_position=torch.zeros(batch, dtype=torch.long, device=dev),
+            column=torch.zeros(batch, dtype=torch.long, device=dev),
+            frame=torch.zeros((batch, cfg.num_codebooks), dtype=torch.long, device=dev),
+        )
 
     @staticmethod
     def _prefill_masks(state: DecodeState, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,10 @@
 """The Higgs Audio v2 network in plain PyTorch: Llama attention shared by text and audio, dual-FFN routing,
 fast-forward layers, the summed codebook embedding and the audio head only.
 
-Attention runs over a preallocated KV cache whose columns are shared by the whole batch: prompts are
-left-padded to one length, and every decode step writes one new column for every row. Cache columns are
-given as a tensor, so a decode step has the same shapes every time and can be captured in a CUDA graph.
+Attention runs over a preallocated KV cache: a prefill left-pads its prompts to one length, and every decode
+step writes one new column for every row, at that row's own column (rows that joined at different times sit
+at different columns). Cache columns are given as tensors, so a decode step has the same shapes every time
+and can be captured in a CUDA graph.
 
 Each layer's q/k/v projections are one weight (`qkv_proj`), and so are each MLP's gate and up projections
 (`gate_up_proj`), as in TensorRT-LLM's Llama and gpt-fast: fewer, larger matrix products, which read the
@@ -104,7 +105,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
 
     def forward(self, x, cos, sin, cache: tuple[torch.Tensor, torch.Tensor], columns: torch.Tensor, mask):
-        """Write this block's keys/values at cache `columns`, then attend over the first mask.shape[-1] columns."""
+        """Write this block's keys/values at cache `columns` ([S]: the same columns for every row; [B, 1]: one
+        position per row, each at its own column), then attend over the first mask.shape[-1] columns."""
         b, s, _ = x.shape
         q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
         q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)
@@ -112,8 +114,13 @@ class Attention(nn.Module):
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         cache_k, cache_v = cache
-        cache_k.index_copy_(2, columns, k)
-        cache_v.index_copy_(2, columns, v)
+        if columns.dim() == 1:
+            cache_k.index_copy_(2, columns, k)
+            cache_v.index_copy_(2, columns, v)
+        else:
+            rows = torch.arange(b, device=k.device)
+            cache_k[rows, :, columns[:, 0]] = k[:, :, 0]
+            cache_v[rows, :, columns[:, 0]] = v[:, :, 0]
         width = mask.shape[-1]
         out = F.scaled_dot_product_attention(q, cache_k[:, :, :width], cache_v[:, :, :width], mask, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
@@ -209,7 +216,8 @@ class HiggsNetwork(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, h, audio, positions, caches, columns, mask, text_only_mask, run_layer=None) -> torch.Tensor:
-        """Hidden states [B, S, H] written at cache `columns` [S] -> final normed hidden states.
+        """Hidden states [B, S, H] written at cache `columns` ([S], or [B, 1] for one position per row) -> final
+        normed hidden states.
         audio: True (every position is audio), False (none) or a [B, S] mask. run_layer: how each layer is
         called (call_layer, or a compiled call_layer that all layers share)."""
         if isinstance(audio, torch.Tensor):
