@@ -74,8 +74,9 @@ class GpuMemoryMonitor:
     def __exit__(self, *exc):
         if self._sampler is not None:
             self._sampler.stdin.close()
-            self.peak_bytes = int(self._sampler.stdout.readline())
+            last = self._sampler.stdout.readline().strip()
             self._sampler.wait()
+            self.peak_bytes = int(last) if last.isdigit() else None  # a sampler that died leaves no figure
 
 
 class MeasuredMemory:
