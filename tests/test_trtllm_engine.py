@@ -101,6 +101,18 @@ def test_steps_with_no_rows_of_one_kind_match_the_reference(tiny_trtllm, prompt_
     assert relative_error(teacher_forced(engine, text_only, frames), want) < TOLERANCE["fp16"]
 
 
+def test_in_flight_batching_gives_each_request_its_codes_alone(tiny_trtllm, prompt_inputs, tmp_path):
+    """Requests joining two slots at different times (per-row lengths in the plugin) get their codes alone."""
+    from higgs_bench.generate.slots import Request, serve
+
+    engine = build(tiny_trtllm, tmp_path / "slots", "fp16")
+    requests = [Request(f"r{i}", prompt, FRAMES) for i, prompt in enumerate(prompt_inputs)]
+    served = serve(engine, requests, SamplingConfig(greedy=True), slots=2)
+    for request, result in zip(requests, served):
+        alone = generate(engine, [request.prompt], SamplingConfig(greedy=True), FRAMES)
+        assert torch.equal(result.streams, alone.streams[0]), request.id
+
+
 def test_requests_beyond_the_engine_fail_before_running(tiny_trtllm, prompt_inputs, tmp_path):
     engine = build(tiny_trtllm, tmp_path / "small", "fp16", max_batch_size=2)
     with pytest.raises(GenerationError, match="max_batch_size=2"):

@@ -90,3 +90,16 @@ def test_the_kv_cache_budget_is_checked_before_allocation():
         check_kv_budget(4, 1000, 1024, free_bytes=10 * 2**20, fraction=0.9, max_tokens=3000)
     with pytest.raises(GenerationError, match="kv_cache_free_gpu_memory_fraction=0.1"):
         check_kv_budget(4, 1000, 1024, free_bytes=10 * 2**20, fraction=0.1, max_tokens=None)
+
+
+def test_a_request_joining_a_slot_starts_its_row_and_leaves_the_others_going():
+    """In-flight batching: the plugin takes lengths per row, so a joined row starts at its prompt length."""
+    feed = StepFeed(batch=3, cache_len=300, num_layers=2, placeholder_id=128016, device=torch.device("cpu"))
+    feed.start(torch.tensor([20, 30, 40]))
+    for _ in range(5):
+        feed.advance()
+    feed.start_rows([1], torch.tensor([12]))
+    inputs = feed.inputs(torch.zeros((3, 8), dtype=torch.long))
+    assert inputs["position_ids"].tolist() == inputs["host_past_key_value_lengths"].tolist() == [25, 12, 45]
+    assert inputs["sequence_length"].tolist() == [26, 13, 46]
+    assert inputs["context_lengths"].tolist() == inputs["host_context_lengths"].tolist() == [20, 12, 40]

@@ -114,6 +114,15 @@ class StepFeed:
             self.step[name].copy_(lengths)
         self.step["sequence_length"].copy_(lengths + 1)
 
+    def start_rows(self, rows: list[int], context_lengths: torch.Tensor) -> None:
+        """Rows that a request joined (in-flight batching): each now holds its prompt; the others go on."""
+        lengths = context_lengths.int()
+        for name in ("context_lengths", "position_ids", "host_context_lengths", "host_past_key_value_lengths"):
+            tensor = self.step[name]
+            tensor[torch.tensor(rows, device=tensor.device)] = lengths.to(tensor.device)
+        self.step["sequence_length"][torch.tensor(rows, device=self.step["sequence_length"].device)] = \
+            (lengths + 1).to(self.step["sequence_length"].device)
+
     def inputs(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
         """The next generation step's inputs, with `frame` [B, 8] (on the device) as its audio codes."""
         self.step["audio_codes"].copy_(frame)

@@ -2,7 +2,8 @@
 pattern, sampling, RAS and stopping are the same code as for the torch backend.
 
 Static batches: `prefill` packs the prompts into one context step over a contiguous KV cache sized for this
-batch; each `step` feeds every row one audio frame. Run the way TensorRT-LLM's own Python runtime runs an
+batch; each `step` feeds every row one audio frame. In-flight batching (generate/slots.py): `open_slots` and
+`prefill_slots`, whose rows then go on at their own lengths, which the gpt-attention plugin takes per row. Run the way TensorRT-LLM's own Python runtime runs an
 engine (`_Runtime` and `GenerationSession` in tensorrt_llm/runtime/generation.py @ b35ac1b, 1.2.0rc2):
 - one device-memory buffer of `device_memory_size_v2` bytes shared by the execution contexts of every
   optimisation profile (`create_execution_context_without_device_memory` + `set_device_memory`);
@@ -66,6 +67,31 @@ class TrtllmBackend:
         self.feed.start(feed["context_lengths"])
         return logits
 
+    def open_slots(self, slots: int, positions: int) -> None:
+        """Caches for `slots` rows of up to `positions` positions each, all free (in-flight batching)."""
+        if slots > self.limits.max_batch_size or positions > self.limits.max_seq_len:
+            raise GenerationError(f"{slots} slots of {positions} positions exceed this engine's max_batch_size="
+                                  f"{self.limits.max_batch_size} or max_seq_len={self.limits.max_seq_len}")
+        self._allocate(slots, positions)
+        self.feed.start(torch.zeros(slots, dtype=torch.int32))
+
+    def prefill_slots(self, slots: list[int], prompts: list[PromptInputs]) -> torch.Tensor:
+        """A context step of the joining prompts over caches of their own, whose rows then replace those of the
+        slots (the plugin reads each row only up to its length, so nothing of a previous occupant is seen)."""
+        check_engine_limits(self.limits, prompts, 0)
+        cfg, cache_len = self.config, self.shape[1]
+        caches = [torch.empty((len(prompts), 2, cfg.num_kv_heads, cache_len, cfg.head_dim), dtype=self.kv_dtype,
+                              device=self.device) for _ in range(cfg.num_layers)]
+        constants = StepFeed(len(prompts), cache_len, cfg.num_layers, cfg.audio_out_token_id, self.device).constants
+        feed = context_inputs(prompts)
+        logits = self._run({name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
+                           | constants, caches)
+        rows = torch.tensor(slots, device=self.device)
+        for cache, joined in zip(self.caches, caches):
+            cache[rows] = joined
+        self.feed.start_rows(slots, feed["context_lengths"])
+        return logits
+
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         logits = self._run(self.feed.inputs(frame))
         self.feed.advance()
@@ -98,8 +124,9 @@ class TrtllmBackend:
         self.feed = StepFeed(batch, cache_len, cfg.num_layers, cfg.audio_out_token_id, self.device)
         self.shape = (batch, cache_len)
 
-    def _run(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        tensors = tensors | {f"past_key_value_{i}": cache for i, cache in enumerate(self.caches)}
+    def _run(self, tensors: dict[str, torch.Tensor], caches: list[torch.Tensor] | None = None) -> torch.Tensor:
+        caches = self.caches if caches is None else caches
+        tensors = tensors | {f"past_key_value_{i}": cache for i, cache in enumerate(caches)}
         missing = self.inputs - set(tensors)
         if missing:
             raise GenerationError(f"this engine expects inputs higgs-bench does not feed: {sorted(missing)}; "
@@ -109,7 +136,7 @@ class TrtllmBackend:
         batch = tensors["last_token_ids"].shape[0]
         logits = torch.empty((batch, self.config.num_codebooks * self.config.audio_vocab_size), dtype=torch.float32,
                              device=self.device)
-        outputs = {"logits": logits} | {f"present_key_value_{i}": c for i, c in enumerate(self.caches)}
+        outputs = {"logits": logits} | {f"present_key_value_{i}": c for i, c in enumerate(caches)}
         for name, t in tensors.items():
             context.set_input_shape(name, tuple(t.shape))
         for name, t in (tensors | outputs).items():
