@@ -91,3 +91,15 @@ def test_the_gpu_state_reads_what_nvml_reports_and_leaves_out_what_it_does_not(f
     state = gpu_state(torch.device("cuda:0"))
     assert state == {"sm_clock_mhz": 1980, "temperature_c": 41, "power_w": 250.0, "energy_mj": None}
     assert gpu_state(torch.device("cpu")) is None
+
+
+def test_an_outer_measurement_keeps_the_peaks_its_inner_ones_reset():
+    """A run measures each batch inside its whole-run measurement: the inner reset must not erase the
+    outer's peak from before it."""
+    device = torch.device("cpu")
+    with MeasuredMemory(device) as run:
+        block = np.ones(400_000_000 // 8)  # 400 MB before the inner measurement starts
+        del block
+        with MeasuredMemory(device) as batch:
+            pass
+    assert run.report()["rss_peak_gb"] - batch.report()["rss_peak_gb"] > 0.3

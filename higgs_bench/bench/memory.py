@@ -80,24 +80,42 @@ class GpuMemoryMonitor:
 
 
 class MeasuredMemory:
-    """Everything above for the `with` block: peak RSS, torch's peaks and NVML's on CUDA."""
+    """Everything above for the `with` block: peak RSS, torch's peaks and NVML's on CUDA. Measurements nest (a
+    whole run holds one per batch size): before one resets the peak counters, the peaks so far are credited to
+    every measurement still open, so an outer one keeps what happened before and between the inner ones."""
+
+    open: list[MeasuredMemory] = []  # in progress, outermost first
 
     def __init__(self, device: torch.device):
         self.device, self.gpu = device, GpuMemoryMonitor(device)
+        self.rss_peak = self.torch_allocated = self.torch_reserved = 0
 
     def __enter__(self):
+        self._credit_open()
         self.rss_fresh = reset_peak_rss()
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        MeasuredMemory.open.append(self)
         self.gpu.__enter__()
         return self
 
     def __exit__(self, *exc):
+        self.gpu.__exit__(*exc)
+        self._credit_open()
+        MeasuredMemory.open.remove(self)
+
+    def _credit_open(self) -> None:
+        """The peaks since the last reset, credited to every open measurement."""
+        rss = peak_rss_bytes()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.gpu.__exit__(*exc)
-        self.rss_peak = peak_rss_bytes()
+        for measurement in MeasuredMemory.open:
+            measurement.rss_peak = max(measurement.rss_peak, rss)
+            if measurement.device.type == "cuda":
+                measurement.torch_allocated = max(measurement.torch_allocated,
+                                                  torch.cuda.max_memory_allocated(measurement.device))
+                measurement.torch_reserved = max(measurement.torch_reserved,
+                                                 torch.cuda.max_memory_reserved(measurement.device))
 
     def report(self, kv_cache_bytes: int | None = None) -> dict:
         gb = 1e9
@@ -105,8 +123,7 @@ class MeasuredMemory:
         if kv_cache_bytes is not None:
             out["kv_cache_gb"] = kv_cache_bytes / gb
         if self.device.type == "cuda":
-            out |= {"torch_max_allocated_gb": torch.cuda.max_memory_allocated(self.device) / gb,
-                    "torch_max_reserved_gb": torch.cuda.max_memory_reserved(self.device) / gb}
+            out |= {"torch_max_allocated_gb": self.torch_allocated / gb, "torch_max_reserved_gb": self.torch_reserved / gb}
         if self.gpu.peak_bytes is not None:
             out |= {"nvml_peak_gb": self.gpu.peak_bytes / gb, "nvml_baseline_gb": self.gpu.baseline_bytes / gb}
         return out
