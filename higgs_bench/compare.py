@@ -16,12 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from higgs_bench.bench.noise import FOLLOW_LATENCY, median_band
-from higgs_bench.bench.report import load_rows
+from higgs_bench.bench.report import COLUMNS, load_rows
 
-# metric: (label, better). Each is read from the row of a variant (bench/report.summary_row).
-METRICS = {"first_audio_ms": ("first audio ms", "low"), "first_frame_ms": ("first frame ms", "low"),
-           "rtf": ("RTF", "low"), "rtf_with_codec": ("RTF+codec", "low"), "throughput": ("audio s/s", "high"),
-           "natural_throughput": ("audio s/s, natural stops", "high"), "peak_gpu_gb": ("peak GPU GB", "low"), "wer": ("WER", "low"), "top1": ("top-1 vs ref", "high")}
+# metric: (label, better), as the report's table names them. Each is read from a variant's row (summary_row).
+METRICS = {key: (COLUMNS[key][0], COLUMNS[key][2]) for key in ("first_audio_ms", "first_frame_ms", "rtf",
+                                                                 "rtf_with_codec", "throughput", "peak_gpu_gb",
+                                                                 "wer", "top1")}
+METRICS["natural_throughput"] = ("audio s/s, natural stops", "high")
 
 
 def verdict(base: float, candidate: float, band: float | None, better: str) -> str:

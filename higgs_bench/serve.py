@@ -26,7 +26,6 @@ import soundfile
 
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.codec import load_codec
-from higgs_bench.codec.audio import read_clip
 from higgs_bench.errors import HiggsBenchError, OutputError
 from higgs_bench.files import atomic_path, write_json
 from higgs_bench.generate.delay import codes_from_stream
@@ -111,7 +110,7 @@ def build_requests(entries, refused, args, backend, tokenizer) -> list[Request]:
                 if args.codec is None:
                     raise HiggsBenchError("a reference clip needs --codec to turn it into codes")
                 encoder = encoder or load_codec(args.codec, encoder=True)
-                reference = encoder.encode(*read_clip(Path(entry["ref_audio"])))
+                reference = encoder.encode_file(entry["ref_audio"])
             messages = tts_messages(entry["text"], args.scene or None, entry.get("ref_text"), reference)
             prompt = expand_prompt(encode_messages(tokenizer, messages, backend.config.num_codebooks), backend.config)
         except HiggsBenchError as err:

@@ -28,7 +28,7 @@ import torch
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.bench.environment import resolve_device
 from higgs_bench.codec import Codec, load_codec
-from higgs_bench.codec.audio import clip_seconds, read_clip
+from higgs_bench.codec.audio import clip_seconds
 from higgs_bench.errors import HiggsBenchError, OutputError, PromptError
 from higgs_bench.files import writable_dir
 from higgs_bench.generate.inputs import expand_prompt
@@ -116,9 +116,8 @@ def reference_codes(args, max_positions: int) -> tuple[np.ndarray | None, Codec 
         if seconds * FRAME_RATE >= max_positions:
             raise PromptError(f"the reference clip is {seconds:.1f} s ({seconds * FRAME_RATE:.0f} frames), more than "
                               f"the model's {max_positions} positions; use a shorter clip than {args.ref_audio}")
-        wave, rate = read_clip(args.ref_audio)
         codec = load_codec(args.codec, encoder=True)
-        return codec.encode(wave, rate), codec
+        return codec.encode_file(args.ref_audio), codec
     codec = load_codec(args.codec) if args.codec else None
     if args.ref_codes is None:
         return None, codec

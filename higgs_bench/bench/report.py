@@ -53,6 +53,7 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
     batches = record.get("timing", {}).get("batches", [])
     first = min(batches, key=lambda b: b["batch_size"]) if batches else {}  # batch 1 when it was measured
     memory, quality, build = record.get("memory", {}), record.get("quality") or {}, record.get("build", {})
+    measured_on = workload(record)
     return {
         "variant": record["variant"],
         "status": record["status"],
@@ -75,8 +76,8 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "natural_throughput": quality.get("natural_throughput"),
         "top1": (record.get("fidelity") or {}).get("top1_agreement"),
         "error": record.get("error"),
-        "device": record.get("environment", {}).get("gpu") or record.get("environment", {}).get("device"),
-        "workload": workload(record),
+        "device": measured_on["device"],
+        "workload": measured_on,
         "source": str(source) if source else None,
         "batches": batches,
     }

@@ -31,7 +31,6 @@ from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per
 from higgs_bench.bench.report import RECORD
 from higgs_bench.bench.timing import summarise_batch, time_decoding, time_generation
 from higgs_bench.codec import load_codec
-from higgs_bench.codec.audio import read_clip
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.inputs import expand_prompt
@@ -202,8 +201,7 @@ def scenario_prompter(cfg, tokenizer, config: HiggsConfig) -> Prompter:
     scenario = cfg.scenario
     if scenario.reference_audio is None:
         return Prompter(tokenizer, config, scenario.scene)
-    wave, rate = read_clip(Path(scenario.reference_audio))
-    codes = load_codec(codec_dir(cfg), encoder=True).encode(wave, rate)
+    codes = load_codec(codec_dir(cfg), encoder=True).encode_file(scenario.reference_audio)
     return Prompter(tokenizer, config, scenario.scene, scenario.reference_text, codes)
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from higgs_bench.codec import layouts
-from higgs_bench.codec.audio import resample
+from higgs_bench.codec.audio import read_clip, resample
 from higgs_bench.codec.config import SEMANTIC_SAMPLE_RATE, CodecConfig, CodecError, read_config
 from higgs_bench.codec.network import CodecNetwork
 
@@ -47,6 +47,10 @@ class Codec:
         return wave[0, 0].float().cpu().numpy()
 
     @torch.inference_mode()
+    def encode_file(self, path: str | Path) -> np.ndarray:
+        """The codes [N, frames] of a clip file (any rate; stereo is mixed to mono)."""
+        return self.encode(*read_clip(path))
+
     def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """A mono waveform [samples] -> int64 codes [num_codebooks, frames], about samples / hop frames."""
         if not self.network.with_encoder:

@@ -66,15 +66,13 @@ def generate(
     generator = torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
     frames = torch.full((len(prompts), max_frames, cfg.num_codebooks), eos, dtype=torch.long, device=device)
     eos_step = torch.full((len(prompts),), NO_EOS_YET, dtype=torch.long, device=device)
-    history = _initial_history(prompts, sampling, eos, device)
+    history = initial_history(prompts, sampling, eos, device)
 
     logits = backend.prefill(prompts, max_frames)
     for step in range(max_frames):
         frame = choose_frame(logits.float(), step, eos_step, history, sampling, generator, bos, eos)
         frames[:, step] = frame
-        eos_step = torch.where((frame == eos).any(dim=1) & (eos_step == NO_EOS_YET), step, eos_step)
-        if history is not None:
-            history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
+        eos_step, history = record_frame(frame, step, eos_step, history, eos)
         if on_frame is not None:
             on_frame(step)
         all_finished = bool((frame == eos).all())  # the loop's one host synchronisation per step, paid also
@@ -88,7 +86,16 @@ def generate(
     )
 
 
-def _initial_history(prompts, sampling: SamplingConfig, eos: int, device) -> torch.Tensor | None:
+def record_frame(frame, step, eos_step, history, eos: int):
+    """After a frame is chosen: each row's first EOS step (`step` is one for all rows or one per row), and the
+    RAS window moved on by the frame."""
+    eos_step = torch.where((frame == eos).any(dim=1) & (eos_step == NO_EOS_YET), step, eos_step)
+    if history is not None:
+        history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
+    return eos_step, history
+
+
+def initial_history(prompts, sampling: SamplingConfig, eos: int, device) -> torch.Tensor | None:
     """Each row's last `ras_win_len` prompt audio frames, padded with EOS (which never counts as a repeat)."""
     if not sampling.uses_ras:
         return None

@@ -19,7 +19,7 @@ import torch
 
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.inputs import PromptInputs
-from higgs_bench.generate.loop import check_request
+from higgs_bench.generate.loop import check_request, initial_history, record_frame
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
 
 
@@ -103,17 +103,12 @@ def _run(backend, waiting: deque, outcomes: dict, sampling: SamplingConfig, slot
                 occupied[slot] = _Slot(request, served, [])
                 steps[slot], eos_step[slot], limits[slot] = 0, NO_EOS_YET, request.max_frames
                 if history is not None:
-                    history[slot] = eos
-                    tail = request.prompt.audio_tail(sampling.ras_win_len).to(device)
-                    if len(tail):
-                        history[slot, sampling.ras_win_len - len(tail):] = tail
+                    history[slot] = initial_history([request.prompt], sampling, eos, device)[0]
         if not occupied:
             sleep(max(0.0, waiting[0].arrival_s - now))
             continue
         frame = choose_frame(logits, steps, eos_step, history, sampling, generator, bos, eos)
-        eos_step = torch.where((frame == eos).any(dim=1) & (eos_step == NO_EOS_YET), steps, eos_step)
-        if history is not None:
-            history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
+        eos_step, history = record_frame(frame, steps, eos_step, history, eos)
         finished = ((frame == eos).all(dim=1) | (steps + 1 >= limits)).tolist()  # the one host synchronisation
         now = clock() - start
         for slot, state in list(occupied.items()):

@@ -62,8 +62,7 @@ class TrtllmBackend:
         check_engine_limits(self.limits, prompts, max_new_frames)
         self._allocate(len(prompts), max(len(p) for p in prompts) + max_new_frames)
         feed = context_inputs(prompts)
-        logits = self._run({name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
-                           | self.feed.constants)
+        logits = self._run(self._on_device(feed) | self.feed.constants)
         self.feed.start(feed["context_lengths"])
         return logits
 
@@ -84,8 +83,7 @@ class TrtllmBackend:
                               device=self.device) for _ in range(cfg.num_layers)]
         constants = StepFeed(len(prompts), cache_len, cfg.num_layers, cfg.audio_out_token_id, self.device).constants
         feed = context_inputs(prompts)
-        logits = self._run({name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
-                           | constants, caches)
+        logits = self._run(self._on_device(feed) | constants, caches)
         rows = torch.tensor(slots, device=self.device)
         for cache, joined in zip(self.caches, caches):
             cache[rows] = joined
@@ -123,6 +121,10 @@ class TrtllmBackend:
                                    device=self.device) for _ in range(cfg.num_layers)]
         self.feed = StepFeed(batch, cache_len, cfg.num_layers, cfg.audio_out_token_id, self.device)
         self.shape = (batch, cache_len)
+
+    def _on_device(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inputs named host_* stay on the CPU; the others go to the GPU."""
+        return {name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
 
     def _run(self, tensors: dict[str, torch.Tensor], caches: list[torch.Tensor] | None = None) -> torch.Tensor:
         caches = self.caches if caches is None else caches
