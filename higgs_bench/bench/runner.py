@@ -245,17 +245,18 @@ def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
         task = progress.add_task("timing", total=len(scenario.batch_sizes) * runs_per_batch)
         for batch_size in scenario.batch_sizes:
             prompts = prompter([texts[i % len(texts)] for i in range(batch_size)])
+            width = max(len(p) for p in prompts)
             backend.release()  # only this batch size's state is alive while it is measured
             _release_gpu_memory()
             with MeasuredMemory(backend.device) as measured:
-                backend.warm([(batch_size, max(len(p) for p in prompts) + scenario.timing_frames)])
+                backend.warm([(batch_size, width + scenario.timing_frames)])
                 runs = []
                 for i in range(runs_per_batch):
                     progress.update(task, description=f"timing batch {batch_size}")
                     runs.append(time_generation(backend, prompts, scenario.timing_frames, sampling))
                     progress.advance(task)
             batches.append(summarise_batch(batch_size, runs[scenario.warmup:], scenario.timing_frames, n, decode)
-                           | {"prompt_positions": max(len(p) for p in prompts)})
+                           | {"prompt_positions": width})
             memory.append({"batch_size": batch_size, **measured.report(backend.kv_cache_bytes())})
     after = gpu_state(backend.device)
     audio_s = runs_per_batch * sum(scenario.batch_sizes) * (scenario.timing_frames - n) / FRAME_RATE
