@@ -1,20 +1,23 @@
 """Replay a request trace through in-flight batching (generate/slots.py) and write each request's speech.
 
     python -m higgs_bench.serve --model DIR [--codec DIR] --requests R.jsonl --slots N --out DIR
-        [--greedy | --temperature T --top-p P ...] [--max-frames F] [--chunk-frames K] [--device D]
+        [--greedy | --temperature T --top-p P ...] [--max-frames F] [--batching inflight|static]
+        [--chunk-frames K --left-frames L --lookahead-frames A] [--device D]
 
 R.jsonl holds one JSON object per line: {"id": "a1", "text": "...", "arrival_s": 0.25}, optionally with
 "ref_audio" (a clip) and "ref_text" (its transcript) for voice cloning, and "max_frames". Requests join a
 free slot once their arrival time (seconds after the start) has come. The command writes <id>.codes.npy per
 request (and <id>.wav with --codec) and serving.json: per request the queue wait, time to first audio (from
-arrival to the first K-frame chunk, decoded by the codec: its decoding time is measured on the same chunk
-after the run and added), real-time factor, end-to-end latency and how it ended (EOS or the frame limit). A
-request that cannot run (no text, a missing clip, too long) is refused in serving.json on its own.
+arrival until the first K-frame chunk and its A lookahead frames are generated, plus the codec's time to decode
+them, measured on the run's device after the run), real-time factor, end-to-end latency and how it ended (EOS
+or the frame limit). A request that cannot run (no text, a missing clip, too long) is refused in serving.json
+on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -25,14 +28,16 @@ import numpy as np
 import soundfile
 
 from higgs_bench.backends.pytorch.backend import TorchBackend
+from higgs_bench.bench.serving import request_figures
+from higgs_bench.bench.timing import decode_seconds
 from higgs_bench.codec import load_codec
+from higgs_bench.codec.streaming import Streaming
 from higgs_bench.errors import HiggsBenchError, OutputError
 from higgs_bench.files import atomic_path, write_json
 from higgs_bench.generate.delay import codes_from_stream
 from higgs_bench.generate.inputs import expand_prompt
-from higgs_bench.generate.slots import Request, serve
+from higgs_bench.generate.slots import BATCHING, Admission, Request, serve
 from higgs_bench.model import dtypes
-from higgs_bench.model.config import FRAME_RATE
 from higgs_bench.model.prompt import DEFAULT_SCENE, encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.tts import add_generation_arguments, sampling_from_args
@@ -49,7 +54,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--slots", required=True, type=int, help="requests decoded together at most")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--scene", default=DEFAULT_SCENE, help="scene description ('' for none)")
-    parser.add_argument("--chunk-frames", type=int, default=10, help="frames of the first audio chunk")
+    parser.add_argument("--chunk-frames", type=int, default=Streaming.chunk_frames, help="frames per audio chunk")
+    parser.add_argument("--left-frames", type=int, default=Streaming.left_frames,
+                        help="frames before a chunk decoded with it (codec/streaming.py)")
+    parser.add_argument("--lookahead-frames", type=int, default=Streaming.lookahead_frames,
+                        help="frames after a chunk waited for and decoded with it")
+    parser.add_argument("--batching", choices=BATCHING, default="inflight",
+                        help="inflight: requests join free slots between steps; static: only when all are free")
     add_generation_arguments(parser)
     return parser.parse_args(argv)
 
@@ -120,27 +131,10 @@ def build_requests(entries, refused, args, backend, tokenizer) -> list[Request]:
     return requests
 
 
-def request_figures(result, codes, codec, chunk_frames: int) -> dict:
-    audio_s = codes.shape[1] / FRAME_RATE
-    figures = {"id": result.id, "status": "ok", "slot": result.slot, "arrival_s": result.arrival_s,
-               "queue_wait_ms": (result.admitted_s - result.arrival_s) * 1000,
-               "time_to_first_frame_ms": None if result.first_frame_s is None else
-               (result.first_frame_s - result.arrival_s) * 1000,
-               "e2e_ms": (result.finished_s - result.arrival_s) * 1000, "audio_s": audio_s,
-               "rtf": (result.finished_s - result.admitted_s) / audio_s if audio_s else None,
-               "ended_by": "frame limit" if result.eos_step is None else "eos"}
-    if codec is not None and codes.shape[1]:
-        chunk = codes[:, :chunk_frames]
-        start = time.perf_counter()
-        codec.decode(chunk)
-        ready = result.first_chunk_s if result.first_chunk_s is not None else result.finished_s
-        figures["time_to_first_audio_ms"] = (ready - result.arrival_s + time.perf_counter() - start) * 1000
-    return figures
-
-
 def run(args) -> Path:
     if args.slots < 1:
         raise HiggsBenchError(f"--slots={args.slots} must be >= 1")
+    stream = Streaming(args.chunk_frames, args.left_frames, args.lookahead_frames)  # refuses bad values first
     if (args.out / SUMMARY).exists():
         raise OutputError(f"--out {args.out} holds an earlier replay ({SUMMARY}); give another folder")
     entries, refused = read_requests(args.requests, args.max_frames)
@@ -148,8 +142,10 @@ def run(args) -> Path:
     requests = build_requests(entries, refused, args, backend, load_tokenizer(args.model))
     codec = load_codec(args.codec, device=args.device) if args.codec else None
     start = time.perf_counter()
-    results = serve(backend, requests, sampling_from_args(args), args.slots, chunk_frames=args.chunk_frames)
+    results = serve(backend, requests, sampling_from_args(args), args.slots, first_audio_frames=stream.first_window,
+                    admission=Admission(args.batching))
     wall_s = time.perf_counter() - start
+    first_chunk_s = decode_seconds(codec, backend.config.num_codebooks, stream.first_window) if codec else None
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [{"id": name, "status": "refused", "error": why} for name, why in refused.items()]
     bos, eos = backend.config.stream_bos_id, backend.config.stream_eos_id
@@ -163,9 +159,13 @@ def run(args) -> Path:
         if codec is not None:
             with atomic_path(args.out / f"{result.id}.wav") as temp:
                 soundfile.write(temp, codec.decode(codes), codec.sample_rate, format="WAV")
-        rows.append(request_figures(result, codes, codec, args.chunk_frames))
+        figures = request_figures(result, codes.shape[1], first_chunk_s or 0.0)
+        if codec is None:  # no codec, no audio: the first frames' time is all there is
+            del figures["time_to_first_audio_ms"]
+        rows.append(figures)
     done = [r for r in rows if r["status"] == "ok"]
-    write_json(args.out / SUMMARY, {"slots": args.slots, "requests": len(rows), "completed": len(done),
+    write_json(args.out / SUMMARY, {"slots": args.slots, "batching": args.batching, "requests": len(rows),
+                                    "completed": len(done), "streaming": dataclasses.asdict(stream),
                                     "refused": len(rows) - len(done), "wall_s": wall_s,
                                     "audio_s_per_s": sum(r["audio_s"] for r in done) / wall_s, "per_request": rows})
     return args.out / SUMMARY

@@ -22,6 +22,7 @@ def bench(cwd, *args):
 
 def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
     done = bench(tmp_path, *SMALL, "scenario.timing_frames=20", "scenario.audio_chunk_frames=4",
+                 "scenario.audio_lookahead_frames=2",
                  "scenario.min_frame_samples=30", "scenario.quality_seeds=[0,1]", "hydra.run.dir=run")
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "run" / "benchmark_report.json").read_text())
@@ -29,7 +30,8 @@ def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
     batches = record["timing"]["batches"]
     assert [b["batch_size"] for b in batches] == [1, 2]
     assert all(b["frame_ms"]["median"] > 0 and b["rtf"] > 0 and b["time_to_first_frame_ms"] > 0 for b in batches)
-    # 20 frames hold the first 4-frame chunk; one run has 19 frame latencies, so two runs reach 30
+    # 20 frames hold the first 4-frame chunk and its 2 lookahead frames; one run has 19 frame latencies, so two
+    # runs reach 30
     assert all(b["time_to_first_audio_ms"] > b["time_to_first_frame_ms"] and b["frame_ms"]["n"] == 38
                for b in batches)
     quality = record["quality"]
@@ -37,6 +39,7 @@ def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
     assert [s["seed"] for s in quality["per_seed"]] == [0, 1] and len(quality["utterances"]) == 2 * 3
     low, high = quality["wer_ci95"]  # two seeds: a confidence interval around their mean
     assert low <= quality["wer"] <= high and 0 <= quality["frame_cap_share"] <= 1 and quality["natural_throughput"] > 0
+    assert 0 < quality["stream_error_max"] < 0.5  # 2 lookahead frames: streamed audio near, not equal, to whole
     per_batch = record["memory"]["per_batch"]  # each batch size measured with only its own KV cache alive
     assert [m["batch_size"] for m in per_batch] == [1, 2] and 0 < per_batch[0]["kv_cache_gb"] < per_batch[1]["kv_cache_gb"]
     assert record["schema_version"] == 2 and len(record["provenance"]["config_hash"]) == 12

@@ -9,7 +9,8 @@ import torch
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
-from higgs_bench.generate.slots import Request, serve
+from higgs_bench.errors import HiggsBenchError
+from higgs_bench.generate.slots import Admission, Request, serve
 from higgs_bench.model.config import read_config
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from tests.parity import GREEDY
@@ -82,3 +83,53 @@ def test_a_request_too_long_is_refused_alone(backend, requests_pool):
     served = serve(backend, requests, GREEDY, slots=2)
     assert served[0].error is None and served[0].streams is not None
     assert served[1].streams is None and "positions" in served[1].error
+
+
+def in_system(served, t):
+    return sum(s.arrival_s <= t < s.finished_s for s in served)
+
+
+def test_static_batching_admits_only_into_an_empty_batch_and_gives_the_same_codes(backend, requests_pool):
+    rng = random.Random(3)
+    requests = [Request(f"s{i}", rng.choice(requests_pool), max_frames=rng.randint(12, 40),
+                        arrival_s=rng.uniform(0, 0.5)) for i in range(9)]
+    runs = {}
+    for batching in ("static", "inflight"):
+        clock = FakeClock()
+        runs[batching] = serve(backend, requests, GREEDY, slots=3, clock=clock, sleep=clock.sleep,
+                               admission=Admission(batching))
+    static = runs["static"]
+    for late in static:  # no request joins while one admitted before it is still decoding
+        earlier = [s for s in static if s.admitted_s < late.admitted_s]
+        assert all(s.finished_s <= late.admitted_s for s in earlier), late.id
+    assert len({s.admitted_s for s in static}) < len(static)  # guard: batches of several requests formed
+    for a, b in zip(static, runs["inflight"]):  # the same request, the same speech, whichever the batching
+        assert torch.equal(a.streams, b.streams) and a.eos_step == b.eos_step
+    assert max(s.finished_s for s in static) > max(s.finished_s for s in runs["inflight"])  # idle slots cost
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_closed_loop_keeps_its_clients_busy_and_no_more(backend, requests_pool, concurrency):
+    requests = [Request(f"c{i}", requests_pool[i % len(requests_pool)], max_frames=15 + i) for i in range(7)]
+    clock = FakeClock()
+    served = serve(backend, requests, GREEDY, slots=4, clock=clock, sleep=clock.sleep,
+                   admission=Admission("inflight", concurrency))
+    assert all(s.error is None for s in served)
+    assert max(in_system(served, s.arrival_s) for s in served) == concurrency
+    finishes = sorted(s.finished_s for s in served)
+    for k, s in enumerate(sorted(served, key=lambda s: s.arrival_s)):  # request k is sent once k - c have finished
+        if k >= concurrency:
+            assert s.arrival_s >= finishes[k - concurrency]
+    assert all(s.admitted_s - s.arrival_s < 0.1 for s in served)  # slots to spare: nobody queues
+
+
+def test_a_request_beyond_the_slots_positions_is_refused_alone(backend, requests_pool):
+    short, long = requests_pool[0], max(requests_pool, key=len)
+    requests = [Request("fits", short, 20), Request("too-wide", long, 20)]
+    served = serve(backend, requests, GREEDY, slots=2, positions=len(short) + 20)
+    assert served[0].error is None and "above the slots'" in served[1].error
+
+
+def test_unknown_batching_is_refused():
+    with pytest.raises(HiggsBenchError, match="batching='dynamic'"):
+        Admission("dynamic")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from higgs_bench.bench.timing import DecodeTimes, summarise_batch, time_decoding, time_generation
+from higgs_bench.codec.streaming import Streaming
 from higgs_bench.generate.sampling import SamplingConfig
 from tests.test_sampling_and_loop import ScriptedBackend, prompt
 
@@ -29,10 +30,10 @@ def test_stamps_read_the_frame_each_figure_is_defined_by():
     assert len(stamps) == frames and stamps[0] == pytest.approx(0.05)  # prefill + the forced BOS frame
     assert np.diff(stamps) == pytest.approx(0.01)  # every later frame 10 ms apart
 
-    decode = DecodeTimes(chunk_frames=10, chunk_s=0.02, utterance_s=0.1)
+    decode = DecodeTimes(first_window=14, chunk_s=0.02, utterance_s=0.1)  # a 10-frame chunk with 4 of lookahead
     summary = summarise_batch(2, [run, run], frames, num_codebooks=8, decode=decode)
     assert summary["time_to_first_frame_ms"] == pytest.approx(50 + 8 * 10)  # frame 8: codebook 7's first code
-    assert summary["time_to_first_audio_ms"] == pytest.approx(50 + 17 * 10 + 20)  # frames 8..17, then decoding
+    assert summary["time_to_first_audio_ms"] == pytest.approx(50 + 21 * 10 + 20)  # frames 8..21, then decoding
     assert summary["prefill_ms"] == pytest.approx(50)
     assert summary["frame_ms"]["n"] == 2 * (frames - 1) and summary["frame_ms"]["median"] == pytest.approx(10)
     assert summary["frame_ms"]["iqr"] == pytest.approx(0, abs=1e-9) and summary["runs"] == 2
@@ -44,7 +45,7 @@ def test_stamps_read_the_frame_each_figure_is_defined_by():
 
 def test_a_chunk_longer_than_the_run_has_no_first_audio_figure():
     run = {"stamps_s": list(np.arange(1, 13) * 0.01)}
-    summary = summarise_batch(1, [run], 12, 8, DecodeTimes(chunk_frames=10, chunk_s=0.01, utterance_s=0.01))
+    summary = summarise_batch(1, [run], 12, 8, DecodeTimes(first_window=10, chunk_s=0.01, utterance_s=0.01))
     assert "time_to_first_audio_ms" not in summary and summary["rtf_with_codec"] > summary["rtf"]
 
 
@@ -65,6 +66,6 @@ def test_decoding_is_timed_per_chunk_and_per_utterance():
             self.lengths.append(codes.shape[1])
 
     clock, codec = Clock(), Codec()
-    times = time_decoding(codec, 8, chunk_frames=10, utterance_frames=250, repeats=3, clock=clock)
-    assert codec.lengths == [10] * 4 + [250] * 4  # one warm-up each, then the timed repeats
-    assert times.chunk_frames == 10 and times.chunk_s > 0 and times.utterance_s > 0
+    times = time_decoding(codec, 8, Streaming(10, 10, 6), utterance_frames=250, repeats=3, clock=clock)
+    assert codec.lengths == [16] * 4 + [250] * 4  # the first chunk with its lookahead; one warm-up each
+    assert times.first_window == 16 and times.chunk_s > 0 and times.utterance_s > 0

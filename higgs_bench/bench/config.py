@@ -18,6 +18,7 @@ from higgs_bench.backends.pytorch.backend import COMPILE_MODES
 from higgs_bench.backends.pytorch.quantize import WEIGHT_KINDS
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.generate.slots import BATCHING
 from higgs_bench.model import dtypes
 
 
@@ -65,6 +66,21 @@ class EngineConfig:
 
 
 @dataclass
+class ServingConfig:
+    """Serving under load (bench/serving.py): the workload replayed at each load level and batching."""
+
+    requests: int = 0  # requests per level (0: no serving measurement)
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])  # closed loops of this many clients
+    rates: list[float] = field(default_factory=list)  # open loops: Poisson arrivals per second
+    batching: list[str] = field(default_factory=lambda: ["inflight", "static"])
+    slots: int | None = None  # requests decoded together at most (null: engine.max_batch_size)
+    clone_share: float = 0.25  # requests that clone a voice (the reference clip, or else the model's own speech)
+    reference_frames: int = 100  # the longest self-made reference (4 s)
+    frames_per_word: float = 10.0  # a request's frame limit: its words spoken at 2.5 words/s, +-25 %
+    seed: int = 0
+
+
+@dataclass
 class ScenarioConfig:
     name: str = MISSING
     texts: list[str] = field(default_factory=list)
@@ -81,12 +97,18 @@ class ScenarioConfig:
     # timed runs go on beyond `repeats` until the pooled per-frame latencies number at least this many (a p99
     # of fewer than 100 samples is just their maximum)
     min_frame_samples: int = 100
-    audio_chunk_frames: int = 10  # the first decoded audio chunk (time_to_first_audio_ms): 10 frames = 0.4 s
+    # streaming audio (codec/streaming.py): chunks of audio_chunk_frames frames (10 = 0.4 s), each decoded with
+    # audio_left_frames before it and, once generated, audio_lookahead_frames after it; time_to_first_audio_ms
+    # waits for the first chunk and its lookahead. 10 and 10 reproduce the whole-utterance decode exactly.
+    audio_chunk_frames: int = 10
+    audio_left_frames: int = 10
+    audio_lookahead_frames: int = 10
     quality_max_frames: int = 400  # natural stopping, capped
     quality_batch_size: int = 4  # the quality pass's own batch size, so that timing settings never change the speech
     quality_seeds: list[int] = field(default_factory=lambda: [0])  # sampled speech per seed; WER with a 95 % CI
     fidelity_frames: int = 32  # teacher-forced steps against the reference per prompt (0: no fidelity check)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(seed=0))
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
 @dataclass
@@ -101,9 +123,13 @@ class AsrConfig:
 
 @dataclass
 class SelectConfig:
-    objective: str = "rtf"  # rtf | throughput | latency
+    objective: str = "rtf"  # rtf | throughput | latency | max_streams (needs scenario.serving)
     max_wer: float | None = 0.25
     max_gpu_mem_gb: float | None = None
+    # service-level objectives of scenario.serving (goodput, max_streams): time from a request's arrival to its
+    # first decoded audio, and its real-time factor from admission to the end
+    slo_ttfa_ms: float = 200.0
+    slo_rtf: float = 1.0
 
 
 @dataclass
@@ -130,7 +156,7 @@ def register() -> None:
 
 
 TORCH_DTYPES = tuple(dtypes.TORCH)
-OBJECTIVES = ("rtf", "throughput", "latency")
+OBJECTIVES = ("rtf", "throughput", "latency", "max_streams")
 
 
 def check_config(cfg) -> None:
@@ -145,6 +171,8 @@ def check_config(cfg) -> None:
         (scenario.repeats >= 1, f"scenario.repeats={scenario.repeats}: give at least 1 timed run"),
         (scenario.min_frame_samples >= 0, f"scenario.min_frame_samples={scenario.min_frame_samples} must be >= 0"),
         (scenario.audio_chunk_frames >= 1, f"scenario.audio_chunk_frames={scenario.audio_chunk_frames} must be >= 1"),
+        (min(scenario.audio_left_frames, scenario.audio_lookahead_frames) >= 0,
+         "scenario.audio_left_frames and scenario.audio_lookahead_frames must be >= 0"),
         (len(scenario.batch_sizes) > 0, "scenario.batch_sizes is empty; give at least one batch size"),
         (min(scenario.batch_sizes, default=1) >= 1, f"scenario.batch_sizes={list(scenario.batch_sizes)}: each must be >= 1"),
         (len(scenario.texts) > 0, "scenario.texts is empty; give at least one sentence to speak"),
@@ -174,10 +202,39 @@ def check_config(cfg) -> None:
         if not ok:
             raise ConfigError(message)
     check_reference(scenario)
+    check_serving(scenario.serving, engine, select)
     try:
         SamplingConfig(**OmegaConf.to_container(scenario.sampling))
     except HiggsBenchError as err:
         raise ConfigError(f"scenario.sampling: {err}") from err
+
+
+def check_serving(serving, engine, select) -> None:
+    """The serving levels must be runnable: positive loads, known batching, slots within the engine."""
+    slots = serving.slots if serving.slots is not None else engine.max_batch_size
+    rules = [
+        (serving.requests >= 0, f"scenario.serving.requests={serving.requests} must be >= 0 (0: no serving run)"),
+        (all(c >= 1 for c in serving.concurrency), f"scenario.serving.concurrency={list(serving.concurrency)}: each "
+                                                   "must be >= 1"),
+        (all(math.isfinite(r) and r > 0 for r in serving.rates),
+         f"scenario.serving.rates={list(serving.rates)}: each must be a positive number of requests per second"),
+        (all(b in BATCHING for b in serving.batching),
+         f"scenario.serving.batching={list(serving.batching)}: choose from {', '.join(BATCHING)}"),
+        (not serving.requests or len(serving.batching) > 0, "scenario.serving.batching is empty"),
+        (not serving.requests or len(serving.concurrency) + len(serving.rates) > 0,
+         "scenario.serving has requests but no load levels: give concurrency or rates"),
+        (1 <= slots <= engine.max_batch_size,
+         f"scenario.serving.slots={slots}: give 1 to engine.max_batch_size={engine.max_batch_size}"),
+        (0 <= serving.clone_share <= 1, f"scenario.serving.clone_share={serving.clone_share} must lie in 0..1"),
+        (serving.reference_frames > 0, f"scenario.serving.reference_frames={serving.reference_frames} must be > 0"),
+        (serving.frames_per_word > 0, f"scenario.serving.frames_per_word={serving.frames_per_word} must be > 0"),
+        (select.slo_ttfa_ms > 0 and select.slo_rtf > 0, "select.slo_ttfa_ms and select.slo_rtf must be > 0"),
+        (select.objective != "max_streams" or serving.requests > 0,
+         "select.objective=max_streams needs a serving measurement: use scenario=serving"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
 
 
 def check_reference(scenario) -> None:

@@ -1,5 +1,6 @@
 """Comparing runs: one row per variant from the run records, a rich table, the deployment pick,
-summary files (CSV, JSON) and a plot of throughput and frame latency against batch size."""
+summary files (CSV, JSON) and a plot of throughput and frame latency against batch size; with scenario.serving
+also a table per load level and a plot of latency against delivered throughput."""
 
 from __future__ import annotations
 
@@ -32,8 +33,22 @@ COLUMNS = {  # key: (header, format, better)
     "peak_rss_gb": ("peak RSS GB", "{:.2f}", "low"),
     "wer": ("WER", "{:.3f}", "low"),
     "top1": ("top-1 vs ref", "{:.1%}", "high"),
+    "max_streams": ("streams in SLO", "{}", "high"),  # scenario.serving: most in-flight streams within the SLOs
 }
-OBJECTIVE_KEYS = {"rtf": ("rtf", "low"), "throughput": ("throughput", "high"), "latency": ("frame_ms", "low")}
+OBJECTIVE_KEYS = {"rtf": ("rtf", "low"), "throughput": ("throughput", "high"), "latency": ("frame_ms", "low"),
+                  "max_streams": ("max_streams", "high")}
+SERVING_COLUMNS = {  # key in a level summary: (header, format)
+    "completed": ("done", "{}"),
+    "audio_s_per_s": ("audio s/s", "{:.2f}"),
+    "time_to_first_audio_ms.p50": ("first audio p50", "{:.0f}"),
+    "time_to_first_audio_ms.p99": ("p99", "{:.0f}"),
+    "rtf.p50": ("RTF p50", "{:.3f}"),
+    "rtf.p99": ("p99", "{:.3f}"),
+    "e2e_ms.p50": ("e2e ms p50", "{:.0f}"),
+    "e2e_ms.p99": ("p99", "{:.0f}"),
+    "queue_wait_ms.p99": ("queue p99", "{:.0f}"),
+    "goodput": ("goodput req/s", "{:.2f}"),
+}
 
 
 def find_records(paths) -> list[Path]:
@@ -75,6 +90,9 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "wer_ci95": quality.get("wer_ci95"),
         "natural_throughput": quality.get("natural_throughput"),
         "top1": (record.get("fidelity") or {}).get("top1_agreement"),
+        "max_streams": (record.get("serving") or {}).get("max_streams"),
+        "serving": (record.get("serving") or {}).get("levels", []),
+        "slo": (record.get("serving") or {}).get("slo"),
         "error": record.get("error"),
         "device": measured_on["device"],
         "workload": measured_on,
@@ -99,9 +117,9 @@ def load_rows(paths) -> list[dict]:
 
 
 def unreadable_row(path: Path) -> dict:
-    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "device", "frame_spread", "wer_ci95"])
+    row = dict.fromkeys(["build_s", "size_gb", *COLUMNS, "device", "frame_spread", "wer_ci95", "slo"])
     return row | {"variant": f"unreadable: {path}", "status": "unreadable", "source": str(path.parent),
-                  "error": "damaged or not a higgs-bench record", "batches": [], "workload": {}}
+                  "error": "damaged or not a higgs-bench record", "batches": [], "serving": [], "workload": {}}
 
 
 @dataclass
@@ -158,7 +176,8 @@ def _disqualified(row, key, max_wer, max_gpu_mem_gb) -> str | None:
     if row["status"] != "ok":
         return "failed"
     if row[key] is None:
-        return f"no {key} measured"
+        return "no in-flight load level within the SLOs" if key == "max_streams" and row["serving"] else \
+            f"no {key} measured"
     if max_wer is not None and (row["wer"] is None or row["wer"] > max_wer):
         return "WER not measured" if row["wer"] is None else f"WER {row['wer']:.3f} > {max_wer}"
     if max_gpu_mem_gb is not None and row["peak_gpu_gb"] is not None and row["peak_gpu_gb"] > max_gpu_mem_gb:
@@ -188,6 +207,37 @@ def table(rows: list[dict], chosen: Pick | None = None, title="higgs-bench") -> 
     if chosen is not None:
         out.caption = ("deploy: " if chosen.row else "") + chosen.reason
     return out
+
+
+def serving_table(rows: list[dict]) -> Table | None:
+    """Per variant, batching and load level: what was delivered and how fast, against the objectives."""
+    measured = [r for r in rows if r["serving"]]
+    if not measured:
+        return None
+    out = Table(title="serving under load")
+    for header in ("variant", "batching", "load"):
+        out.add_column(header, style="bold" if header == "variant" else None)
+    for header, _ in SERVING_COLUMNS.values():
+        out.add_column(header, justify="right")
+    out.add_column("in SLO")
+    for row in measured:
+        for level in row["serving"]:
+            cells = [row["variant"], level["batching"], level["load"]]
+            for key, (_, fmt) in SERVING_COLUMNS.items():
+                value = _dotted(level, key)
+                cells.append("-" if value is None else fmt.format(value))
+            cells.append("[green]yes[/]" if level["meets_slo"] else "[red]no[/]")
+            out.add_row(*cells)
+    slo = measured[0]["slo"] or {}
+    out.caption = (f"in SLO: every request's first audio within {slo.get('time_to_first_audio_ms')} ms and RTF <= "
+                   f"{slo.get('rtf')}; goodput: requests per second that met both")
+    return out
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = (tree or {}).get(part)
+    return tree
 
 
 def _best_values(rows) -> dict:
@@ -225,8 +275,8 @@ def write_summary(rows: list[dict], chosen: Pick, out_dir: Path) -> list[Path]:
                                       "reason": chosen.reason}}
     write_json(out_dir / "summary.json", summary)
     written = [out_dir / "summary.csv", out_dir / "summary.json"]
-    plot = plot_batches(rows, out_dir / "batch_scaling.png")
-    return written + ([plot] if plot else [])
+    plots = [plot_batches(rows, out_dir / "batch_scaling.png"), plot_serving(rows, out_dir / "serving.png")]
+    return written + [plot for plot in plots if plot]
 
 
 def plot_batches(rows: list[dict], path: Path) -> Path | None:
@@ -257,6 +307,43 @@ def plot_batches(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_serving(rows: list[dict], path: Path) -> Path | None:
+    """Latency against delivered throughput, one line per variant and batching over its load levels."""
+    measured = [r for r in rows if r["serving"]]
+    if not measured:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for row in measured:
+        for batching in dict.fromkeys(level["batching"] for level in row["serving"]):
+            for loop, marker in (("concurrency", "o"), ("rate", "s")):
+                levels = sorted((lv for lv in row["serving"] if lv["batching"] == batching and lv[loop] is not None
+                                 and lv["audio_s_per_s"]), key=lambda lv: lv["audio_s_per_s"])
+                if not levels:
+                    continue
+                label = f"{row['variant']} {batching} ({'closed loop' if loop == 'concurrency' else 'Poisson'})"
+                x = [lv["audio_s_per_s"] for lv in levels]
+                left.plot(x, [lv["time_to_first_audio_ms"]["p99"] for lv in levels], marker=marker, label=label)
+                right.plot(x, [lv["e2e_ms"]["p50"] for lv in levels], marker=marker, label=label)
+    slo = measured[0]["slo"] or {}
+    if slo.get("time_to_first_audio_ms"):
+        left.axhline(slo["time_to_first_audio_ms"], color="grey", linestyle="--", linewidth=1)
+    left.set(xlabel="audio seconds delivered per second", ylabel="ms", title="time to first audio, p99")
+    right.set(xlabel="audio seconds delivered per second", ylabel="ms", title="end-to-end latency, p50")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def render(rows, select, out_dir: Path | None = None, console: Console | None = None,
            title="higgs-bench") -> tuple[Pick, list[Path]]:
     """Print the table with the pick; with `out_dir`, also write the summary files. Returns the pick and the
@@ -264,4 +351,7 @@ def render(rows, select, out_dir: Path | None = None, console: Console | None = 
     chosen = pick(rows, select.objective, select.max_wer, select.max_gpu_mem_gb)
     console = console or Console(width=max(Console().width, 250))
     console.print(table(rows, chosen, title))
+    under_load = serving_table(rows)
+    if under_load is not None:
+        console.print(under_load)
     return chosen, write_summary(rows, chosen, out_dir) if out_dir is not None else []

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from higgs_bench.backends.pytorch.backend import TorchBackend
-from higgs_bench.bench import asr
+from higgs_bench.bench import asr, serving
 from higgs_bench.bench.build import build, load_torch_engine, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
@@ -29,8 +29,9 @@ from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.memory import MeasuredMemory
 from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per_audio_second, git_sha, gpu_state
 from higgs_bench.bench.report import RECORD
-from higgs_bench.bench.timing import summarise_batch, time_decoding, time_generation
-from higgs_bench.codec import load_codec
+from higgs_bench.bench.timing import decode_seconds, summarise_batch, time_decoding, time_generation
+from higgs_bench.codec import load_codec, streaming
+from higgs_bench.codec.streaming import Streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.inputs import expand_prompt
@@ -146,6 +147,8 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
         codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
         record["timing"] = measure_speed(cfg, backend, prompter, codec)
         record["quality"] = measure_quality(cfg, backend, prompter, out_dir, codec)
+        if cfg.scenario.serving.requests:
+            record["serving"] = measure_load(cfg, backend, prompter, codec)
     record["memory"] = memory_report(record["timing"].pop("memory"), whole_run, weights_bytes)
     batch_one = [b for b in record["timing"]["batches"] if b["batch_size"] == 1]
     if device.type == "cuda" and batch_one:
@@ -217,11 +220,22 @@ def planned_shapes(cfg, prompter: Prompter) -> list[tuple[int, int]]:
     shapes += [shape(texts[i : i + chunk], scenario.quality_max_frames) for i in range(0, len(texts), chunk)]
     if scenario.fidelity_frames:
         shapes.append(shape(texts[:FIDELITY_PROMPTS], scenario.fidelity_frames))
+    if scenario.serving.requests:
+        _, positions = serving.plan(scenario, prompter, prompter.config.num_codebooks)
+        shapes.append((serving_slots(cfg), positions))
+        if prompter.reference_codes is None:  # the cloning requests' reference is the model's own speech
+            shapes.append(shape(texts[serving.REFERENCE_TEXT_INDEX : serving.REFERENCE_TEXT_INDEX + 1],
+                                scenario.serving.reference_frames))
     return shapes
 
 
 def sampling_config(cfg) -> SamplingConfig:
     return SamplingConfig(**OmegaConf.to_container(cfg.scenario.sampling))  # validates the values
+
+
+def streaming_config(cfg) -> Streaming:
+    scenario = cfg.scenario
+    return Streaming(scenario.audio_chunk_frames, scenario.audio_left_frames, scenario.audio_lookahead_frames)
 
 
 def codec_dir(cfg) -> Path:
@@ -237,7 +251,7 @@ def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
     scenario, sampling = cfg.scenario, sampling_config(cfg)
     texts = list(scenario.texts)
     n = backend.config.num_codebooks
-    decode = time_decoding(codec, n, scenario.audio_chunk_frames, scenario.timing_frames - n)
+    decode = time_decoding(codec, n, streaming_config(cfg), scenario.timing_frames - n)
     runs_per_batch = scenario.warmup + timed_runs(scenario)
     batches, memory = [], []
     before = gpu_state(backend.device)
@@ -261,8 +275,30 @@ def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
     after = gpu_state(backend.device)
     audio_s = runs_per_batch * sum(scenario.batch_sizes) * (scenario.timing_frames - n) / FRAME_RATE
     return {"batches": batches, "memory": memory, "gpu_before": before, "gpu_after": after,
-            "energy_j_per_audio_s": energy_per_audio_second(before, after, audio_s), "decode": {"device": str(codec.device), "chunk_frames": decode.chunk_frames,
-                                           "chunk_ms": decode.chunk_s * 1000, "utterance_ms": decode.utterance_s * 1000}}
+            "energy_j_per_audio_s": energy_per_audio_second(before, after, audio_s), "decode": {"device": str(codec.device), "first_window_frames": decode.first_window,
+                       "first_chunk_ms": decode.chunk_s * 1000, "utterance_ms": decode.utterance_s * 1000}}
+
+
+def serving_slots(cfg) -> int:
+    slots = cfg.scenario.serving.slots
+    return cfg.engine.max_batch_size if slots is None else slots
+
+
+def measure_load(cfg, backend, prompter: Prompter, codec) -> dict:
+    """scenario.serving: the workload at every load level (bench/serving.py)."""
+    stream, n = streaming_config(cfg), backend.config.num_codebooks
+    first_chunk_s = decode_seconds(codec, n, stream.first_window)
+    levels = serving.levels(cfg.scenario.serving)
+    with _progress() as progress:
+        task = progress.add_task("serving", total=len(levels))
+
+        def on_level(level):
+            progress.update(task, advance=1, description=f"serving ({level.batching} {level.load} done)")
+
+        result = serving.measure_serving(cfg.scenario, backend, prompter, serving_slots(cfg), stream.first_window,
+                                         first_chunk_s, cfg.select.slo_ttfa_ms, cfg.select.slo_rtf,
+                                         sampling_config(cfg), on_level)
+    return result | {"first_chunk_decode_ms": first_chunk_s * 1000}
 
 
 def quality_seeds(cfg) -> list[int]:
@@ -273,9 +309,11 @@ def quality_seeds(cfg) -> list[int]:
 
 def measure_quality(cfg, backend, prompter: Prompter, out_dir: Path, codec) -> dict:
     """Natural stopping on every scenario text for each seed, in batches of scenario.quality_batch_size, speech
-    written as WAVs; WER per seed and its mean with a 95 % confidence interval when a recogniser is on."""
+    written as WAVs (the whole-utterance decode); the streamed decode's error against it; WER per seed and its
+    mean with a 95 % confidence interval when a recogniser is on."""
     scenario, texts = cfg.scenario, list(cfg.scenario.texts)
     cfg_model, chunk, seeds = backend.config, scenario.quality_batch_size, quality_seeds(cfg)
+    stream = streaming_config(cfg)
     rows, generating_s = [], 0.0
     with _progress() as progress:
         task = progress.add_task("speech for WER", total=len(texts) * len(seeds))
@@ -289,14 +327,17 @@ def measure_quality(cfg, backend, prompter: Prompter, out_dir: Path, codec) -> d
                 generating_s += time.perf_counter() - started
                 for offset, codes in enumerate(result.codes(cfg_model.stream_bos_id, cfg_model.stream_eos_id)):
                     wav = out_dir / f"utt_s{seed}_{start + offset:03d}.wav"
+                    whole = codec.decode(codes)
                     with atomic_path(wav) as temp:
-                        soundfile.write(temp, codec.decode(codes), codec.sample_rate)
+                        soundfile.write(temp, whole, codec.sample_rate)
                     rows.append({"seed": seed, "text": batch[offset], "wav": wav.name, "frames": codes.shape[1],
                                  "audio_s": codes.shape[1] / FRAME_RATE,
-                                 "ended_by_eos": result.eos_step[offset] is not None})
+                                 "ended_by_eos": result.eos_step[offset] is not None,
+                                 "stream_error": streaming.measure(codec, codes, stream, whole)["rel_error"]})
                     progress.advance(task)
     quality = {"utterances": rows, "seeds": seeds, "wer": None, "mean_wer": None,
                "frame_cap_share": sum(not r["ended_by_eos"] for r in rows) / len(rows),
+               "stream_error_max": max(r["stream_error"] for r in rows),  # relative L2, the worst utterance
                # audio produced per second of generating with natural stopping: finished rows of a static
                # batch keep decoding until the last one ends, which the fixed-work timing does not show
                "natural_throughput": sum(r["audio_s"] for r in rows) / generating_s}

@@ -3,9 +3,9 @@ synchronisation) or the host clock on CPU, warm-up runs excluded. A timed run pa
 the all-finished check included (generate evaluates it every step and only ignores it here).
 
 Per batch size: time to the first frame every codebook has reached (`time_to_first_frame_ms`), time to the
-first decoded audio (that chunk's last frame plus decoding it with the run's codec, on the run's device:
-`time_to_first_audio_ms`), per-frame latency percentiles pooled over every run with their sample count and
-spread, and real-time factors without and with decoding.
+first decoded audio (the first chunk's window, lookahead included (codec/streaming.py), generated, then
+decoded with the run's codec on the run's device: `time_to_first_audio_ms`), per-frame latency percentiles
+pooled over every run with their sample count and spread, and real-time factors without and with decoding.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from higgs_bench.codec.streaming import Streaming
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.config import FRAME_RATE
@@ -47,29 +48,33 @@ class FrameStamps:
 
 @dataclass(frozen=True)
 class DecodeTimes:
-    """Seconds the codec takes, on the run's device, for the first audio chunk and for a whole utterance."""
+    """Seconds the codec takes, on the run's device, for the first audio chunk (decoded from its first
+    `first_window` frames: the chunk and its lookahead) and for a whole utterance."""
 
-    chunk_frames: int
+    first_window: int
     chunk_s: float
     utterance_s: float
 
 
-def time_decoding(codec, num_codebooks: int, chunk_frames: int, utterance_frames: int, repeats: int = 3,
+def decode_seconds(codec, num_codebooks: int, frames: int, repeats: int = 3, clock=time.perf_counter) -> float:
+    """Median seconds of decoding `frames` frames of one row (decoding time does not depend on the code values;
+    the codec returns audio on the host, as a player needs it)."""
+    codes = np.zeros((num_codebooks, frames), dtype=np.int64)
+    codec.decode(codes)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        codec.decode(codes)
+        times.append(clock() - start)
+    return float(np.median(times))
+
+
+def time_decoding(codec, num_codebooks: int, streaming: Streaming, utterance_frames: int, repeats: int = 3,
                   clock=time.perf_counter) -> DecodeTimes:
-    """Median seconds of decoding `chunk_frames` and `utterance_frames` frames of one row (decoding time does
-    not depend on the code values; the codec returns audio on the host, as a player needs it)."""
-
-    def seconds(frames: int) -> float:
-        codes = np.zeros((num_codebooks, frames), dtype=np.int64)
-        codec.decode(codes)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = clock()
-            codec.decode(codes)
-            times.append(clock() - start)
-        return float(np.median(times))
-
-    return DecodeTimes(chunk_frames, seconds(chunk_frames), seconds(utterance_frames))
+    """Decoding times of the first chunk's window and of a whole utterance of `utterance_frames` frames."""
+    return DecodeTimes(streaming.first_window,
+                       decode_seconds(codec, num_codebooks, streaming.first_window, repeats, clock),
+                       decode_seconds(codec, num_codebooks, utterance_frames, repeats, clock))
 
 
 def time_generation(backend, prompts, frames: int, sampling: SamplingConfig, clock=time.perf_counter) -> dict:
@@ -108,7 +113,7 @@ def summarise_batch(batch_size: int, runs: list[dict], frames: int, num_codebook
         "throughput": batch_size * audio_s / e2e,  # seconds of audio per second
     }
     if decode is not None:
-        last = num_codebooks + decode.chunk_frames - 1
+        last = num_codebooks + decode.first_window - 1
         if last < frames:
             summary["time_to_first_audio_ms"] = (float(np.median(stamps[:, last])) + decode.chunk_s) * 1000
         summary["rtf_with_codec"] = (e2e + batch_size * decode.utterance_s) / audio_s

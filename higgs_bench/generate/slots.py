@@ -5,6 +5,9 @@ EOS step and history, and the backend keeps each slot's keys and values at its o
 batch is the case where every request arrives at once and there are as many slots as requests. Each decode
 step costs one host synchronisation: which slots finished.
 
+Who joins when is the `Admission`: in-flight or static batching, in an open loop (requests come at their
+arrival times) or a closed loop of a fixed number of clients.
+
 Backends serve it with three calls besides `step`: `open_slots(slots, positions)`, and
 `prefill_slots(slot_ids, prompts)`, which writes the prompts into those slots (forgetting what they held).
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from higgs_bench.errors import HiggsBenchError
+from higgs_bench.errors import GenerationError, HiggsBenchError
 from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.generate.loop import check_request, initial_history, record_frame
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
@@ -41,7 +44,7 @@ class Served:
     eos_step: int | None = None
     admitted_s: float | None = None
     first_frame_s: float | None = None  # the first frame every codebook has reached
-    first_chunk_s: float | None = None  # the last frame of the first `chunk_frames` decodable ones
+    first_chunk_s: float | None = None  # the last of the first `first_audio_frames` decodable frames
     finished_s: float | None = None
     slot: int | None = None
     error: str | None = None
@@ -54,31 +57,69 @@ class _Slot:
     frames: list
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Who may join, and when. inflight: a free slot takes the next request between two steps; static: requests
+    join only when every slot is free (a batch runs until its last request ends). concurrency: a closed loop of
+    that many clients, each sending its next request when the previous one has finished (its arrival time is
+    then); None: requests arrive at their own arrival_s (an open loop)."""
+
+    batching: str = "inflight"
+    concurrency: int | None = None
+
+    def __post_init__(self):
+        if self.batching not in BATCHING:
+            raise HiggsBenchError(f"batching={self.batching!r}; choose one of {', '.join(BATCHING)}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise HiggsBenchError(f"concurrency={self.concurrency} must be >= 1")
+
+
+BATCHING = ("inflight", "static")
+
+
 def serve(backend, requests: list[Request], sampling: SamplingConfig, slots: int, clock=time.perf_counter,
-          sleep=time.sleep, chunk_frames: int = 10) -> list[Served]:
+          sleep=time.sleep, first_audio_frames: int = 20, admission: Admission = Admission(),
+          positions: int | None = None) -> list[Served]:
     """Run the requests through `slots` slots in arrival order; returns one Served per request, in input order.
-    Times are seconds after the start; `chunk_frames` sets when the first audio chunk is complete."""
+    Times are seconds after the start; the first audio chunk can be decoded once `first_audio_frames` decodable
+    frames exist (codec/streaming.py: the chunk and its lookahead). `positions`: the cache positions each slot
+    gets (default: the longest request's)."""
     outcomes = {r.id: Served(r.id, r.arrival_s) for r in requests}
     if len(outcomes) != len(requests):
         raise HiggsBenchError("request ids must be unique")
-    waiting = deque()
+    pending = deque()
     for request in sorted(requests, key=lambda r: r.arrival_s):
         try:
             check_request(backend, [request.prompt], request.max_frames)
-            waiting.append(request)
+            if positions and len(request.prompt) + request.max_frames > positions:
+                raise GenerationError(f"the request needs {len(request.prompt) + request.max_frames} positions, "
+                                      f"above the slots' {positions}")
+            pending.append(request)
         except HiggsBenchError as err:  # refused on its own; the others go on
             outcomes[request.id].error = str(err)
-    if waiting:
-        _run(backend, waiting, outcomes, sampling, slots, clock, sleep, chunk_frames)
+    if pending:
+        positions = positions or max(len(r.prompt) + r.max_frames for r in pending)
+        _run(backend, pending, outcomes, sampling, slots, positions, clock, sleep, first_audio_frames, admission)
     return [outcomes[r.id] for r in requests]
 
 
+def _arrive(pending: deque, queue: deque, busy: int, outcomes: dict, now: float, admission: Admission) -> None:
+    """Move the requests that have arrived by `now` from `pending` to `queue`; in a closed loop only while
+    fewer than `concurrency` requests are in the system, each arriving now."""
+    while pending and pending[0].arrival_s <= now:
+        if admission.concurrency is not None:
+            if busy + len(queue) >= admission.concurrency:
+                return
+            outcomes[pending[0].id].arrival_s = now
+        queue.append(pending.popleft())
+
+
 @torch.inference_mode()
-def _run(backend, waiting: deque, outcomes: dict, sampling: SamplingConfig, slots: int, clock, sleep,
-         chunk_frames: int) -> None:
+def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slots: int, positions: int, clock,
+         sleep, first_audio_frames: int, admission: Admission) -> None:
     cfg, device = backend.config, backend.device
     bos, eos, n = cfg.stream_bos_id, cfg.stream_eos_id, cfg.num_codebooks
-    backend.open_slots(slots, max(len(r.prompt) + r.max_frames for r in waiting))
+    backend.open_slots(slots, positions)
     generator = torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
     steps = torch.zeros(slots, dtype=torch.long, device=device)
     eos_step = torch.full((slots,), NO_EOS_YET, dtype=torch.long, device=device)
@@ -87,25 +128,30 @@ def _run(backend, waiting: deque, outcomes: dict, sampling: SamplingConfig, slot
         if sampling.uses_ras else None
     logits = torch.zeros((slots, n, cfg.audio_vocab_size), device=device)
     occupied: dict[int, _Slot] = {}
+    queue = deque()
     start = clock()
-    while waiting or occupied:
+    while pending or queue or occupied:
         now = clock() - start
+        _arrive(pending, queue, len(occupied), outcomes, now, admission)
         free = [i for i in range(slots) if i not in occupied]
+        if admission.batching == "static" and occupied:
+            free = []
         joining = []
-        while free and waiting and waiting[0].arrival_s <= now:
-            joining.append((free.pop(0), waiting.popleft()))
+        while free and queue:
+            joining.append((free.pop(0), queue.popleft()))
         if joining:
             rows = [slot for slot, _ in joining]
             logits[rows] = backend.prefill_slots(rows, [r.prompt for _, r in joining]).float()
+            admitted = clock() - start
             for slot, request in joining:
                 served = outcomes[request.id]
-                served.admitted_s, served.slot = clock() - start, slot
+                served.admitted_s, served.slot = admitted, slot
                 occupied[slot] = _Slot(request, served, [])
                 steps[slot], eos_step[slot], limits[slot] = 0, NO_EOS_YET, request.max_frames
                 if history is not None:
                     history[slot] = initial_history([request.prompt], sampling, eos, device)[0]
         if not occupied:
-            sleep(max(0.0, waiting[0].arrival_s - now))
+            sleep(max(0.0, pending[0].arrival_s - now))
             continue
         frame = choose_frame(logits, steps, eos_step, history, sampling, generator, bos, eos)
         eos_step, history = record_frame(frame, steps, eos_step, history, eos)
@@ -115,7 +161,7 @@ def _run(backend, waiting: deque, outcomes: dict, sampling: SamplingConfig, slot
             state.frames.append(frame[slot])
             if len(state.frames) == n + 1:
                 state.served.first_frame_s = now
-            if len(state.frames) == n + chunk_frames:
+            if len(state.frames) == n + first_audio_frames:
                 state.served.first_chunk_s = now
             if finished[slot]:
                 _finish(state, now, eos_step[slot])

@@ -164,20 +164,27 @@ class TorchBackend:
     @torch.inference_mode()
     def prefill_slots(self, slots: list[int], prompts: list[PromptInputs]) -> torch.Tensor:
         """Run the prompts as a batch of their own, then place their keys and values into rows `slots` of the
-        open state; whatever those rows held before is forgotten. Returns their logits."""
+        open state, each prompt from column 0 (its left padding dropped: keys carry their RoPE position, not
+        their column), so that a request needs only its own positions; whatever those rows held before is
+        forgotten. Returns their logits."""
         state, width = self.state, max(len(p) for p in prompts)
         if width >= state.key_valid.shape[1]:
             raise GenerationError(f"a prompt of {width} positions does not fit the open slots' "
                                   f"{state.key_valid.shape[1]} cache columns")
         alone = self._new_state(len(prompts), width)
         logits = self._prefill_into(alone, prompts)
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        source = (torch.arange(width, device=self.device) + (width - lengths)[:, None]).clamp(max=width - 1)
         rows = torch.tensor(slots, device=self.device)
-        for (key, value), (new_key, new_value) in zip(state.caches, alone.caches):
-            key[rows, :, :width], value[rows, :, :width] = new_key, new_value
+        for pair, new_pair in zip(state.caches, alone.caches):
+            for cache, new in zip(pair, new_pair):
+                index = source[:, None, :, None].expand(-1, new.shape[1], -1, new.shape[3])
+                cache[rows, :, :width] = new.gather(2, index)
+        in_prompt = torch.arange(width, device=self.device) < lengths[:, None]
         for mine, theirs in ((state.key_valid, alone.key_valid), (state.key_audio, alone.key_audio)):
             mine[rows] = False
-            mine[rows, :width] = theirs
-        state.next_position[rows], state.column[rows] = alone.next_position, width
+            mine[rows, :width] = theirs.gather(1, source) & in_prompt
+        state.next_position[rows], state.column[rows] = alone.next_position, lengths
         return logits
 
     def _check_positions(self, positions: int) -> None:

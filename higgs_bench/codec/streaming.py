@@ -1,0 +1,78 @@
+"""Streaming audio: decode the codes chunk by chunk while the rest is generated.
+
+The codec's decoder is not causal (its convolutions see about ten frames on each side), so a chunk decoded
+alone is wrong at its edges. Each chunk is therefore decoded with `left_frames` of the frames before it and,
+once they exist, `lookahead_frames` of the frames after it; only the chunk's own samples are kept. Lookahead
+costs latency (the first audio waits for chunk + lookahead frames); left context costs decoding time only.
+`stream_error` measures what a setting loses against decoding the whole utterance at once; the defaults are
+picked by that measurement (docs/serving.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from higgs_bench.errors import HiggsBenchError
+
+
+@dataclass(frozen=True)
+class Streaming:
+    chunk_frames: int = 10  # 0.4 s of audio per chunk
+    # the decoder sees exactly 10 frames on each side: with 10 and 10 the chunks equal the whole decode
+    # (docs/serving.md), and 10 frames of lookahead cost 10 decode steps, not 0.4 s
+    left_frames: int = 10
+    lookahead_frames: int = 10
+
+    def __post_init__(self):
+        if self.chunk_frames < 1:
+            raise HiggsBenchError(f"chunk_frames={self.chunk_frames} must be >= 1")
+        if self.left_frames < 0 or self.lookahead_frames < 0:
+            raise HiggsBenchError(f"left_frames={self.left_frames} and lookahead_frames={self.lookahead_frames} "
+                                  "must be >= 0")
+
+    @property
+    def first_window(self) -> int:
+        """Frames decoded for the first chunk (it has no left context)."""
+        return self.chunk_frames + self.lookahead_frames
+
+    def windows(self, frames: int) -> Iterator[tuple[int, int, int, int]]:
+        """(decode_from, decode_to, keep_from, keep_to) frame indices of each chunk of an utterance of
+        `frames` frames; the kept ranges tile 0..frames exactly once."""
+        for start in range(0, frames, self.chunk_frames):
+            end = min(frames, start + self.chunk_frames)
+            yield max(0, start - self.left_frames), min(frames, end + self.lookahead_frames), start, end
+
+
+def decode_chunks(codec, codes: np.ndarray, streaming: Streaming) -> Iterator[np.ndarray]:
+    """The waveform of `codes` [N, frames] chunk by chunk, as a player would receive it."""
+    hop = codec.config.hop_length
+    for lo, hi, start, end in streaming.windows(codes.shape[1]):
+        wave = codec.decode(codes[:, lo:hi])
+        yield wave[(start - lo) * hop : (end - lo) * hop]
+
+
+def stream_error(whole: np.ndarray, streamed: np.ndarray) -> dict:
+    """How far the chunked waveform is from the whole-utterance decode: the error's L2 norm relative to the
+    signal's (0 when identical; 0.01 is a 40 dB signal-to-error ratio) and the largest sample error relative
+    to the largest sample."""
+    if whole.shape != streamed.shape:
+        raise HiggsBenchError(f"streamed audio has {streamed.shape[0]} samples, the whole decode {whole.shape[0]}")
+    whole = whole.astype(np.float64)
+    error = whole - streamed
+    signal, peak = float(np.linalg.norm(whole)), float(np.max(np.abs(whole), initial=0.0))
+    return {"rel_error": float(np.linalg.norm(error)) / signal if signal else 0.0,
+            "max_error": float(np.max(np.abs(error), initial=0.0)) / peak if peak else 0.0}
+
+
+def snr_db(rel_error: float) -> float:
+    return float("inf") if rel_error == 0 else -20 * float(np.log10(rel_error))
+
+
+def measure(codec, codes: np.ndarray, streaming: Streaming, whole: np.ndarray | None = None) -> dict:
+    """stream_error of one utterance under `streaming` (pass `whole` when it is already decoded)."""
+    whole = codec.decode(codes) if whole is None else whole
+    streamed = np.concatenate(list(decode_chunks(codec, codes, streaming))) if codes.shape[1] else whole
+    return stream_error(whole, streamed)
