@@ -39,7 +39,7 @@ def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
     assert [s["seed"] for s in quality["per_seed"]] == [0, 1] and len(quality["utterances"]) == 2 * 3
     low, high = quality["wer_ci95"]  # two seeds: a confidence interval around their mean
     assert low <= quality["wer"] <= high and 0 <= quality["frame_cap_share"] <= 1 and quality["natural_throughput"] > 0
-    assert 0 < quality["stream_error_max"] < 0.5  # 2 lookahead frames: streamed audio near, not equal, to whole
+    assert quality["stream_error_max"] > 1e-3  # 2 lookahead frames of the 10 the decoder sees: measurably off
     per_batch = record["memory"]["per_batch"]  # each batch size measured with only its own KV cache alive
     assert [m["batch_size"] for m in per_batch] == [1, 2] and 0 < per_batch[0]["kv_cache_gb"] < per_batch[1]["kv_cache_gb"]
     assert record["schema_version"] == 2 and len(record["provenance"]["config_hash"]) == 12
