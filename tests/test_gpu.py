@@ -10,6 +10,7 @@ from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.generate.loop import generate
+from higgs_bench.generate.slots import Admission, Request, serve
 from tests.parity import GREEDY
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -24,6 +25,21 @@ def test_cpu_cuda_eager_graph_and_compiled_give_the_same_greedy_codes(tiny_hf, p
     for speed in (Speed(), Speed(cuda_graph=True), Speed(cuda_graph=True, compile_mode="default", max_seq_len=512)):
         backend = TorchBackend.from_checkpoint(tiny_hf, device="cuda", speed=speed)
         assert torch.equal(generate(backend, prompt_inputs, GREEDY, 40).streams, cpu), speed
+
+
+def test_captured_prefill_and_slots_on_cuda_give_each_request_its_cpu_codes(tiny_hf, prompt_inputs):
+    """A lone prompt takes the captured prefill (padded to its bucket, both MLPs selected per position); the
+    slots admit one request at a time (in-flight) and several at once (static)."""
+    cpu = TorchBackend.from_checkpoint(tiny_hf)
+    alone = [generate(cpu, [p], GREEDY, 30).streams[0] for p in prompt_inputs]
+    graph = TorchBackend.from_checkpoint(tiny_hf, device="cuda", speed=Speed(cuda_graph=True, max_seq_len=512))
+    for prompt, want in zip(prompt_inputs, alone):
+        assert torch.equal(generate(graph, [prompt], GREEDY, 30).streams[0], want)
+    assert graph.prefill_graphs  # guard: the captured path ran
+    requests = [Request(f"r{i}", p, 30, arrival_s=0.01 * i) for i, p in enumerate(prompt_inputs)]
+    for batching in ("inflight", "static"):
+        served = serve(graph, requests, GREEDY, slots=2, admission=Admission(batching))
+        assert all(torch.equal(s.streams, want) for s, want in zip(served, alone)), batching
 
 
 def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tiny_hf, prompt_inputs, tmp_path):

@@ -179,7 +179,9 @@ def measure_serving(scenario, backend, prompter, slots: int, first_audio_frames:
     backend.warm([(slots, positions)])
     replay = dict(slots=slots, positions=positions, first_audio_frames=first_audio_frames,
                   first_chunk_decode_s=first_chunk_decode_s, seed=serving.seed, sampling=sampling)
-    run_level(backend, Level("inflight", concurrency=slots), prompts, items[:slots], **replay)  # untimed warm-up
+    # untimed warm-up: every request's prefill once (a captured prefill per prompt width bucket), a few steps
+    short = [replace(item, max_frames=backend.config.num_codebooks + 2) for item in items]
+    run_level(backend, Level("inflight", concurrency=slots), prompts, short, **replay)
     summaries, per_request = [], []
     for level in levels(serving):
         rows = run_level(backend, level, prompts, items, **replay)

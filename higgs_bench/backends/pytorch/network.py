@@ -139,6 +139,12 @@ class Rows:
         flat = mask.reshape(-1)
         return cls(mask, flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1))
 
+    @classmethod
+    def selected(cls, mask: torch.Tensor) -> Rows:
+        """Both MLPs on every position, each position keeping its own: fixed shapes, no host synchronisation
+        (for a captured prefill), at the cost of the other MLP's work."""
+        return cls(mask, None, None)
+
 
 class Layer(nn.Module):
     """One decoder layer. `audio` marks audio positions: Rows, True when every position is audio, or False."""
@@ -169,6 +175,9 @@ class Layer(nn.Module):
             return self.mlp(self.post_attention_layernorm(h))
         if audio is True:
             return self.audio_mlp(self.audio_post_attention_layernorm(h))
+        if audio.audio is None:
+            return torch.where(audio.mask[..., None], self.audio_mlp(self.audio_post_attention_layernorm(h)),
+                               self.mlp(self.post_attention_layernorm(h)))
         # mixed positions: each MLP on its own rows, by row indices found once per forward (Rows), so that
         # no layer waits for the host as boolean-mask indexing would
         flat = h.reshape(-1, h.shape[-1])
@@ -218,7 +227,7 @@ class HiggsNetwork(nn.Module):
     def forward(self, h, audio, positions, caches, columns, mask, text_only_mask, run_layer=None) -> torch.Tensor:
         """Hidden states [B, S, H] written at cache `columns` ([S], or [B, 1] for one position per row) -> final
         normed hidden states.
-        audio: True (every position is audio), False (none) or a [B, S] mask. run_layer: how each layer is
+        audio: True (every position is audio), False (none), a [B, S] mask or Rows. run_layer: how each layer is
         called (call_layer, or a compiled call_layer that all layers share)."""
         if isinstance(audio, torch.Tensor):
             audio = Rows.of(audio)
