@@ -142,14 +142,16 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
         if joining:
             rows = [slot for slot, _ in joining]
             logits[rows] = backend.prefill_slots(rows, [r.prompt for _, r in joining]).float()
+            index = torch.tensor(rows, device=device)
+            steps[index], eos_step[index] = 0, NO_EOS_YET
+            limits[index] = torch.tensor([r.max_frames for _, r in joining], device=device)
+            if history is not None:
+                history[index] = initial_history([r.prompt for _, r in joining], sampling, eos, device)
             admitted = clock() - start
             for slot, request in joining:
                 served = outcomes[request.id]
                 served.admitted_s, served.slot = admitted, slot
                 occupied[slot] = _Slot(request, served, [])
-                steps[slot], eos_step[slot], limits[slot] = 0, NO_EOS_YET, request.max_frames
-                if history is not None:
-                    history[slot] = initial_history([request.prompt], sampling, eos, device)[0]
         if not occupied:
             sleep(max(0.0, pending[0].arrival_s - now))
             continue
