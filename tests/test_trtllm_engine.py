@@ -113,6 +113,24 @@ def test_in_flight_batching_gives_each_request_its_codes_alone(tiny_trtllm, prom
         assert torch.equal(result.streams, alone.streams[0]), request.id
 
 
+def test_the_step_replayed_as_a_cuda_graph_gives_the_same_codes_and_logits(tiny_trtllm, prompt_inputs, tmp_path):
+    """Generation steps replayed from graphs captured one step ahead (step_graph.py) against plain enqueues, for
+    a static batch and for requests joining slots (a join drops the captured step)."""
+    from higgs_bench.generate.slots import Request, serve
+
+    out = tmp_path / "graph"
+    plain = build(tiny_trtllm, out, "fp16")
+    graphed = TrtllmBackend(out, "cuda", cuda_graph=True)
+    plain.graphs = None
+    greedy = SamplingConfig(greedy=True)
+    want = generate(plain, prompt_inputs, greedy, FRAMES)
+    assert torch.equal(generate(graphed, prompt_inputs, greedy, FRAMES).streams, want.streams)
+    assert graphed.graphs.disabled is None and graphed.graphs.instances[0] is not None  # guard: graphs replayed
+    requests = [Request(f"r{i}", prompt, FRAMES, arrival_s=0.002 * i) for i, prompt in enumerate(prompt_inputs)]
+    for a, b in zip(serve(plain, requests, greedy, slots=2), serve(graphed, requests, greedy, slots=2)):
+        assert torch.equal(a.streams, b.streams), a.id
+
+
 def test_requests_beyond_the_engine_fail_before_running(tiny_trtllm, prompt_inputs, tmp_path):
     engine = build(tiny_trtllm, tmp_path / "small", "fp16", max_batch_size=2)
     with pytest.raises(GenerationError, match="max_batch_size=2"):

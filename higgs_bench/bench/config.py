@@ -34,7 +34,7 @@ class ModelConfig:
 class BackendConfig:
     name: str = MISSING  # torch | trtllm
     device: str = "auto"  # auto: cuda when there is a GPU, else cpu
-    cuda_graph: bool = True  # torch backend on CUDA: replay the decode step as one CUDA graph
+    cuda_graph: bool = True  # on CUDA: replay the decode step as one CUDA graph (torch and TensorRT-LLM)
     compile: bool | None = None  # torch backend: torch.compile the decode step (null: on CUDA only)
     # torch.compile mode: default | max-autotune-no-cudagraphs (autotunes the matrix products: minutes more per
     # shape). The CUDA graph is ours. Times per shape are in docs/performance.md.

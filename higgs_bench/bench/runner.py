@@ -180,7 +180,7 @@ def load_backend(cfg, model_dir: Path, device: torch.device, shapes, build_recor
         return backend
     from higgs_bench.backends.trtllm.runtime import TrtllmBackend
 
-    return TrtllmBackend(Path(build_record["dir"]), device)
+    return TrtllmBackend(Path(build_record["dir"]), device, cuda_graph=cfg.backend.cuda_graph)
 
 
 @dataclass(frozen=True)

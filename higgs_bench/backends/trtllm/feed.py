@@ -125,7 +125,14 @@ class StepFeed:
 
     def inputs(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
         """The next generation step's inputs, with `frame` [B, 8] (on the device) as its audio codes."""
+        self.set_frame(frame)
+        return self.bindings()
+
+    def set_frame(self, frame: torch.Tensor) -> None:
         self.step["audio_codes"].copy_(frame)
+
+    def bindings(self) -> dict[str, torch.Tensor]:
+        """The generation step's input tensors, at the same addresses for every step of this shape."""
         return self.step | self.constants
 
     def advance(self) -> None:

@@ -12,7 +12,9 @@ engine (`_Runtime` and `GenerationSession` in tensorrt_llm/runtime/generation.py
 - device inputs updated in place, host inputs in pinned memory (feed.StepFeed).
 Enqueueing is `set_input_shape` + `set_tensor_address` + `execute_async_v3`, what `Session.run` does
 (tensorrt_llm/runtime/session.py); Session itself is not used because it gives its default context memory of
-its own. Unlike GenerationSession, no CUDA graph of the step is captured.
+its own;
+- with `cuda_graph` (backend.cuda_graph), each generation step after the first replays a CUDA graph captured
+  while the step before ran, as GenerationSession does with cuda_graph_mode (step_graph.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.engine import read_engine_record
+from higgs_bench.backends.trtllm.step_graph import StepGraphs, load_cudart
 from higgs_bench.backends.trtllm.feed import (EngineLimits, StepFeed, check_kv_budget, check_engine_limits, context_inputs,
                                               kv_cache_bytes_per_position)
 from higgs_bench.errors import GenerationError
@@ -30,7 +33,7 @@ from higgs_bench.generate.inputs import PromptInputs
 
 
 class TrtllmBackend:
-    def __init__(self, engine_dir: str | Path, device="cuda"):
+    def __init__(self, engine_dir: str | Path, device="cuda", cuda_graph: bool = True):
         require_tensorrt_llm()
         import tensorrt as trt
         from tensorrt_llm._utils import trt_dtype_to_torch
@@ -52,7 +55,8 @@ class TrtllmBackend:
         self.memory = torch.empty(self.engine.device_memory_size_v2, dtype=torch.uint8, device=self.device)
         self.contexts = {}
         self.stream = torch.cuda.current_stream(self.device)
-        self.shape, self.caches, self.feed = None, [], None
+        self.shape, self.caches, self.feed, self.step_logits = None, [], None, None
+        self.graphs = StepGraphs(load_cudart()) if cuda_graph else None
 
     @property
     def max_positions(self) -> int:
@@ -64,6 +68,7 @@ class TrtllmBackend:
         feed = context_inputs(prompts)
         logits = self._run(self._on_device(feed) | self.feed.constants)
         self.feed.start(feed["context_lengths"])
+        self._reset_graph()
         return logits
 
     def open_slots(self, slots: int, positions: int) -> None:
@@ -73,6 +78,7 @@ class TrtllmBackend:
                                   f"{self.limits.max_batch_size} or max_seq_len={self.limits.max_seq_len}")
         self._allocate(slots, positions)
         self.feed.start(torch.zeros(slots, dtype=torch.int32))
+        self._reset_graph()
 
     def prefill_slots(self, slots: list[int], prompts: list[PromptInputs]) -> torch.Tensor:
         """A context step of the joining prompts over caches of their own, whose rows then replace those of the
@@ -88,12 +94,29 @@ class TrtllmBackend:
         for cache, joined in zip(self.caches, caches):
             cache[rows] = joined
         self.feed.start_rows(slots, feed["context_lengths"])
+        self._reset_graph()
         return logits
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
-        logits = self._run(self.feed.inputs(frame))
+        self.feed.set_frame(frame)
+        if self.graphs is None:
+            self._run_step()
+        else:
+            self.graphs.run(self._run_step, self.stream.cuda_stream)
         self.feed.advance()
-        return logits
+        if self.graphs is not None:
+            self.graphs.capture_next(self._run_step, self.stream.cuda_stream)
+        cfg = self.config
+        return self.step_logits.view(-1, cfg.num_codebooks, cfg.audio_vocab_size).clone()
+
+    def _run_step(self, _stream=None) -> None:
+        """Enqueue the generation step with the feed's inputs as they are now, into the fixed logits buffer (a
+        captured step must find every tensor at the address it was captured with)."""
+        self._run(self.feed.bindings(), logits=self.step_logits)
+
+    def _reset_graph(self) -> None:
+        if self.graphs is not None:
+            self.graphs.reset()
 
     def warm(self, shapes: list[tuple[int, int]]) -> None:
         """Allocate for the last shape (the runtime keeps one shape's caches)."""
@@ -101,7 +124,8 @@ class TrtllmBackend:
             self._allocate(batch, positions)
 
     def release(self) -> None:
-        self.shape, self.caches, self.feed = None, [], None
+        self.shape, self.caches, self.feed, self.step_logits = None, [], None, None
+        self.graphs = StepGraphs(load_cudart()) if cuda_graph else None
 
     def kv_cache_bytes(self) -> int:
         return sum(cache.nbytes for cache in self.caches)
@@ -120,13 +144,16 @@ class TrtllmBackend:
         self.caches = [torch.empty((batch, 2, cfg.num_kv_heads, cache_len, cfg.head_dim), dtype=self.kv_dtype,
                                    device=self.device) for _ in range(cfg.num_layers)]
         self.feed = StepFeed(batch, cache_len, cfg.num_layers, cfg.audio_out_token_id, self.device)
+        self.step_logits = torch.empty((batch, cfg.num_codebooks * cfg.audio_vocab_size), dtype=torch.float32,
+                                       device=self.device)
         self.shape = (batch, cache_len)
 
     def _on_device(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inputs named host_* stay on the CPU; the others go to the GPU."""
         return {name: t if name.startswith("host_") else t.to(self.device) for name, t in feed.items()}
 
-    def _run(self, tensors: dict[str, torch.Tensor], caches: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def _run(self, tensors: dict[str, torch.Tensor], caches: list[torch.Tensor] | None = None,
+             logits: torch.Tensor | None = None) -> torch.Tensor:
         caches = self.caches if caches is None else caches
         tensors = tensors | {f"past_key_value_{i}": cache for i, cache in enumerate(caches)}
         missing = self.inputs - set(tensors)
@@ -136,8 +163,9 @@ class TrtllmBackend:
         tensors = {name: t for name, t in tensors.items() if name in self.inputs}  # unused inputs are pruned
         context = self._context_for(tensors)
         batch = tensors["last_token_ids"].shape[0]
-        logits = torch.empty((batch, self.config.num_codebooks * self.config.audio_vocab_size), dtype=torch.float32,
-                             device=self.device)
+        if logits is None:
+            logits = torch.empty((batch, self.config.num_codebooks * self.config.audio_vocab_size),
+                                 dtype=torch.float32, device=self.device)
         outputs = {"logits": logits} | {f"present_key_value_{i}": c for i, c in enumerate(caches)}
         for name, t in tensors.items():
             context.set_input_shape(name, tuple(t.shape))
