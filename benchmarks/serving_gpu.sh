@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
 # scenario=serving at full size on a GPU (docs/serving.md). From the repo root, with the wheels the GPU image
-# lacks in .whl/ (see fast_engines_gpu.sh):
+# lacks in .whl/ (gpu_env.sh):
 #   OUT=/some/dir bash benchmarks/serving_gpu.sh PRECISIONS [more overrides]
 set -euo pipefail
 OUT=${OUT:-outputs/serving_gpu}
 CKPT=${CKPT:-/tmp/higgs-v2-3b-random}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/gpu_env.sh
 [ -f "$CKPT/config.json" ] && [ -f "$CKPT-codec/config.json" ] || python3 -m higgs_bench.tiny --shape higgs-v2-3b --dtype bf16 --device cuda \
     --out "$CKPT" --codec-out "$CKPT-codec"
 SWEEP=/tmp/serving_sweep_$(date +%s)
