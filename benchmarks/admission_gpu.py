@@ -46,14 +46,16 @@ def main() -> None:
     tokenizer, cfg = load_tokenizer(args.checkpoint), backend.config
     reference = np.zeros((cfg.num_codebooks, 100), dtype=np.int64)  # a 4 s clip's worth of codes
     prompts = [expand_prompt(encode_messages(tokenizer, tts_messages(t)), cfg) for t in TEXTS]
-    prompts.append(expand_prompt(encode_messages(tokenizer, tts_messages(TEXTS[0], None, "Hello there.", reference)), cfg))
+    cloning = tts_messages(TEXTS[0], None, "Hello there.", reference)
+    prompts.append(expand_prompt(encode_messages(tokenizer, cloning), cfg))
     backend.open_slots(args.slots, 700)
     for prompt in prompts:
         eager = backend._new_state(1, len(prompt))
         print(f"{len(prompt)} positions: eager prefill {median_ms(lambda: backend._prefill_into(eager, [prompt]))} ms, "
               f"captured prefill into a slot {median_ms(lambda: backend.prefill_slots([0], [prompt]))} ms", flush=True)
     alone, _ = backend._captured_prefill(prompts[0])
-    print(f"placing a prompt into its slot: {median_ms(lambda: backend._place(backend.state, [0], alone, [len(prompts[0])]))} ms")
+    place = median_ms(lambda: backend._place(backend.state, [0], alone, [len(prompts[0])]))
+    print(f"placing a prompt into its slot: {place} ms")
     frame = torch.zeros((args.slots, cfg.num_codebooks), dtype=torch.long, device="cuda")
     print(f"decode step over {args.slots} slots: {median_ms(lambda: backend.step(frame), 50)} ms")
     if args.profile:

@@ -16,9 +16,9 @@ TEXTS = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the da
 
 
 def settings(**changes):
-    return SimpleNamespace(**({"requests": 200, "concurrency": [1, 4], "rates": [2.0], "batching": ["inflight", "static"],
-                               "clone_share": 0.25, "frames_per_word": 10.0, "reference_frames": 50, "seed": 0}
-                              | changes))
+    defaults = {"requests": 200, "concurrency": [1, 4], "rates": [2.0], "batching": ["inflight", "static"],
+                "clone_share": 0.25, "frames_per_word": 10.0, "reference_frames": 50, "seed": 0}
+    return SimpleNamespace(**(defaults | changes))
 
 
 def test_the_workload_is_seeded_and_varies_like_speech():

@@ -275,7 +275,8 @@ def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
     after = gpu_state(backend.device)
     audio_s = runs_per_batch * sum(scenario.batch_sizes) * (scenario.timing_frames - n) / FRAME_RATE
     return {"batches": batches, "memory": memory, "gpu_before": before, "gpu_after": after,
-            "energy_j_per_audio_s": energy_per_audio_second(before, after, audio_s), "decode": {"device": str(codec.device), "first_window_frames": decode.first_window,
+            "energy_j_per_audio_s": energy_per_audio_second(before, after, audio_s),
+            "decode": {"device": str(codec.device), "first_window_frames": decode.first_window,
                        "first_chunk_ms": decode.chunk_s * 1000, "utterance_ms": decode.utterance_s * 1000}}
 
 

@@ -196,9 +196,9 @@ class TorchBackend:
     @torch.inference_mode()
     def prefill_slots(self, slots: list[int], prompts: list[PromptInputs]) -> torch.Tensor:
         """Run the prompts as a batch of their own (with CUDA graphs: each alone, a captured prefill, see
-        PrefillGraph), then place their keys and values into rows `slots` of the open state, each prompt from column 0 (its
-        left padding dropped: keys carry their RoPE position, not their column), so that a request needs only
-        its own positions; whatever those rows held before is forgotten. Returns their logits."""
+        PrefillGraph), then place their keys and values into rows `slots` of the open state, each prompt from
+        column 0 (its left padding dropped: keys carry their RoPE position, not their column), so that a request
+        needs only its own positions; whatever those rows held before is forgotten. Returns their logits."""
         state, longest = self.state, max(len(p) for p in prompts)
         if longest >= state.key_valid.shape[1]:
             raise GenerationError(f"a prompt of {longest} positions does not fit the open slots' "
