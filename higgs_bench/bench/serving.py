@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.delay import codes_from_stream
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -77,7 +78,11 @@ def arrivals(level: Level, count: int, seed: int) -> list[float]:
 def reference_codes(backend, prompter, text: str, frames: int, sampling: SamplingConfig) -> np.ndarray:
     """The model's own speech of `text` (at most `frames` frames), as the voice the cloning requests copy."""
     result = generate(backend, prompter([text]), replace(sampling, seed=0), frames)
-    return result.codes(backend.config.stream_bos_id, backend.config.stream_eos_id)[0].numpy()
+    codes = result.codes(backend.config.stream_bos_id, backend.config.stream_eos_id)[0].numpy()
+    if codes.shape[1] == 0:
+        raise HiggsBenchError(f"the model spoke nothing for {text!r}, so the cloning requests have no voice to "
+                              "copy: give scenario.reference_audio and scenario.reference_text")
+    return codes
 
 
 def request_figures(result: Served, audio_frames: int, first_chunk_decode_s: float) -> dict:

@@ -42,7 +42,7 @@ class Served:
     arrival_s: float
     streams: torch.Tensor | None = None  # [frames, N] delayed frames, on the CPU
     eos_step: int | None = None
-    admitted_s: float | None = None
+    admitted_s: float | None = None  # its prefill done: the queue wait includes the prefill
     first_frame_s: float | None = None  # the first frame every codebook has reached
     first_chunk_s: float | None = None  # the last of the first `first_audio_frames` decodable frames
     finished_s: float | None = None
