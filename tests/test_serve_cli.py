@@ -56,3 +56,26 @@ def test_a_trace_is_replayed_and_bad_requests_are_refused_alone(tiny_hf, tokeniz
     alone = generate(TorchBackend.from_checkpoint(tiny_hf), [prompt], GREEDY, 40)
     expected = codes_from_stream(alone.streams[0], cfg.stream_bos_id, cfg.stream_eos_id)
     assert torch.equal(torch.from_numpy(np.load(out / "a1.codes.npy")), expected)
+
+
+def test_static_batching_and_streaming_settings_are_served_and_recorded(tiny_hf, tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    requests = tmp_path / "trace.jsonl"
+    requests.write_text("\n".join(json.dumps({"id": f"r{i}", "text": "Hello world.", "max_frames": 20 + 5 * i})
+                                  for i in range(3)) + "\n")
+
+    def serve(out, *flags):
+        return subprocess.run([sys.executable, "-m", "higgs_bench.serve", "--model", str(tiny_hf), "--codec",
+                               str(codec), "--requests", str(requests), "--slots", "2", "--out", str(out), "--greedy",
+                               *flags], capture_output=True, text=True)
+
+    done = serve(tmp_path / "static", "--batching", "static", "--lookahead-frames", "4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "static" / "serving.json").read_text())
+    assert summary["batching"] == "static" and summary["streaming"] == {"chunk_frames": 10, "left_frames": 10,
+                                                                        "lookahead_frames": 4}
+    rows = {r["id"]: r for r in summary["per_request"]}
+    assert rows["r2"]["queue_wait_ms"] > rows["r1"]["e2e_ms"] - 1  # the third waits for the first batch to end
+    refused = serve(tmp_path / "bad", "--lookahead-frames", "-1")
+    assert refused.returncode == 2 and "lookahead_frames=-1 must be >= 0" in refused.stderr
+    assert not (tmp_path / "bad").exists()  # nothing written for a refused command
