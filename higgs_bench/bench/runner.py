@@ -31,7 +31,6 @@ from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per
 from higgs_bench.bench.report import RECORD
 from higgs_bench.bench.timing import decode_seconds, summarise_batch, time_decoding, time_generation
 from higgs_bench.codec import load_codec, streaming
-from higgs_bench.codec.streaming import Streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.inputs import expand_prompt
@@ -233,9 +232,9 @@ def sampling_config(cfg) -> SamplingConfig:
     return SamplingConfig(**OmegaConf.to_container(cfg.scenario.sampling))  # validates the values
 
 
-def streaming_config(cfg) -> Streaming:
+def streaming_config(cfg) -> streaming.Streaming:
     scenario = cfg.scenario
-    return Streaming(scenario.audio_chunk_frames, scenario.audio_left_frames, scenario.audio_lookahead_frames)
+    return streaming.Streaming(scenario.audio_chunk_frames, scenario.audio_left_frames, scenario.audio_lookahead_frames)
 
 
 def codec_dir(cfg) -> Path:
