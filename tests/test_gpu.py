@@ -56,6 +56,21 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
 
 
+@pytest.mark.parametrize("quantised", ["int8", "int4", "fp8"])
+def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does(tiny_trtllm, prompt_inputs,
+                                                                                 quantised):
+    """The captured prefill (padded to its bucket, both MLPs on every position) with torchao's quantised linears
+    against the same engine's eager prefill, on the same GPU: the same logits but for rounding. The model whose
+    sizes are multiples of int4's groups of 128."""
+    if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability >= 8.9")
+    engines = [TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised=quantised,
+                                            speed=Speed(cuda_graph=graph, max_seq_len=512)) for graph in (True, False)]
+    graphed, eager = (engine.prefill([prompt_inputs[0]], 20) for engine in engines)
+    assert engines[0].prefill_graphs  # guard: the captured path ran
+    assert ((graphed - eager).norm() / eager.norm()).item() < 2e-2
+
+
 def test_compiled_int8_at_several_rows_runs_no_slow_int8pack_kernel(tiny_hf, prompt_inputs):
     """Inductor's weight-only int8 pattern would call torch's _weight_int8pack_mm, 100x slower than cuBLAS at 64
     rows on an H200 (docs/performance.md); the int8 engine turns that pattern off."""
