@@ -159,10 +159,7 @@ def run(args) -> Path:
         if codec is not None:
             with atomic_path(args.out / f"{result.id}.wav") as temp:
                 soundfile.write(temp, codec.decode(codes), codec.sample_rate, format="WAV")
-        figures = request_figures(result, codes.shape[1], first_chunk_s or 0.0)
-        if codec is None:  # no codec, no audio: the first frames' time is all there is
-            del figures["time_to_first_audio_ms"]
-        rows.append(figures)
+        rows.append(request_figures(result, codes.shape[1], first_chunk_s))  # no codec: no first-audio time
     done = [r for r in rows if r["status"] == "ok"]
     write_json(args.out / SUMMARY, {"slots": args.slots, "batching": args.batching, "requests": len(rows),
                                     "completed": len(done), "streaming": dataclasses.asdict(stream),

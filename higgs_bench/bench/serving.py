@@ -85,19 +85,22 @@ def reference_codes(backend, prompter, text: str, frames: int, sampling: Samplin
     return codes
 
 
-def request_figures(result: Served, audio_frames: int, first_chunk_decode_s: float) -> dict:
-    """One request's figures in milliseconds from its arrival. Time to first audio: the first chunk's frames
-    (with their lookahead) generated, plus decoding them (measured once on the run's codec)."""
+def request_figures(result: Served, audio_frames: int, first_chunk_decode_s: float | None) -> dict:
+    """One request's figures in milliseconds from its arrival. Time to first audio (when there is a codec, whose
+    decoding time of the first chunk is measured once): the first chunk's frames, with their lookahead,
+    generated, plus decoding them."""
     audio_s = audio_frames / FRAME_RATE
-    ready = result.first_chunk_s if result.first_chunk_s is not None else result.finished_s
-    return {"id": result.id, "status": "ok", "slot": result.slot, "arrival_s": result.arrival_s,
-            "queue_wait_ms": (result.admitted_s - result.arrival_s) * 1000,
-            "time_to_first_frame_ms": None if result.first_frame_s is None else
-            (result.first_frame_s - result.arrival_s) * 1000,
-            "time_to_first_audio_ms": (ready - result.arrival_s + first_chunk_decode_s) * 1000,
-            "e2e_ms": (result.finished_s - result.arrival_s) * 1000, "audio_s": audio_s,
-            "rtf": (result.finished_s - result.admitted_s) / audio_s if audio_s else None,
-            "ended_by": "frame limit" if result.eos_step is None else "eos"}
+    figures = {"id": result.id, "status": "ok", "slot": result.slot, "arrival_s": result.arrival_s,
+               "queue_wait_ms": (result.admitted_s - result.arrival_s) * 1000,
+               "time_to_first_frame_ms": None if result.first_frame_s is None else
+               (result.first_frame_s - result.arrival_s) * 1000,
+               "e2e_ms": (result.finished_s - result.arrival_s) * 1000, "audio_s": audio_s,
+               "rtf": (result.finished_s - result.admitted_s) / audio_s if audio_s else None,
+               "ended_by": "frame limit" if result.eos_step is None else "eos"}
+    if first_chunk_decode_s is not None:
+        ready = result.first_chunk_s if result.first_chunk_s is not None else result.finished_s
+        figures["time_to_first_audio_ms"] = (ready - result.arrival_s + first_chunk_decode_s) * 1000
+    return figures
 
 
 def percentiles(values: list[float], which=(50, 90, 99)) -> dict:

@@ -222,9 +222,10 @@ class TorchBackend:
         source = torch.arange(longest, device=self.device) + (width - lengths)[:, None]
         source = source.clamp(max=width - 1)
         rows = torch.tensor(slots, device=self.device)
+        _, heads, _, head_dim = alone.caches[0][0].shape  # every layer's keys and values have this shape
+        index = source[:, None, :, None].expand(-1, heads, -1, head_dim)
         for pair, new_pair in zip(state.caches, alone.caches):
             for cache, new in zip(pair, new_pair):
-                index = source[:, None, :, None].expand(-1, new.shape[1], -1, new.shape[3])
                 cache[rows, :, :longest] = new.gather(2, index)
         in_prompt = torch.arange(longest, device=self.device) < lengths[:, None]
         for mine, theirs in ((state.key_valid, alone.key_valid), (state.key_audio, alone.key_audio)):
