@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--scene", default=DEFAULT_SCENE, help="scene description ('' for none)")
     parser.add_argument("--chunk-frames", type=int, default=Streaming.chunk_frames, help="frames per audio chunk")
+    parser.add_argument("--first-chunk-frames", type=int, default=Streaming.first_chunk_frames,
+                        help="frames of the first chunk, which plays sooner the shorter it is")
     parser.add_argument("--left-frames", type=int, default=Streaming.left_frames,
                         help="frames before a chunk decoded with it (codec/streaming.py)")
     parser.add_argument("--lookahead-frames", type=int, default=Streaming.lookahead_frames,
@@ -134,7 +136,8 @@ def build_requests(entries, refused, args, backend, tokenizer) -> list[Request]:
 def run(args) -> Path:
     if args.slots < 1:
         raise HiggsBenchError(f"--slots={args.slots} must be >= 1")
-    stream = Streaming(args.chunk_frames, args.left_frames, args.lookahead_frames)  # refuses bad values first
+    stream = Streaming(args.chunk_frames, args.left_frames, args.lookahead_frames,
+                       args.first_chunk_frames)  # refuses bad values first
     if (args.out / SUMMARY).exists():
         raise OutputError(f"--out {args.out} holds an earlier replay ({SUMMARY}); give another folder")
     entries, refused = read_requests(args.requests, args.max_frames)
@@ -142,10 +145,10 @@ def run(args) -> Path:
     requests = build_requests(entries, refused, args, backend, load_tokenizer(args.model))
     codec = load_codec(args.codec, device=args.device) if args.codec else None
     start = time.perf_counter()
-    results = serve(backend, requests, sampling_from_args(args), args.slots, first_audio_frames=stream.first_window,
-                    admission=Admission(args.batching))
+    results = serve(backend, requests, sampling_from_args(args), args.slots, admission=Admission(args.batching))
     wall_s = time.perf_counter() - start
-    first_chunk_s = decode_seconds(codec, backend.config.num_codebooks, stream.first_window) if codec else None
+    n = backend.config.num_codebooks
+    decode_s = (decode_seconds(codec, n, stream.first_window), decode_seconds(codec, n, stream.window)) if codec else None
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [{"id": name, "status": "refused", "error": why} for name, why in refused.items()]
     bos, eos = backend.config.stream_bos_id, backend.config.stream_eos_id
@@ -159,7 +162,7 @@ def run(args) -> Path:
         if codec is not None:
             with atomic_path(args.out / f"{result.id}.wav") as temp:
                 soundfile.write(temp, codec.decode(codes), codec.sample_rate, format="WAV")
-        rows.append(request_figures(result, codes.shape[1], first_chunk_s))  # no codec: no first-audio time
+        rows.append(request_figures(result, codes.shape[1], n, stream, decode_s))  # no codec: no first-audio time
     done = [r for r in rows if r["status"] == "ok"]
     write_json(args.out / SUMMARY, {"slots": args.slots, "batching": args.batching, "requests": len(rows),
                                     "completed": len(done), "streaming": dataclasses.asdict(stream),

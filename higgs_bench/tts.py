@@ -66,6 +66,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ras-win-len", type=int, default=7, help="repetition-aware sampling window (0: off)")
     parser.add_argument("--ras-max-repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="never end at EOS: every request runs to its frame limit (load tests)")
     parser.add_argument("--max-frames", type=int, default=1024,
                         help="generation steps per request (25 per second; the first 8 are delay warm-up)")
     parser.add_argument("--dtype", choices=sorted(dtypes.TORCH), default="fp32")
@@ -81,6 +83,7 @@ def sampling_from_args(args) -> SamplingConfig:
         ras_win_len=args.ras_win_len or None,
         ras_win_max_num_repeat=args.ras_max_repeat,
         seed=args.seed,
+        ignore_eos=args.ignore_eos,
     )
 
 

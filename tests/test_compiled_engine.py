@@ -9,7 +9,8 @@ import sys
 import torch
 from torch._dynamo.utils import counters
 
-from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
+from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, prompt_bucket, text_only
+from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
@@ -25,6 +26,21 @@ def test_compiled_and_eager_decoding_give_identical_greedy_codes(tiny_hf, prompt
     assert torch.equal(generate(compiled, prompt_inputs, GREEDY, 40).streams, eager)
     # the compiled layer really ran, and one compilation served every layer (build time ~ 1/num_layers)
     assert compiled.config.num_layers > 1 and counters["stats"]["unique_graphs"] == graphs + 1
+
+
+def test_the_compiled_prefill_computes_the_eager_prefill_with_and_without_audio(tiny_hf, prompt_inputs):
+    """What a captured prefill runs on a GPU (backend.prefill_graphs): its layers compiled, a prompt with audio
+    through both MLPs selected per position, a text-only prompt through the text MLP alone."""
+    backend = TorchBackend.from_checkpoint(tiny_hf, speed=Speed(compile_mode="default", max_seq_len=2048))
+    text, clone = prompt_inputs[0], prompt_inputs[2]
+    assert not text.audio_mask.any() and clone.audio_mask.any()
+    for prompt, routing in ((text, text_only), (clone, Rows.selected)):
+        width = prompt_bucket(len(prompt))
+        tensors = backend._prompt_tensors([prompt], width, "cpu")
+        eager = backend._run_prefill(backend._new_state(1, width), *tensors)
+        compiled = backend._run_prefill(backend._new_state(1, width), *tensors, routing=routing,
+                                        run_layer=backend.prefill_layer)
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 
 
 def bench(tmp_path, run_dir, *extra):

@@ -27,15 +27,18 @@ def test_cpu_cuda_eager_graph_and_compiled_give_the_same_greedy_codes(tiny_hf, p
         assert torch.equal(generate(backend, prompt_inputs, GREEDY, 40).streams, cpu), speed
 
 
-def test_captured_prefill_and_slots_on_cuda_give_each_request_its_cpu_codes(tiny_hf, prompt_inputs):
-    """A lone prompt takes the captured prefill (padded to its bucket, both MLPs selected per position); the
-    slots admit one request at a time (in-flight) and several at once (static)."""
+@pytest.mark.parametrize("compile_mode", [None, "default"])
+def test_captured_prefill_and_slots_on_cuda_give_each_request_its_cpu_codes(tiny_hf, prompt_inputs, compile_mode):
+    """A lone prompt takes the captured prefill (padded to its bucket; with audio both MLPs selected per position,
+    text-only the text MLP alone; compiled when the engine is); the slots admit one request at a time (in-flight)
+    and several at once (static)."""
     cpu = TorchBackend.from_checkpoint(tiny_hf)
     alone = [generate(cpu, [p], GREEDY, 30).streams[0] for p in prompt_inputs]
-    graph = TorchBackend.from_checkpoint(tiny_hf, device="cuda", speed=Speed(cuda_graph=True, max_seq_len=512))
+    speed = Speed(cuda_graph=True, compile_mode=compile_mode, max_seq_len=512)
+    graph = TorchBackend.from_checkpoint(tiny_hf, device="cuda", speed=speed)
     for prompt, want in zip(prompt_inputs, alone):
         assert torch.equal(generate(graph, [prompt], GREEDY, 30).streams[0], want)
-    assert graph.prefill_graphs  # guard: the captured path ran
+    assert {audio for _, audio in graph.prefill_graphs} == {False, True}  # guard: both captured paths ran
     requests = [Request(f"r{i}", p, 30, arrival_s=0.01 * i) for i, p in enumerate(prompt_inputs)]
     for batching in ("inflight", "static"):
         served = serve(graph, requests, GREEDY, slots=2, admission=Admission(batching))
@@ -59,16 +62,18 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
 @pytest.mark.parametrize("quantised", ["int8", "int4", "fp8"])
 def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does(tiny_trtllm, prompt_inputs,
                                                                                  quantised):
-    """The captured prefill (padded to its bucket, both MLPs on every position) with torchao's quantised linears
-    against the same engine's eager prefill, on the same GPU: the same logits but for rounding. The model whose
-    sizes are multiples of int4's groups of 128."""
+    """The captured and compiled prefill (padded to its bucket) with torchao's quantised linears against the same
+    engine's eager prefill, on the same GPU, for a text-only prompt and a voice-cloning one (both MLPs on every
+    position): the same logits but for rounding. The model whose sizes are multiples of int4's groups of 128."""
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
+    speeds = Speed(cuda_graph=True, compile_mode="default", max_seq_len=512), Speed(max_seq_len=512)
     engines = [TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised=quantised,
-                                            speed=Speed(cuda_graph=graph, max_seq_len=512)) for graph in (True, False)]
-    graphed, eager = (engine.prefill([prompt_inputs[0]], 20) for engine in engines)
-    assert engines[0].prefill_graphs  # guard: the captured path ran
-    assert ((graphed - eager).norm() / eager.norm()).item() < 2e-2
+                                            speed=speed) for speed in speeds]
+    for prompt in (prompt_inputs[0], prompt_inputs[2]):
+        graphed, eager = (engine.prefill([prompt], 20) for engine in engines)
+        assert ((graphed - eager).norm() / eager.norm()).item() < 2e-2
+    assert len(engines[0].prefill_graphs) == 2  # guard: the captured path ran, with and without audio
 
 
 def test_compiled_int8_at_several_rows_runs_no_slow_int8pack_kernel(tiny_hf, prompt_inputs):

@@ -1,5 +1,7 @@
 """Delay-pattern forcing, sampling, RAS and per-row stopping on hand-made logits (no network)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -133,6 +135,25 @@ def test_a_row_that_never_ends_is_cut_at_the_frame_limit():
     result = generate(ScriptedBackend(eos_at=[999]), [prompt()], GREEDY, max_frames=30)
     assert result.eos_step == [None] and result.steps == 30
     assert result.codes(BOS, EOS)[0].shape == (N, 30 - N)
+
+
+def test_ignore_eos_runs_a_row_to_its_frame_limit():
+    assert generate(ScriptedBackend(eos_at=[12]), [prompt()], GREEDY, max_frames=40).eos_step == [12]
+    result = generate(ScriptedBackend(eos_at=[12]), [prompt()], replace(GREEDY, ignore_eos=True), max_frames=40)
+    assert result.eos_step == [None] and result.steps == 40 and not (result.streams == EOS).any()
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=1.0, top_p=None, ras_win_len=2)])
+def test_ignore_eos_never_chooses_eos_however_likely(sampling):
+    """Also not through RAS's redraw from the raw logits."""
+    logits = torch.zeros(64, N, C)
+    logits[..., EOS] = 50.0
+    history = torch.randint(0, 4, (64, 2, N))
+    generator = torch.Generator().manual_seed(0)
+    insisted = choose_frame(logits, N + 1, no_eos(64), history, sampling, generator, BOS, EOS)
+    assert (insisted == EOS).all()
+    ignored = choose_frame(logits, N + 1, no_eos(64), history, replace(sampling, ignore_eos=True), generator, BOS, EOS)
+    assert not (ignored == EOS).any() and not (ignored == BOS).any()
 
 
 def test_seeded_sampling_is_reproducible():

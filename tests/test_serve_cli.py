@@ -73,7 +73,7 @@ def test_static_batching_and_streaming_settings_are_served_and_recorded(tiny_hf,
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "static" / "serving.json").read_text())
     assert summary["batching"] == "static" and summary["streaming"] == {"chunk_frames": 10, "left_frames": 10,
-                                                                        "lookahead_frames": 4}
+                                                                        "lookahead_frames": 4, "first_chunk_frames": 5}
     rows = {r["id"]: r for r in summary["per_request"]}
     assert rows["r2"]["queue_wait_ms"] > rows["r1"]["e2e_ms"] - 1  # the third waits for the first batch to end
     refused = serve(tmp_path / "bad", "--lookahead-frames", "-1")

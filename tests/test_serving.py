@@ -16,7 +16,8 @@ TEXTS = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the da
 
 
 def settings(**changes):
-    defaults = {"requests": 200, "concurrency": [1, 4], "rates": [2.0], "batching": ["inflight", "static"],
+    defaults = {"requests": 200, "requests_per_client": None, "concurrency": [1, 4], "rates": [2.0],
+                "batching": ["inflight", "static"],
                 "clone_share": 0.25, "frames_per_word": 10.0, "reference_frames": 50, "seed": 0}
     return SimpleNamespace(**(defaults | changes))
 
@@ -42,7 +43,7 @@ def test_open_loops_arrive_as_poisson_and_closed_loops_at_once():
 
 def request_row(ttfa_ms, rtf, arrival_s=0.0, e2e_ms=1000.0, audio_s=2.0):
     return {"status": "ok", "time_to_first_audio_ms": ttfa_ms, "rtf": rtf, "arrival_s": arrival_s,
-            "e2e_ms": e2e_ms, "audio_s": audio_s, "queue_wait_ms": 0.0}
+            "e2e_ms": e2e_ms, "audio_s": audio_s, "queue_wait_ms": 0.0, "stall_ms": 0.0}
 
 
 def test_a_level_meets_the_objectives_only_when_every_request_does():
@@ -80,7 +81,8 @@ def test_the_pick_by_max_streams_explains_variants_without_a_level_in_the_object
 def test_scenario_serving_runs_every_level_and_reports_them(tmp_path):
     done = bench(tmp_path, "scenario=serving", "asr=none", *SMALL, "scenario.quality_seeds=[0]",
                  "scenario.texts=[Hi there.,The birch canoe slid on the smooth planks.]",
-                 "scenario.serving.requests=5", "scenario.serving.concurrency=[1,3]", "scenario.serving.rates=[50]",
+                 "scenario.serving.requests=5", "scenario.serving.requests_per_client=2",
+                 "scenario.serving.concurrency=[1,3]", "scenario.serving.rates=[50]",
                  "scenario.serving.slots=3", "scenario.serving.clone_share=0.5", "scenario.serving.reference_frames=20",
                  "select.objective=max_streams", "select.slo_ttfa_ms=100000", "select.slo_rtf=100",
                  "hydra.run.dir=run")
@@ -90,7 +92,10 @@ def test_scenario_serving_runs_every_level_and_reports_them(tmp_path):
     assert [(lv["batching"], lv["load"]) for lv in load["levels"]] == [
         ("inflight", "1 stream"), ("inflight", "3 streams"), ("static", "1 stream"), ("static", "3 streams"),
         ("inflight", "50 req/s"), ("static", "50 req/s")]
-    assert all(lv["completed"] == 5 and lv["audio_s_per_s"] > 0 and lv["meets_slo"] for lv in load["levels"])
+    # closed loops send 2 requests per client, open loops `requests`; each runs to its frame limit (ignore_eos)
+    assert [lv["completed"] for lv in load["levels"]] == [2, 6, 2, 6, 5, 5] and load["ignore_eos"]
+    assert all(lv["audio_s_per_s"] > 0 and lv["meets_slo"] for lv in load["levels"])
+    assert all(r["ended_by"] == "frame limit" for level in load["per_request"] for r in level["requests"])
     assert load["clone_requests"] >= 1 and load["max_streams"] == 3 and load["slots"] == 3
     one = load["per_request"][0]["requests"]
     assert all(r["time_to_first_audio_ms"] >= r["queue_wait_ms"] for r in one)

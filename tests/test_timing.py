@@ -67,5 +67,5 @@ def test_decoding_is_timed_per_chunk_and_per_utterance():
 
     clock, codec = Clock(), Codec()
     times = time_decoding(codec, 8, Streaming(10, 10, 6), utterance_frames=250, repeats=3, clock=clock)
-    assert codec.lengths == [16] * 4 + [250] * 4  # the first chunk with its lookahead; one warm-up each
-    assert times.first_window == 16 and times.chunk_s > 0 and times.utterance_s > 0
+    assert codec.lengths == [11] * 4 + [250] * 4  # the 5-frame first chunk with its lookahead; one warm-up each
+    assert times.first_window == 11 and times.chunk_s > 0 and times.utterance_s > 0

@@ -69,7 +69,13 @@ class EngineConfig:
 class ServingConfig:
     """Serving under load (bench/serving.py): the workload replayed at each load level and batching."""
 
-    requests: int = 0  # requests per level (0: no serving measurement)
+    requests: int = 0  # requests per open-loop level (0: no serving measurement)
+    # a closed loop of c clients sends c x requests_per_client requests (null: `requests`), so that every level
+    # runs mostly at its full concurrency rather than ramping up and draining
+    requests_per_client: int | None = None
+    # every request runs to its frame limit (the spoken length of its words): the same work for every variant
+    # and batching, also with weights that stop at random (random weights do, after one second on average)
+    ignore_eos: bool = True
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])  # closed loops of this many clients
     rates: list[float] = field(default_factory=list)  # open loops: Poisson arrivals per second
     batching: list[str] = field(default_factory=lambda: ["inflight", "static"])
@@ -103,6 +109,8 @@ class ScenarioConfig:
     audio_chunk_frames: int = 10
     audio_left_frames: int = 10
     audio_lookahead_frames: int = 10
+    # the first chunk's own length (null: audio_chunk_frames); codec/streaming.py says what it trades
+    audio_first_chunk_frames: int | None = 5
     quality_max_frames: int = 400  # natural stopping, capped
     quality_batch_size: int = 4  # the quality pass's own batch size, so that timing settings never change the speech
     quality_seeds: list[int] = field(default_factory=lambda: [0])  # sampled speech per seed; WER with a 95 % CI
@@ -171,6 +179,8 @@ def check_config(cfg) -> None:
         (scenario.repeats >= 1, f"scenario.repeats={scenario.repeats}: give at least 1 timed run"),
         (scenario.min_frame_samples >= 0, f"scenario.min_frame_samples={scenario.min_frame_samples} must be >= 0"),
         (scenario.audio_chunk_frames >= 1, f"scenario.audio_chunk_frames={scenario.audio_chunk_frames} must be >= 1"),
+        ((scenario.audio_first_chunk_frames or 1) >= 1,
+         f"scenario.audio_first_chunk_frames={scenario.audio_first_chunk_frames} must be >= 1 (or null)"),
         (min(scenario.audio_left_frames, scenario.audio_lookahead_frames) >= 0,
          "scenario.audio_left_frames and scenario.audio_lookahead_frames must be >= 0"),
         (len(scenario.batch_sizes) > 0, "scenario.batch_sizes is empty; give at least one batch size"),

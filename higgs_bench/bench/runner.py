@@ -234,7 +234,8 @@ def sampling_config(cfg) -> SamplingConfig:
 
 def streaming_config(cfg) -> streaming.Streaming:
     scenario = cfg.scenario
-    return streaming.Streaming(scenario.audio_chunk_frames, scenario.audio_left_frames, scenario.audio_lookahead_frames)
+    return streaming.Streaming(scenario.audio_chunk_frames, scenario.audio_left_frames, scenario.audio_lookahead_frames,
+                               scenario.audio_first_chunk_frames)
 
 
 def codec_dir(cfg) -> Path:
@@ -287,7 +288,7 @@ def serving_slots(cfg) -> int:
 def measure_load(cfg, backend, prompter: Prompter, codec) -> dict:
     """scenario.serving: the workload at every load level (bench/serving.py)."""
     stream, n = streaming_config(cfg), backend.config.num_codebooks
-    first_chunk_s = decode_seconds(codec, n, stream.first_window)
+    decode_s = decode_seconds(codec, n, stream.first_window), decode_seconds(codec, n, stream.window)
     levels = serving.levels(cfg.scenario.serving)
     with _progress() as progress:
         task = progress.add_task("serving", total=len(levels))
@@ -295,10 +296,9 @@ def measure_load(cfg, backend, prompter: Prompter, codec) -> dict:
         def on_level(level):
             progress.update(task, advance=1, description=f"serving ({level.batching} {level.load} done)")
 
-        result = serving.measure_serving(cfg.scenario, backend, prompter, serving_slots(cfg), stream.first_window,
-                                         first_chunk_s, cfg.select.slo_ttfa_ms, cfg.select.slo_rtf,
-                                         sampling_config(cfg), on_level)
-    return result | {"first_chunk_decode_ms": first_chunk_s * 1000}
+        result = serving.measure_serving(cfg.scenario, backend, prompter, serving_slots(cfg), stream, decode_s,
+                                         cfg.select.slo_ttfa_ms, cfg.select.slo_rtf, sampling_config(cfg), on_level)
+    return result | {"first_chunk_decode_ms": decode_s[0] * 1000, "chunk_decode_ms": decode_s[1] * 1000}
 
 
 def quality_seeds(cfg) -> list[int]:

@@ -4,18 +4,19 @@ by: audio seconds delivered per second, time to first audio, per-request real-ti
 and goodput (requests per second that meet the service-level objectives).
 
 The workload: requests of one to three scenario sentences, a share of them cloning a voice. Each request's
-frame limit is the length its words would take spoken (`frames_per_word`, +-25 %), so that lengths vary as
-real speech does also with random weights, which rarely stop by themselves; with real weights most requests
-stop at their EOS first.
+frame limit is the length its words would take spoken (`frames_per_word`, +-25 %), and by default
+(`ignore_eos`) every request runs to it: lengths vary as speech does, and every variant and batching serves the
+same work (random weights stop at random, after about a second).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from higgs_bench.codec.streaming import Streaming, playback
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.generate.delay import codes_from_stream
 from higgs_bench.generate.loop import generate
@@ -54,11 +55,19 @@ def levels(serving) -> list[Level]:
            [Level(batching, rate=r) for batching in serving.batching for r in serving.rates]
 
 
+def level_requests(level: Level, serving) -> int:
+    """Requests a level sends: `requests`, or in a closed loop `requests_per_client` per client when set."""
+    if level.concurrency is None or serving.requests_per_client is None:
+        return serving.requests
+    return level.concurrency * serving.requests_per_client
+
+
 def workload(texts: list[str], serving, num_codebooks: int, max_frames: int) -> list[WorkItem]:
-    """`serving.requests` requests, the same for every level and batching (seeded)."""
+    """The requests of the largest level, the same for every level and batching (seeded): each level sends
+    the first of them."""
     rng = random.Random(serving.seed)
     items = []
-    for _ in range(serving.requests):
+    for _ in range(max(level_requests(level, serving) for level in levels(serving))):
         text = " ".join(rng.sample(texts, rng.randint(1, min(3, len(texts)))))
         spoken = len(text.split()) * serving.frames_per_word * rng.uniform(1 - SPREAD, 1 + SPREAD)
         frames = min(max_frames, num_codebooks + 1 + round(spoken))
@@ -85,21 +94,22 @@ def reference_codes(backend, prompter, text: str, frames: int, sampling: Samplin
     return codes
 
 
-def request_figures(result: Served, audio_frames: int, first_chunk_decode_s: float | None) -> dict:
-    """One request's figures in milliseconds from its arrival. Time to first audio (when there is a codec, whose
-    decoding time of the first chunk is measured once): the first chunk's frames, with their lookahead,
-    generated, plus decoding them."""
+def request_figures(result: Served, audio_frames: int, num_codebooks: int, streaming: Streaming,
+                    decode_s: tuple[float, float] | None) -> dict:
+    """One request's figures in milliseconds from its arrival. When there is a codec (decode_s: its time to
+    decode the first window and a later one, measured once): the time to first audio, its first chunk's frames
+    and their lookahead generated and decoded, and how long playback then stalls waiting for chunks."""
     audio_s = audio_frames / FRAME_RATE
+    ready = result.audio_ready_s(num_codebooks)[:audio_frames]
     figures = {"id": result.id, "status": "ok", "slot": result.slot, "arrival_s": result.arrival_s,
                "queue_wait_ms": (result.admitted_s - result.arrival_s) * 1000,
-               "time_to_first_frame_ms": None if result.first_frame_s is None else
-               (result.first_frame_s - result.arrival_s) * 1000,
+               "time_to_first_frame_ms": (ready[0] - result.arrival_s) * 1000 if ready else None,
                "e2e_ms": (result.finished_s - result.arrival_s) * 1000, "audio_s": audio_s,
                "rtf": (result.finished_s - result.admitted_s) / audio_s if audio_s else None,
                "ended_by": "frame limit" if result.eos_step is None else "eos"}
-    if first_chunk_decode_s is not None:
-        ready = result.first_chunk_s if result.first_chunk_s is not None else result.finished_s
-        figures["time_to_first_audio_ms"] = (ready - result.arrival_s + first_chunk_decode_s) * 1000
+    if decode_s is not None:
+        first_s, stall_s = playback(streaming, ready, result.finished_s, decode_s)
+        figures |= {"time_to_first_audio_ms": (first_s - result.arrival_s) * 1000, "stall_ms": stall_s * 1000}
     return figures
 
 
@@ -124,27 +134,30 @@ def level_summary(level: Level, rows: list[dict], requests: int, slo_ttfa_ms: fl
             "rtf": percentiles([r["rtf"] for r in done if r["rtf"] is not None], (50, 99)),
             "e2e_ms": percentiles([r["e2e_ms"] for r in done], (50, 99)),
             "queue_wait_ms": percentiles([r["queue_wait_ms"] for r in done], (50, 99)),
+            "stall_ms": percentiles([r["stall_ms"] for r in done], (50, 99)),
+            "stalled": sum(r["stall_ms"] > 0 for r in done),
             "goodput": len(good) / wall_s if wall_s else None,
             "slo_share": len(good) / requests if requests else None,
             "meets_slo": bool(done) and len(good) == requests}
 
 
 def run_level(backend, level: Level, prompts: list, items: list[WorkItem], sampling: SamplingConfig, slots: int,
-              positions: int, first_audio_frames: int, first_chunk_decode_s: float, seed: int) -> list[dict]:
+              positions: int, streaming: Streaming, decode_s: tuple[float, float], seed: int) -> list[dict]:
     """Replay the workload at one level; per request its figures, or why it was refused."""
     times = arrivals(level, len(items), seed)
     requests = [Request(f"r{i:04d}", prompt, item.max_frames, arrival)
                 for i, (prompt, item, arrival) in enumerate(zip(prompts, items, times))]
-    served = serve(backend, requests, sampling, slots, first_audio_frames=first_audio_frames,
-                   admission=Admission(level.batching, level.concurrency), positions=positions)
-    bos, eos = backend.config.stream_bos_id, backend.config.stream_eos_id
+    served = serve(backend, requests, sampling, slots, admission=Admission(level.batching, level.concurrency),
+                   positions=positions)
+    cfg = backend.config
+    bos, eos = cfg.stream_bos_id, cfg.stream_eos_id
     rows = []
     for result in served:
         if result.error:
             rows.append({"id": result.id, "status": "refused", "error": result.error})
             continue
         frames = codes_from_stream(result.streams, bos, eos).shape[1]
-        rows.append(request_figures(result, frames, first_chunk_decode_s))
+        rows.append(request_figures(result, frames, cfg.num_codebooks, streaming, decode_s))
     return rows
 
 
@@ -176,7 +189,7 @@ def plan(scenario, prompter, num_codebooks: int) -> tuple[list[WorkItem], int]:
     return items, positions
 
 
-def measure_serving(scenario, backend, prompter, slots: int, first_audio_frames: int, first_chunk_decode_s: float,
+def measure_serving(scenario, backend, prompter, slots: int, streaming: Streaming, decode_s: tuple[float, float],
                     slo_ttfa_ms: float, slo_rtf: float, sampling: SamplingConfig, on_level=None) -> dict:
     """Every level of scenario.serving over one workload; `on_level(level)` is called after each."""
     serving, texts = scenario.serving, list(scenario.texts)
@@ -185,19 +198,22 @@ def measure_serving(scenario, backend, prompter, slots: int, first_audio_frames:
     prompts = [(cloning if item.clone else prompter)([item.text])[0] for item in items]
     backend.release()
     backend.warm([(slots, positions)])
-    replay = dict(slots=slots, positions=positions, first_audio_frames=first_audio_frames,
-                  first_chunk_decode_s=first_chunk_decode_s, seed=serving.seed, sampling=sampling)
+    sampling = replace(sampling, ignore_eos=serving.ignore_eos)
+    replay = dict(slots=slots, positions=positions, streaming=streaming, decode_s=decode_s, seed=serving.seed,
+                  sampling=sampling)
     # untimed warm-up: every request's prefill once (a captured prefill per prompt width bucket), a few steps
     short = [replace(item, max_frames=backend.config.num_codebooks + 2) for item in items]
     run_level(backend, Level("inflight", concurrency=slots), prompts, short, **replay)
     summaries, per_request = [], []
     for level in levels(serving):
-        rows = run_level(backend, level, prompts, items, **replay)
-        summaries.append(level_summary(level, rows, len(items), slo_ttfa_ms, slo_rtf))
+        count = level_requests(level, serving)
+        rows = run_level(backend, level, prompts[:count], items[:count], **replay)
+        summaries.append(level_summary(level, rows, count, slo_ttfa_ms, slo_rtf))
         per_request.append({"load": level.load, "batching": level.batching, "requests": rows})
         if on_level:
             on_level(level)
     return {"slots": slots, "positions": positions, "requests": len(items),
             "clone_requests": sum(i.clone for i in items), "request_frame_limits": [i.max_frames for i in items],
-            "first_audio_frames": first_audio_frames, "slo": {"time_to_first_audio_ms": slo_ttfa_ms, "rtf": slo_rtf},
+            "streaming": asdict(streaming), "ignore_eos": serving.ignore_eos,
+            "slo": {"time_to_first_audio_ms": slo_ttfa_ms, "rtf": slo_rtf},
             "levels": summaries, "max_streams": most_streams(summaries), "per_request": per_request}

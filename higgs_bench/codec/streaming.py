@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from higgs_bench.errors import HiggsBenchError
+from higgs_bench.model.config import FRAME_RATE
 
 
 @dataclass(frozen=True)
@@ -25,25 +26,42 @@ class Streaming:
     # (docs/serving.md), and 10 frames of lookahead cost 10 decode steps, not 0.4 s
     left_frames: int = 10
     lookahead_frames: int = 10
+    # a shorter first chunk plays sooner, but the next chunk needs chunk_frames more frames generated while it
+    # plays: playback waits unless the RTF stays at most first_chunk_frames / chunk_frames. 5 frames (0.2 s)
+    # save 5 steps of first audio and hold up to an RTF of 0.5 (`playback` measures the stalls)
+    first_chunk_frames: int | None = 5  # None: chunk_frames
 
     def __post_init__(self):
         if self.chunk_frames < 1:
             raise HiggsBenchError(f"chunk_frames={self.chunk_frames} must be >= 1")
+        if self.first_chunk_frames is not None and self.first_chunk_frames < 1:
+            raise HiggsBenchError(f"first_chunk_frames={self.first_chunk_frames} must be >= 1 (or unset)")
         if self.left_frames < 0 or self.lookahead_frames < 0:
             raise HiggsBenchError(f"left_frames={self.left_frames} and lookahead_frames={self.lookahead_frames} "
                                   "must be >= 0")
 
     @property
+    def first_chunk(self) -> int:
+        return self.first_chunk_frames or self.chunk_frames
+
+    @property
     def first_window(self) -> int:
         """Frames decoded for the first chunk (it has no left context)."""
-        return self.chunk_frames + self.lookahead_frames
+        return self.first_chunk + self.lookahead_frames
+
+    @property
+    def window(self) -> int:
+        """Frames decoded for each later chunk."""
+        return self.left_frames + self.chunk_frames + self.lookahead_frames
 
     def windows(self, frames: int) -> Iterator[tuple[int, int, int, int]]:
         """(decode_from, decode_to, keep_from, keep_to) frame indices of each chunk of an utterance of
         `frames` frames; the kept ranges tile 0..frames exactly once."""
-        for start in range(0, frames, self.chunk_frames):
-            end = min(frames, start + self.chunk_frames)
+        start = 0
+        while start < frames:
+            end = min(frames, start + (self.chunk_frames if start else self.first_chunk))
             yield max(0, start - self.left_frames), min(frames, end + self.lookahead_frames), start, end
+            start = end
 
 
 def decode_chunks(codec, codes: np.ndarray, streaming: Streaming) -> Iterator[np.ndarray]:
@@ -65,6 +83,26 @@ def stream_error(whole: np.ndarray, streamed: np.ndarray) -> dict:
     signal, peak = float(np.linalg.norm(whole)), float(np.max(np.abs(whole), initial=0.0))
     return {"rel_error": float(np.linalg.norm(error)) / signal if signal else 0.0,
             "max_error": float(np.max(np.abs(error), initial=0.0)) / peak if peak else 0.0}
+
+
+def playback(streaming: Streaming, frame_ready_s: list[float], end_s: float,
+             decode_s: tuple[float, float]) -> tuple[float, float]:
+    """What a listener gets: when the first audio plays, and for how long playback then stalls waiting for
+    chunks. frame_ready_s[i]: when audio frame i was generated; end_s: when the utterance ended (a chunk whose
+    lookahead runs past the end can only be decoded then); decode_s: the time to decode the first window and a
+    later one. Chunks are decoded one after another, each once its frames exist."""
+    first = playing = None
+    decoded = stalled = 0.0
+    for _, hi, start, end in streaming.windows(len(frame_ready_s)):
+        cut = hi < end + streaming.lookahead_frames
+        decoded = max(end_s if cut else frame_ready_s[hi - 1], decoded) + decode_s[0 if start == 0 else 1]
+        if playing is None:
+            first = playing = decoded
+        stalled += max(0.0, decoded - playing)
+        playing = max(playing, decoded) + (end - start) / FRAME_RATE
+    if playing is None:
+        return end_s, 0.0  # no audio: the listener learns so at the end
+    return first, stalled
 
 
 def snr_db(rel_error: float) -> float:

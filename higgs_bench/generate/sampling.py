@@ -29,6 +29,9 @@ class SamplingConfig:
     ras_win_len: int | None = 7
     ras_win_max_num_repeat: int = 2
     seed: int | None = None
+    # never choose the stream EOS, so that every request runs to its frame limit: load measured with the
+    # lengths asked for, whatever the weights (vLLM's benchmarks have the same switch)
+    ignore_eos: bool = False
 
     def __post_init__(self):
         if self.greedy:
@@ -106,6 +109,9 @@ def choose_frame(
     eos: int,
 ) -> torch.Tensor:
     """The next frame [B, N] from raw audio logits [B, N, C] (float32)."""
+    if cfg.ignore_eos:
+        logits = logits.clone()
+        logits[..., eos] = float("-inf")  # an index from the host, not a tensor: no copy that would synchronise
     scores = force_delay_pattern(logits, step, eos_step, bos, eos)
     if cfg.greedy:
         return scores.argmax(dim=-1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,11 +43,15 @@ class Served:
     streams: torch.Tensor | None = None  # [frames, N] delayed frames, on the CPU
     eos_step: int | None = None
     admitted_s: float | None = None  # its prefill done: the queue wait includes the prefill
-    first_frame_s: float | None = None  # the first frame every codebook has reached
-    first_chunk_s: float | None = None  # the last of the first `first_audio_frames` decodable frames
+    frame_s: list[float] = field(default_factory=list)  # when each of its frames was chosen
     finished_s: float | None = None
     slot: int | None = None
     error: str | None = None
+
+
+    def audio_ready_s(self, num_codebooks: int) -> list[float]:
+        """When each audio frame had all its codebooks: the delay pattern's warm-up frames dropped."""
+        return self.frame_s[num_codebooks:]
 
 
 @dataclass
@@ -78,12 +82,10 @@ BATCHING = ("inflight", "static")
 
 
 def serve(backend, requests: list[Request], sampling: SamplingConfig, slots: int, clock=time.perf_counter,
-          sleep=time.sleep, first_audio_frames: int = 20, admission: Admission = Admission(),
-          positions: int | None = None) -> list[Served]:
+          sleep=time.sleep, admission: Admission = Admission(), positions: int | None = None) -> list[Served]:
     """Run the requests through `slots` slots in arrival order; returns one Served per request, in input order.
-    Times are seconds after the start; the first audio chunk can be decoded once `first_audio_frames` decodable
-    frames exist (codec/streaming.py: the chunk and its lookahead). `positions`: the cache positions each slot
-    gets (default: the longest request's)."""
+    Times are seconds after the start. `positions`: the cache positions each slot gets (default: the longest
+    request's)."""
     outcomes = {r.id: Served(r.id, r.arrival_s) for r in requests}
     if len(outcomes) != len(requests):
         raise HiggsBenchError("request ids must be unique")
@@ -99,7 +101,7 @@ def serve(backend, requests: list[Request], sampling: SamplingConfig, slots: int
             outcomes[request.id].error = str(err)
     if pending:
         positions = positions or max(len(r.prompt) + r.max_frames for r in pending)
-        _run(backend, pending, outcomes, sampling, slots, positions, clock, sleep, first_audio_frames, admission)
+        _run(backend, pending, outcomes, sampling, slots, positions, clock, sleep, admission)
     return [outcomes[r.id] for r in requests]
 
 
@@ -116,7 +118,7 @@ def _arrive(pending: deque, queue: deque, busy: int, outcomes: dict, now: float,
 
 @torch.inference_mode()
 def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slots: int, positions: int, clock,
-         sleep, first_audio_frames: int, admission: Admission) -> None:
+         sleep, admission: Admission) -> None:
     cfg, device = backend.config, backend.device
     bos, eos, n = cfg.stream_bos_id, cfg.stream_eos_id, cfg.num_codebooks
     backend.open_slots(slots, positions)
@@ -161,10 +163,7 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
         now = clock() - start
         for slot, state in list(occupied.items()):
             state.frames.append(frame[slot])
-            if len(state.frames) == n + 1:
-                state.served.first_frame_s = now
-            if len(state.frames) == n + first_audio_frames:
-                state.served.first_chunk_s = now
+            state.served.frame_s.append(now)
             if finished[slot]:
                 _finish(state, now, eos_step[slot])
                 del occupied[slot]

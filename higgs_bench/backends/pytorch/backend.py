@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from higgs_bench.backends.pytorch.network import HiggsNetwork, Rows, call_layer, fuse_weights, rope_inv_freq
+from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer, call_prefill_layer, fuse_weights,
+                                                  rope_inv_freq)
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.errors import ConfigError, GenerationError
 from higgs_bench.generate.inputs import PromptInputs
@@ -58,6 +59,11 @@ def compile_options(mode: str, quantised: str | None, device: torch.device) -> d
     return options
 
 
+def text_only(audio_mask: torch.Tensor) -> bool:
+    """The routing of a prompt without audio positions: every layer runs its text weights alone."""
+    return False
+
+
 def prompt_bucket(width: int) -> int:
     """The width a lone prompt is left-padded to for the captured prefill: a power of two from 64."""
     bucket = SMALLEST_PROMPT_BUCKET
@@ -96,8 +102,9 @@ class DecodeState:
 class PrefillGraph:
     """A captured prefill of one prompt left-padded to a fixed width: host-bound as eager (about 1500 kernel
     launches, 30-40 ms of host time against 6 ms of GPU work for a 60-position prompt at the 3B shape on an
-    H200), one replay when captured. Both MLPs run on every position (Rows.selected), so no shape depends on
-    the prompt."""
+    H200), one replay when captured, and its layers compiled when the engine is. A prompt with audio (a voice
+    to clone) runs both MLPs on every position (Rows.selected), so no shape depends on where its audio is; a
+    text-only prompt runs the text MLP alone."""
 
     inputs: tuple[torch.Tensor, ...]  # token ids, audio codes, audio mask, valid mask [1, width]
     state: DecodeState
@@ -122,14 +129,18 @@ class TorchBackend:
         if quantised:
             quantise(self.network, config, quantised, self.device)
         self.states: dict[tuple[int, int], DecodeState] = {}
-        self.prefill_graphs: dict[int, PrefillGraph] = {}
+        self.prefill_graphs: dict[tuple[int, bool], PrefillGraph] = {}  # by (width, has audio)
         self.state: DecodeState | None = None
-        self.decode_layer = None
+        self.decode_layer = self.prefill_layer = None
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
             self.decode_layer = torch.compile(call_layer, dynamic=False,
                                               options=compile_options(self.speed.compile_mode, quantised, self.device))
+            # a prefill's products have tens to hundreds of rows, which cuBLAS serves well: fusing the rest is the
+            # gain, and autotuning every width bucket would cost minutes each
+            self.prefill_layer = torch.compile(call_prefill_layer, dynamic=False,
+                                               options=compile_options("default", quantised, self.device))
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False,
@@ -241,20 +252,21 @@ class TorchBackend:
         return self.cuda_graph and bucket <= min(state.key_valid.shape[1], self.max_positions)
 
     def _captured_prefill(self, prompt: PromptInputs) -> tuple[DecodeState, torch.Tensor]:
-        width = prompt_bucket(len(prompt))
-        captured = self.prefill_graphs.get(width) or self._capture_prefill(width)
+        key = prompt_bucket(len(prompt)), bool(prompt.audio_mask.any())
+        captured = self.prefill_graphs.get(key) or self._capture_prefill(*key)
         for buffer, value in zip(captured.inputs, self._prompt_tensors([prompt], width, self.device)):
             buffer.copy_(value)
         captured.graph.replay()
         return captured.state, captured.logits.clone()
 
-    def _capture_prefill(self, width: int) -> PrefillGraph:
+    def _capture_prefill(self, width: int, audio: bool) -> PrefillGraph:
         state = self._new_state(1, width)
         inputs = tuple(t.to(self.device) for t in self._prompt_tensors([], width, "cpu", batch=1))
         inputs[3].fill_(True)  # warm-up rows see valid positions
+        routing = Rows.selected if audio else text_only
 
         def run():
-            return self._run_prefill(state, *inputs, routing=Rows.selected)
+            return self._run_prefill(state, *inputs, routing=routing, run_layer=self.prefill_layer)
 
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -265,8 +277,8 @@ class TorchBackend:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logits = run()
-        self.prefill_graphs[width] = PrefillGraph(inputs, state, graph, logits)
-        return self.prefill_graphs[width]
+        self.prefill_graphs[width, audio] = PrefillGraph(inputs, state, graph, logits)
+        return self.prefill_graphs[width, audio]
 
     def _check_positions(self, positions: int) -> None:
         if positions > self.max_positions:
@@ -291,7 +303,8 @@ class TorchBackend:
             valid[row, pad:] = True
         return ids.to(device), codes.to(device), audio.to(device), valid.to(device)
 
-    def _run_prefill(self, state: DecodeState, ids, codes, audio, valid, routing=Rows.of) -> torch.Tensor:
+    def _run_prefill(self, state: DecodeState, ids, codes, audio, valid, routing=Rows.of,
+                     run_layer=None) -> torch.Tensor:
         """Write the prompt tensors' keys and values into `state` from column 0; logits at the last column."""
         width = ids.shape[1]
         state.key_valid.zero_()
@@ -303,7 +316,8 @@ class TorchBackend:
         positions = (valid.long().cumsum(dim=1) - 1).clamp(min=0)
         h = self.network.embed(ids, codes, audio)
         columns = torch.arange(width, device=self.device)
-        hidden = self.network(h, routing(audio), positions, state.caches, columns, *self._prefill_masks(state, width))
+        hidden = self.network(h, routing(audio), positions, state.caches, columns, *self._prefill_masks(state, width),
+                              run_layer=run_layer)
         return self.network.audio_logits(hidden[:, -1])
 
     @torch.inference_mode()

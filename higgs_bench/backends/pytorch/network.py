@@ -198,6 +198,12 @@ def call_layer(layer: Layer, *args) -> torch.Tensor:
     return layer(*args)
 
 
+def call_prefill_layer(layer: Layer, *args) -> torch.Tensor:
+    """call_layer under a name of its own: the prefill compiles with other options than the decode step, and
+    torch.compile keeps its compilations per function."""
+    return layer(*args)
+
+
 class HiggsNetwork(nn.Module):
     def __init__(self, cfg: HiggsConfig):
         super().__init__()
