@@ -45,6 +45,32 @@ def prompts_of(checkpoint, cfg) -> dict:
 
 
 @torch.inference_mode()
+def measure(checkpoint, compile_mode: str | None, slots: int, profile: bool) -> None:
+    speed = Speed(cuda_graph=True, compile_mode=compile_mode, max_seq_len=2048)
+    backend = TorchBackend.from_checkpoint(checkpoint, device="cuda", dtype=torch.bfloat16, speed=speed)
+    prompts = prompts_of(checkpoint, backend.config)
+    backend.open_slots(slots, 700)
+    print(f"layers {'compiled' if compile_mode else 'eager'}:", flush=True)
+    for name, prompt in prompts.items():
+        start = time.perf_counter()
+        backend.prefill_slots([0], [prompt])
+        torch.cuda.synchronize()
+        build = time.perf_counter() - start
+        line = f"  {name} ({len(prompt)} positions): captured prefill into a slot " \
+               f"{median_ms(lambda: backend.prefill_slots([0], [prompt]))} ms (first call {build:.1f} s)"
+        if compile_mode is None:
+            eager = backend._new_state(1, len(prompt))
+            line += f", eager prefill {median_ms(lambda: backend._prefill_into(eager, [prompt]))} ms"
+        print(line, flush=True)
+    frame = torch.zeros((slots, backend.config.num_codebooks), dtype=torch.long, device="cuda")
+    print(f"  decode step over {slots} slots: {median_ms(lambda: backend.step(frame), 50)} ms", flush=True)
+    if profile and compile_mode:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            backend.prefill_slots([0], [prompts["voice clone"]])
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
@@ -52,31 +78,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     for compile_mode in (None, "default"):
-        speed = Speed(cuda_graph=True, compile_mode=compile_mode, max_seq_len=2048)
-        backend = TorchBackend.from_checkpoint(args.checkpoint, device="cuda", dtype=torch.bfloat16, speed=speed)
-        prompts = prompts_of(args.checkpoint, backend.config)
-        backend.open_slots(args.slots, 700)
-        print(f"layers {'compiled' if compile_mode else 'eager'}:", flush=True)
-        for name, prompt in prompts.items():
-            start = time.perf_counter()
-            backend.prefill_slots([0], [prompt])
-            torch.cuda.synchronize()
-            build = time.perf_counter() - start
-            line = f"  {name} ({len(prompt)} positions): captured prefill into a slot " \
-                   f"{median_ms(lambda: backend.prefill_slots([0], [prompt]))} ms (first call {build:.1f} s)"
-            if compile_mode is None:
-                eager = backend._new_state(1, len(prompt))
-                line += f", eager prefill {median_ms(lambda: backend._prefill_into(eager, [prompt]))} ms"
-            print(line, flush=True)
-        frame = torch.zeros((args.slots, backend.config.num_codebooks), dtype=torch.long, device="cuda")
-        print(f"  decode step over {args.slots} slots: {median_ms(lambda: backend.step(frame), 50)} ms", flush=True)
-        if args.profile and compile_mode:
-            prompt = prompts["voice clone"]
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                backend.prefill_slots([0], [prompt])
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
-        del backend
+        measure(args.checkpoint, compile_mode, args.slots, args.profile)
         torch.cuda.empty_cache()
 
 

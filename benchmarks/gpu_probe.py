@@ -72,7 +72,7 @@ def main():
                   f"p90 {summary['frame_ms']['p90']:.2f}, first frame {summary['time_to_first_frame_ms']:.1f} ms, "
                   f"step alone {step_ms:.2f} ms, sampling+delay+RAS {loop_ms:.2f} ms, "
                   f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
-        del big
+        big = None  # freed before the next engine loads
         torch.cuda.empty_cache()
 
 

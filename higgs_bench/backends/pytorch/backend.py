@@ -252,8 +252,8 @@ class TorchBackend:
         return self.cuda_graph and bucket <= min(state.key_valid.shape[1], self.max_positions)
 
     def _captured_prefill(self, prompt: PromptInputs) -> tuple[DecodeState, torch.Tensor]:
-        key = prompt_bucket(len(prompt)), bool(prompt.audio_mask.any())
-        captured = self.prefill_graphs.get(key) or self._capture_prefill(*key)
+        width, audio = prompt_bucket(len(prompt)), bool(prompt.audio_mask.any())
+        captured = self.prefill_graphs.get((width, audio)) or self._capture_prefill(width, audio)
         for buffer, value in zip(captured.inputs, self._prompt_tensors([prompt], width, self.device)):
             buffer.copy_(value)
         captured.graph.replay()

@@ -125,7 +125,7 @@ class TrtllmBackend:
 
     def release(self) -> None:
         self.shape, self.caches, self.feed, self.step_logits = None, [], None, None
-        self.graphs = StepGraphs(load_cudart()) if cuda_graph else None
+        self._reset_graph()  # its buffers are gone: the next step is enqueued and captured anew
 
     def kv_cache_bytes(self) -> int:
         return sum(cache.nbytes for cache in self.caches)
