@@ -59,21 +59,30 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
 
 
-@pytest.mark.parametrize("quantised", ["int8", "int4", "fp8"])
+# Compiled against eager prefill of the same quantised engine (tiny_trtllm, bf16), measured on an H200: int8
+# 0.009, fp8 0.052 (relative L2 of the logits). fp8 rounds every activation to 3 mantissa bits: where Inductor
+# fuses a norm and rounds its bf16 output differently, some activations land one fp8 step apart.
+COMPILED_BOUNDS = {"int8": 2e-2, "int4": 2e-2, "fp8": 0.1}
+
+
+@pytest.mark.parametrize("quantised", sorted(COMPILED_BOUNDS))
 def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does(tiny_trtllm, prompt_inputs,
                                                                                  quantised):
-    """The captured and compiled prefill (padded to its bucket) with torchao's quantised linears against the same
-    engine's eager prefill, on the same GPU, for a text-only prompt and a voice-cloning one (both MLPs on every
-    position): the same logits but for rounding. The model whose sizes are multiples of int4's groups of 128."""
+    """The captured prefill (padded to its bucket), with eager and with compiled layers, against the same
+    engine's eager prefill on the same GPU, for a text-only prompt and a voice-cloning one (both MLPs on every
+    position). The model whose sizes are multiples of int4's groups of 128."""
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
-    speeds = Speed(cuda_graph=True, compile_mode="default", max_seq_len=512), Speed(max_seq_len=512)
-    engines = [TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised=quantised,
-                                            speed=speed) for speed in speeds]
+    speeds = (Speed(max_seq_len=512), Speed(cuda_graph=True, max_seq_len=512),
+              Speed(cuda_graph=True, compile_mode="default", max_seq_len=512))
+    eager, captured, compiled = (TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16,
+                                                              quantised=quantised, speed=speed) for speed in speeds)
     for prompt in (prompt_inputs[0], prompt_inputs[2]):
-        graphed, eager = (engine.prefill([prompt], 20) for engine in engines)
-        assert ((graphed - eager).norm() / eager.norm()).item() < 2e-2
-    assert len(engines[0].prefill_graphs) == 2  # guard: the captured path ran, with and without audio
+        want = eager.prefill([prompt], 20)
+        for engine, bound in ((captured, 1e-3), (compiled, COMPILED_BOUNDS[quantised])):
+            got = engine.prefill([prompt], 20)
+            assert ((got - want).norm() / want.norm()).item() < bound, engine.speed
+    assert len(compiled.prefill_graphs) == 2  # guard: the captured path ran, with and without audio
 
 
 def test_compiled_int8_at_several_rows_runs_no_slow_int8pack_kernel(tiny_hf, prompt_inputs):
