@@ -2,6 +2,7 @@
 whole-utterance decode, for one chunk size, over a few utterances of random codes.
 
     python benchmarks/stream_overlap.py [--codec DIR] [--chunk 10] [--frames 250] [--utterances 4] [--out F.json]
+                                        [--device cuda [--no-tf32]]
 
 Without --codec it uses the embedded tiny random codec, whose decoder has the released structure (kernel
 sizes, dilations, upsampling ratios), so the context it needs is the released decoder's; the size of the
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -34,7 +36,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--utterances", type=int, default=4)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--no-tf32", action="store_true", help="cuDNN convolutions in full float32 on a GPU")
     args = parser.parse_args()
+    torch.backends.cudnn.allow_tf32 = not args.no_tf32
     codec = load_codec(args.codec or embedded_codec(), device=args.device)
     rng = np.random.default_rng(0)
     utterances = [rng.integers(0, codec.config.bins, (codec.config.num_codebooks, args.frames))
@@ -43,7 +47,7 @@ def main() -> None:
     rows = []
     for left in LEFT:
         for lookahead in LOOKAHEAD:
-            streaming = Streaming(args.chunk, left, lookahead)
+            streaming = Streaming(args.chunk, left, lookahead, first_chunk_frames=None)  # every chunk alike
             errors = [measure(codec, codes, streaming, whole) for codes, whole in zip(utterances, wholes)]
             rows.append({"left_frames": left, "lookahead_frames": lookahead,
                          "rel_error_max": max(e["rel_error"] for e in errors),
@@ -57,6 +61,7 @@ def main() -> None:
     Console().print(table)
     if args.out:
         args.out.write_text(json.dumps({"codec": str(args.codec or "embedded tiny random"), "chunk_frames": args.chunk,
+                                        "device": args.device, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
                                         "frames": args.frames, "utterances": args.utterances, "rows": rows}, indent=1))
 
 
