@@ -234,6 +234,8 @@ def test_unknown_settings_are_refused_also_with_plus(tmp_path, cache):
     ("scenario.texts=['Fine.','  ']", "scenario.texts[1] is empty"),
     ("scenario.batch_sizes=[]", "scenario.batch_sizes is empty"),
     ("scenario.quality_max_frames=0", "scenario.quality_max_frames=0"),
+    ("scenario.audio_first_chunk_frames=0", "scenario.audio_first_chunk_frames=0 must be >= 1"),
+    ("scenario.serving.requests_per_client=0", "scenario.serving.requests_per_client=0 must be >= 1"),
     ("scenario.sampling.temperature=inf", "temperature must be finite"),
     ("scenario.sampling.temperature=1e-40", "below 0.001"),
     ("scenario.sampling.temperature=nan", "temperature must be > 0"),

@@ -179,7 +179,7 @@ def check_config(cfg) -> None:
         (scenario.repeats >= 1, f"scenario.repeats={scenario.repeats}: give at least 1 timed run"),
         (scenario.min_frame_samples >= 0, f"scenario.min_frame_samples={scenario.min_frame_samples} must be >= 0"),
         (scenario.audio_chunk_frames >= 1, f"scenario.audio_chunk_frames={scenario.audio_chunk_frames} must be >= 1"),
-        ((scenario.audio_first_chunk_frames or 1) >= 1,
+        (scenario.audio_first_chunk_frames is None or scenario.audio_first_chunk_frames >= 1,
          f"scenario.audio_first_chunk_frames={scenario.audio_first_chunk_frames} must be >= 1 (or null)"),
         (min(scenario.audio_left_frames, scenario.audio_lookahead_frames) >= 0,
          "scenario.audio_left_frames and scenario.audio_lookahead_frames must be >= 0"),
@@ -224,6 +224,8 @@ def check_serving(serving, engine, select) -> None:
     slots = serving.slots if serving.slots is not None else engine.max_batch_size
     rules = [
         (serving.requests >= 0, f"scenario.serving.requests={serving.requests} must be >= 0 (0: no serving run)"),
+        (serving.requests_per_client is None or serving.requests_per_client >= 1,
+         f"scenario.serving.requests_per_client={serving.requests_per_client} must be >= 1 (or null)"),
         (all(c >= 1 for c in serving.concurrency), f"scenario.serving.concurrency={list(serving.concurrency)}: each "
                                                    "must be >= 1"),
         (all(math.isfinite(r) and r > 0 for r in serving.rates),
