@@ -29,7 +29,7 @@ import soundfile
 
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.bench.serving import request_figures
-from higgs_bench.bench.timing import decode_seconds
+from higgs_bench.bench.timing import chunk_decode_seconds
 from higgs_bench.codec import load_codec
 from higgs_bench.codec.streaming import Streaming
 from higgs_bench.errors import HiggsBenchError, OutputError
@@ -148,7 +148,7 @@ def run(args) -> Path:
     results = serve(backend, requests, sampling_from_args(args), args.slots, admission=Admission(args.batching))
     wall_s = time.perf_counter() - start
     n = backend.config.num_codebooks
-    decode_s = (decode_seconds(codec, n, stream.first_window), decode_seconds(codec, n, stream.window)) if codec else None
+    decode_s = chunk_decode_seconds(codec, n, stream) if codec else None
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [{"id": name, "status": "refused", "error": why} for name, why in refused.items()]
     bos, eos = backend.config.stream_bos_id, backend.config.stream_eos_id

@@ -29,7 +29,7 @@ from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.memory import MeasuredMemory
 from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per_audio_second, git_sha, gpu_state
 from higgs_bench.bench.report import RECORD
-from higgs_bench.bench.timing import decode_seconds, summarise_batch, time_decoding, time_generation
+from higgs_bench.bench.timing import chunk_decode_seconds, summarise_batch, time_decoding, time_generation
 from higgs_bench.codec import load_codec, streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
@@ -288,7 +288,7 @@ def serving_slots(cfg) -> int:
 def measure_load(cfg, backend, prompter: Prompter, codec) -> dict:
     """scenario.serving: the workload at every load level (bench/serving.py)."""
     stream, n = streaming_config(cfg), backend.config.num_codebooks
-    decode_s = decode_seconds(codec, n, stream.first_window), decode_seconds(codec, n, stream.window)
+    decode_s = chunk_decode_seconds(codec, n, stream)
     levels = serving.levels(cfg.scenario.serving)
     with _progress() as progress:
         task = progress.add_task("serving", total=len(levels))

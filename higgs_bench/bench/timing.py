@@ -77,6 +77,12 @@ def time_decoding(codec, num_codebooks: int, streaming: Streaming, utterance_fra
                        decode_seconds(codec, num_codebooks, utterance_frames, repeats, clock))
 
 
+def chunk_decode_seconds(codec, num_codebooks: int, streaming: Streaming) -> tuple[float, float]:
+    """Decoding times of the first chunk's window and of a later chunk's, as the serving figures use them."""
+    return (decode_seconds(codec, num_codebooks, streaming.first_window),
+            decode_seconds(codec, num_codebooks, streaming.window))
+
+
 def time_generation(backend, prompts, frames: int, sampling: SamplingConfig, clock=time.perf_counter) -> dict:
     """One timed batch of exactly `frames` steps. Returns stamps relative to the start (prefill included)."""
     stamps = FrameStamps(backend.device, frames + 1, clock)
