@@ -2,15 +2,16 @@
 
     python -m higgs_bench.serve --model DIR [--codec DIR] --requests R.jsonl --slots N --out DIR
         [--greedy | --temperature T --top-p P ...] [--max-frames F] [--batching inflight|static]
-        [--chunk-frames K --left-frames L --lookahead-frames A] [--device D]
+        [--first-chunk-frames F --chunk-frames K --left-frames L --lookahead-frames A] [--ignore-eos] [--device D]
 
 R.jsonl holds one JSON object per line: {"id": "a1", "text": "...", "arrival_s": 0.25}, optionally with
 "ref_audio" (a clip) and "ref_text" (its transcript) for voice cloning, and "max_frames". Requests join a
 free slot once their arrival time (seconds after the start) has come. The command writes <id>.codes.npy per
 request (and <id>.wav with --codec) and serving.json: per request the queue wait, time to first audio (from
-arrival until the first K-frame chunk and its A lookahead frames are generated, plus the codec's time to decode
-them, measured on the run's device after the run), real-time factor, end-to-end latency and how it ended (EOS
-or the frame limit). A request that cannot run (no text, a missing clip, too long) is refused in serving.json
+arrival until the first F-frame chunk and its A lookahead frames are generated, plus the codec's time to decode
+them, measured on the run's device after the run), playback stalls after it (later chunks of K frames, each
+decoded with L frames before it), real-time factor, end-to-end latency and how it ended (EOS or the frame
+limit). A request that cannot run (no text, a missing clip, too long) is refused in serving.json
 on its own.
 """
 

@@ -48,7 +48,6 @@ class Served:
     slot: int | None = None
     error: str | None = None
 
-
     def audio_ready_s(self, num_codebooks: int) -> list[float]:
         """When each audio frame had all its codebooks: the delay pattern's warm-up frames dropped."""
         return self.frame_s[num_codebooks:]
