@@ -77,3 +77,19 @@ def test_a_second_request_of_the_same_shape_reuses_the_cache_cleanly(tiny_hf, pr
         generate(backend, prompt_inputs, GREEDY, frames)
     assert len(backend.states) == MAX_STATES
     assert torch.equal(generate(backend, prompt_inputs, GREEDY, 30).streams, first)
+
+
+def test_weights_fused_in_place_leave_one_copy(tiny_hf):
+    """A loader fuses q/k/v and gate/up as it goes, so that a 3B load does not hold every group twice; a
+    caller's own dict stays as it was."""
+    from higgs_bench.backends.pytorch.network import fuse_weights
+    from higgs_bench.model.checkpoint import load_checkpoint
+
+    weights = load_checkpoint(tiny_hf).weights
+    parts = [weights[f"layers.0.self_attn.{p}_proj.weight"] for p in "qkv"]
+    copied = fuse_weights(weights)
+    assert "layers.0.self_attn.q_proj.weight" in weights and copied is not weights
+    fused = fuse_weights(weights, in_place=True)
+    assert fused is weights and not any(name.endswith((".q_proj.weight", ".up_proj.weight")) for name in fused)
+    assert torch.equal(fused["layers.0.self_attn.qkv_proj.weight"], torch.cat(parts))
+    assert fuse_weights(fused).keys() == fused.keys()  # already fused: nothing to do

@@ -25,6 +25,7 @@ from higgs_bench.files import read_json, writable_dir, write_json, write_text
 from higgs_bench.model import dtypes
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import read_config
+from higgs_bench.model.weights import expected_shapes
 
 BUILD_RECORD = "build.json"
 
@@ -138,17 +139,17 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
 
 
 def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes) -> tuple[dict, object | None]:
-    """Load (and check) the checkpoint; with compile on, also compile the decode step for every planned shape
-    on the device and keep the artefacts. Its size is the weights at the run's dtype, quantised linears at
-    their own width."""
+    """With compile on: load (and check) the checkpoint, compile the decode step for every planned shape on the
+    device and keep the artefacts; with compile off, check the checkpoint. Its size is the weights at the run's
+    dtype, quantised linears at their own width."""
     dtype = dtypes.TORCH[cfg.precision.dtype]
-    checkpoint = load_checkpoint(model_dir, dtype=dtype)
-    shapes_of = {name: tuple(t.shape) for name, t in checkpoint.weights.items()}
-    log = {"size_bytes": weight_bytes(shapes_of, checkpoint.config, torch.finfo(dtype).bits // 8, cfg.precision.weights),
-           "tensors": len(checkpoint.weights), "quantised": cfg.precision.weights}
-    del checkpoint
+    config = read_config(model_dir)
+    shapes_of = expected_shapes(config)  # what a checked load holds: loading refuses any other shape
+    log = {"size_bytes": weight_bytes(shapes_of, config, torch.finfo(dtype).bits // 8, cfg.precision.weights),
+           "tensors": len(shapes_of), "quantised": cfg.precision.weights}
     speed = torch_speed(cfg, device)
     if not speed.compile_mode:
+        load_checkpoint(model_dir, dtype=dtype)  # a damaged checkpoint fails the build, not the run after it
         return log | {"note": "torch backend: weights loaded and quantised at run time (torchao)"}, None
     backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes)
     return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},

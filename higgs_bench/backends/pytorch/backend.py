@@ -145,8 +145,10 @@ class TorchBackend:
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False,
                         quantised: str | None = None, speed: Speed | None = None):
-        checkpoint = load_checkpoint(model_dir, dtype=dtype)
-        return cls(checkpoint.config, checkpoint.weights, device, dtype, cuda_graph, quantised, speed)
+        """Weights are read straight onto `device` and fused there, one group at a time."""
+        checkpoint = load_checkpoint(model_dir, dtype=dtype, device=device)
+        weights = fuse_weights(checkpoint.weights, in_place=True)
+        return cls(checkpoint.config, weights, device, dtype, cuda_graph, quantised, speed)
 
     @property
     def max_positions(self) -> int:

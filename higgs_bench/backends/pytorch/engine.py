@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch._dynamo.utils import counters
 
-from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
+from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, cache_length
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path
 
@@ -23,8 +23,9 @@ COMPILE_CACHE = "compile_cache.bin"
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
                 shapes: list[tuple[int, int]], cache_file: Path | None = None) -> tuple[TorchBackend, dict]:
     """The backend, warmed for `shapes` (compiled, and captured when CUDA graphs are on). With `cache_file`,
-    compile artefacts are loaded from it first. Returns the backend, how long each part took, and how many
-    compiled graphs came from the cache (hit) or had to be compiled (miss)."""
+    compile artefacts are loaded from it first. Returns the backend, how long each part took (each shape's
+    warm-up under its (batch, cache columns) name), and how many compiled graphs came from the cache (hit) or
+    had to be compiled (miss)."""
     start = time.perf_counter()
     loaded = None
     if cache_file is not None and speed.compile_mode:
@@ -32,11 +33,16 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
     before = dict(counters["inductor"])
-    backend.warm(shapes)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    per_shape = {}
+    for batch, total in shapes:
+        shape_start = time.perf_counter()
+        backend.warm([(batch, total)])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        name = f"{batch}x{cache_length(total, speed.max_seq_len)}"
+        per_shape[name] = per_shape.get(name, 0.0) + time.perf_counter() - shape_start
     compiled = {key: counters["inductor"][key] - before.get(key, 0) for key in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
-    return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s,
+    return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled}
 
 

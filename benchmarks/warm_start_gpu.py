@@ -1,0 +1,113 @@
+"""Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
+
+    python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
+
+For each precision, fresh processes one after another:
+- cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
+- warm: another empty Inductor cache and the artefacts loaded (the engine folder on a new machine);
+- local: the cold run's Inductor cache and the artefacts (the same machine again);
+- warm-1-thread: as warm, with Inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1).
+Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table;
+--profile adds the warm run's costliest functions (cumulative and own time) in OUT's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUNS = {"cold": {}, "warm": {}, "local": {}, "warm-1-thread": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
+PRECISIONS = {"bf16": None, "int8": "int8", "int4": "int4", "fp8": "fp8"}
+DEFAULT_SHAPES = "1x301,4x301,16x301,64x301,16x1067,4x1065,3x75"  # what scenario=standard plans
+
+
+def child(args) -> None:
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    from higgs_bench.backends.pytorch.backend import Speed
+    from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
+
+    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
+    cache = Path(args.cache)
+    device = torch.device(args.device)
+    speed = Speed(cuda_graph=device.type == "cuda", compile_mode="default", max_seq_len=2048)
+    profile = cProfile.Profile() if args.profile else None
+    if profile:
+        profile.enable()
+    _, times = load_engine(Path(args.ckpt), device, torch.bfloat16, PRECISIONS[args.precision], speed,
+                           shapes, cache if args.run != "cold" else None)
+    if profile:
+        profile.disable()
+        text = io.StringIO()
+        stats = pstats.Stats(profile, stream=text)
+        stats.sort_stats("cumulative").print_stats(90)
+        stats.sort_stats("tottime").print_stats(30)
+        times["profile"] = text.getvalue()
+    if args.run == "cold":
+        save_artefacts(cache.parent)
+    times["compile_times"] = torch._dynamo.utils.compile_times(repr="str")
+    print(json.dumps(times))
+
+
+def run_child(args, precision: str, run: str, work: Path) -> dict:
+    inductor = work / ("inductor-cold" if run in ("cold", "local") else f"inductor-{run}")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor), **RUNS[run]}
+    command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
+               "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin")]
+    if args.profile and run == "warm":
+        command.append("--profile")
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"error": done.stderr[-3000:], "process_s": wall}
+    times = json.loads(done.stdout.strip().splitlines()[-1])
+    times["process_s"] = wall
+    times["engine_s"] = times["load_s"] + times["warm_s"]
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("ckpt")
+    parser.add_argument("out")
+    parser.add_argument("--precisions", default="bf16")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--run", choices=sorted(RUNS))
+    parser.add_argument("--cache")
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    results = {}
+    for precision in args.precisions.split(","):
+        with tempfile.TemporaryDirectory() as work:
+            runs = {run: run_child(args, precision, run, Path(work)) for run in RUNS}
+        cold = runs["cold"].get("process_s")
+        for run, times in runs.items():
+            if cold and "error" not in times:
+                times["process_over_cold"] = times["process_s"] / cold
+            profile = times.pop("profile", None)
+            if profile:
+                Path(args.out).with_name(f"warm_profile_{precision}.txt").write_text(profile)
+            print(precision, run, {k: v for k, v in times.items() if k != "compile_times"}, flush=True)
+            print(times.get("compile_times", times.get("error", "")), flush=True)
+        results[precision] = runs
+    Path(args.out).write_text(json.dumps({"shapes": args.shapes, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
