@@ -12,6 +12,7 @@ from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.slots import Admission, Request, serve
 from tests.parity import GREEDY
+from tests.test_compiled_engine import bench
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 # Bounds for the 3B shape against the bf16 reference (random weights), about 1.5x the H200 measurement of
@@ -57,6 +58,17 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
                                   tmp_path / "compile_cache.bin")
     reloaded.prefill(prompt_inputs, 40)
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
+
+
+def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path):
+    """The build compiles the decode step's shapes and the lone prompt's captured prefill, and keeps them all:
+    a fresh process with an empty Inductor cache of its own compiles nothing."""
+    _, cold = bench(tmp_path, "cold", "backend.device=cuda")
+    assert cold["settings"]["prefills"] == [[64, False]] and "prefill-64" in cold["compile"]["warm_s_per_shape"]
+    _, warm = bench(tmp_path, "warm", "backend.device=cuda")
+    assert warm["reused"] and "prefill-64" in warm["start"]["warm_s_per_shape"]
+    assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
+                                        "fxgraph_cache_miss": 0}
 
 
 # Compiled against eager prefill of the same quantised engine (tiny_trtllm, bf16), measured on an H200: int8

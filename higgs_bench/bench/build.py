@@ -41,9 +41,11 @@ def torch_speed(cfg, device: torch.device) -> Speed:
                  compile_mode=cfg.backend.compile_mode if compile_on else None, max_seq_len=cfg.engine.max_seq_len)
 
 
-def build_settings(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> dict:
+def build_settings(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]],
+                   prefills: list[tuple[int, bool]] = ()) -> dict:
     """Only what changes the built artefact: the checkpoint, the backend, the precision, engine limits, the
-    versions of what built it (our backend's code included); for a compiled torch engine also the shapes."""
+    versions of what built it (our backend's code included); for a compiled torch engine also the shapes, and
+    with CUDA graphs the captured prefills."""
     settings = {"model": str(Path(model_dir).resolve()), "backend": cfg.backend.name,
                 "precision": OmegaConf.to_container(cfg.precision)}
     if cfg.backend.name == "trtllm":
@@ -54,6 +56,8 @@ def build_settings(cfg, model_dir: Path, device: torch.device, shapes: list[tupl
     if speed.compile_mode:
         settings |= {"speed": speed.__dict__, "shapes": [list(s) for s in bucketed(shapes, speed)],
                      "versions": compiler_versions(device)}
+        if speed.cuda_graph:
+            settings["prefills"] = [list(key) for key in sorted(set(prefills))]
     return settings
 
 
@@ -90,10 +94,12 @@ def engine_dir(cfg, settings: dict) -> Path:
     return Path(cfg.build.engines_dir) / f"{variant_name(cfg)}-{digest}"
 
 
-def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]]) -> tuple[dict, object | None]:
-    """Build (or reuse) the variant for requests of the given (batch, positions) shapes. Returns the build
-    record, and the backend when building made one (a compiled torch engine), else None."""
-    settings = build_settings(cfg, model_dir, device, shapes)
+def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]],
+          prefills: list[tuple[int, bool]] = ()) -> tuple[dict, object | None]:
+    """Build (or reuse) the variant for requests of the given (batch, positions) shapes and lone prompts of the
+    given (width bucket, has audio) prefills. Returns the build record, and the backend when building made one
+    (a compiled torch engine), else None."""
+    settings = build_settings(cfg, model_dir, device, shapes, prefills)
     out = engine_dir(cfg, settings)
     record_path = out / BUILD_RECORD
     if not cfg.build.force:
@@ -108,7 +114,7 @@ def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, in
     start = time.perf_counter()
     backend = None
     if cfg.backend.name == "torch":
-        log, backend = _build_torch(cfg, model_dir, out, device, shapes)
+        log, backend = _build_torch(cfg, model_dir, out, device, shapes, prefills)
     else:
         log = _build_trtllm(cfg, model_dir, out, device)
     record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
@@ -118,11 +124,12 @@ def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, in
     return record | {"reused": False}, backend
 
 
-def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict):
-    """A built torch engine for the run: weights loaded, compile artefacts loaded, shapes warmed."""
+def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict, prefills=()):
+    """A built torch engine for the run: weights loaded, compile artefacts loaded, shapes and prefills warmed."""
     speed = torch_speed(cfg, device)
     cache = Path(build_record["dir"]) / COMPILE_CACHE if build_record.get("compile_cache") else None
-    return load_engine(model_dir, device, dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, speed, shapes, cache)
+    return load_engine(model_dir, device, dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, speed, shapes,
+                       cache, prefills)
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:
@@ -138,9 +145,10 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
     return artefact_damage(out, saved.get("compile_cache"))
 
 
-def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes) -> tuple[dict, object | None]:
-    """With compile on: load (and check) the checkpoint, compile the decode step for every planned shape on the
-    device and keep the artefacts; with compile off, check the checkpoint. Its size is the weights at the run's
+def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes,
+                 prefills) -> tuple[dict, object | None]:
+    """With compile on: load (and check) the checkpoint, compile the decode step for every planned shape (and
+    with CUDA graphs the prefill of every planned lone prompt) on the device and keep the artefacts; with compile off, check the checkpoint. Its size is the weights at the run's
     dtype, quantised linears at their own width."""
     dtype = dtypes.TORCH[cfg.precision.dtype]
     config = read_config(model_dir)
@@ -151,7 +159,7 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes) 
     if not speed.compile_mode:
         load_checkpoint(model_dir, dtype=dtype)  # a damaged checkpoint fails the build, not the run after it
         return log | {"note": "torch backend: weights loaded and quantised at run time (torchao)"}, None
-    backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes)
+    backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes, None, prefills)
     return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},
                   "compile_cache": save_artefacts(out)}, backend
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from higgs_bench.backends.pytorch.backend import TorchBackend
+from higgs_bench.backends.pytorch.backend import TorchBackend, prefill_key
 from higgs_bench.bench import asr, serving
 from higgs_bench.bench.build import build, load_torch_engine, variant_name
 from higgs_bench.bench.config import check_variant
@@ -135,13 +135,13 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
     config = checkpoint_config(model_dir)  # a missing or foreign checkpoint is named before anything else
     prompter = scenario_prompter(cfg, load_tokenizer(model_dir), config)
-    shapes = planned_shapes(cfg, prompter)
+    shapes, prefills = planned_shapes(cfg, prompter), planned_prefills(cfg, prompter)
     with console.status(f"building {variant_name(cfg)}"):
-        record["build"], backend = build(cfg, model_dir, device, shapes)
+        record["build"], backend = build(cfg, model_dir, device, shapes, prefills)
     with MeasuredMemory(device) as whole_run:
         if backend is None:
             with console.status(f"loading {variant_name(cfg)}"):
-                backend = load_backend(cfg, model_dir, device, shapes, record["build"])
+                backend = load_backend(cfg, model_dir, device, shapes, record["build"], prefills)
         weights_bytes = _allocated(device)
         codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
         record["timing"] = measure_speed(cfg, backend, prompter, codec)
@@ -171,10 +171,10 @@ def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.devi
     return result | {"reference": f"torch {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"}
 
 
-def load_backend(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict):
+def load_backend(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict, prefills=()):
     """The built variant, ready to time; a torch engine's load and warm-up times join the build record."""
     if cfg.backend.name == "torch":
-        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record)
+        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record, prefills)
         build_record["start"] = times
         return backend
     from higgs_bench.backends.trtllm.runtime import TrtllmBackend
@@ -226,6 +226,16 @@ def planned_shapes(cfg, prompter: Prompter) -> list[tuple[int, int]]:
             shapes.append(shape(texts[serving.REFERENCE_TEXT_INDEX : serving.REFERENCE_TEXT_INDEX + 1],
                                 scenario.serving.reference_frames))
     return shapes
+
+
+def planned_prefills(cfg, prompter: Prompter) -> list[tuple[int, bool]]:
+    """(width bucket, has audio) of the captured prefills the run's lone prompts take (a batch of one, a
+    serving request): each text alone, and the serving workload's cloning prompts as sized for it."""
+    prompts = prompter(list(cfg.scenario.texts))
+    if cfg.scenario.serving.requests:
+        prompts += serving.sizing_prompter(cfg.scenario, prompter, prompter.config.num_codebooks)(
+            list(cfg.scenario.texts))
+    return sorted({prefill_key(prompt) for prompt in prompts})
 
 
 def sampling_config(cfg) -> SamplingConfig:

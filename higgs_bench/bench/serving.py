@@ -180,13 +180,19 @@ def plan(scenario, prompter, num_codebooks: int) -> tuple[list[WorkItem], int]:
     """The workload and the cache positions its slots need. Without a reference clip the cloning prompts are
     sized with a stand-in reference of the longest allowed length (the real one is generated later and may
     stop earlier), so that the shape built ahead is the one served."""
-    serving = scenario.serving
-    items = workload(list(scenario.texts), serving, num_codebooks, scenario.quality_max_frames)
-    sizing = prompter if prompter.reference_codes is not None else replace(
-        prompter, reference_text=scenario.texts[REFERENCE_TEXT_INDEX],
-        reference_codes=np.zeros((num_codebooks, serving.reference_frames), dtype=np.int64))
+    items = workload(list(scenario.texts), scenario.serving, num_codebooks, scenario.quality_max_frames)
+    sizing = sizing_prompter(scenario, prompter, num_codebooks)
     positions = max(len((sizing if item.clone else prompter)([item.text])[0]) + item.max_frames for item in items)
     return items, positions
+
+
+def sizing_prompter(scenario, prompter, num_codebooks: int):
+    """The prompter of the cloning requests as plan() sizes them: the scenario's reference clip, else a
+    stand-in of the longest reference the workload may generate."""
+    if prompter.reference_codes is not None:
+        return prompter
+    return replace(prompter, reference_text=scenario.texts[REFERENCE_TEXT_INDEX],
+                   reference_codes=np.zeros((num_codebooks, scenario.serving.reference_frames), dtype=np.int64))
 
 
 def measure_serving(scenario, backend, prompter, slots: int, streaming: Streaming, decode_s: tuple[float, float],

@@ -24,7 +24,7 @@ from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import HiggsConfig
 
-MAX_STATES = 6  # KV caches (and CUDA graphs) kept for this many (batch, length) shapes
+MAX_STATES = 8  # KV caches (and CUDA graphs) kept for this many (batch, length) shapes (scenario=standard: 7)
 SMALLEST_BUCKET = 256
 SMALLEST_PROMPT_BUCKET = 64
 RECOMPILE_LIMIT = 64  # each (batch, bucket) shape is one compilation of the decode step's layer
@@ -70,6 +70,11 @@ def prompt_bucket(width: int) -> int:
     while bucket < width:
         bucket *= 2
     return bucket
+
+
+def prefill_key(prompt: PromptInputs) -> tuple[int, bool]:
+    """The captured prefill a lone prompt takes: its width bucket, and whether it holds audio."""
+    return prompt_bucket(len(prompt)), bool(prompt.audio_mask.any())
 
 
 def cache_length(total: int, max_seq_len: int | None) -> int:
@@ -177,6 +182,14 @@ class TorchBackend:
                 restore()
 
     @torch.inference_mode()
+    def warm_prefills(self, keys: list[tuple[int, bool]]) -> None:
+        """Capture (and compile) the prefill of each (width bucket, has audio) that the run's lone prompts take
+        (prefill_key), so that the build keeps its compilation and no request waits for one."""
+        for width, audio in keys:
+            if self.cuda_graph and width <= self.max_positions and (width, audio) not in self.prefill_graphs:
+                self._capture_prefill(width, audio)
+
+    @torch.inference_mode()
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
         """Left-pad the prompts to one length, run them, and reserve cache columns for the frames to come."""
         width = max(len(p) for p in prompts)
@@ -254,7 +267,7 @@ class TorchBackend:
         return self.cuda_graph and bucket <= min(state.key_valid.shape[1], self.max_positions)
 
     def _captured_prefill(self, prompt: PromptInputs) -> tuple[DecodeState, torch.Tensor]:
-        width, audio = prompt_bucket(len(prompt)), bool(prompt.audio_mask.any())
+        width, audio = prefill_key(prompt)
         captured = self.prefill_graphs.get((width, audio)) or self._capture_prefill(width, audio)
         for buffer, value in zip(captured.inputs, self._prompt_tensors([prompt], width, self.device)):
             buffer.copy_(value)

@@ -21,11 +21,12 @@ COMPILE_CACHE = "compile_cache.bin"
 
 
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
-                shapes: list[tuple[int, int]], cache_file: Path | None = None) -> tuple[TorchBackend, dict]:
-    """The backend, warmed for `shapes` (compiled, and captured when CUDA graphs are on). With `cache_file`,
-    compile artefacts are loaded from it first. Returns the backend, how long each part took (each shape's
-    warm-up under its (batch, cache columns) name), and how many compiled graphs came from the cache (hit) or
-    had to be compiled (miss)."""
+                shapes: list[tuple[int, int]], cache_file: Path | None = None,
+                prefills: list[tuple[int, bool]] = ()) -> tuple[TorchBackend, dict]:
+    """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on). With
+    `cache_file`, compile artefacts are loaded from it first. Returns the backend, how long each part took
+    (each shape's warm-up under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio]), and
+    how many compiled graphs came from the cache (hit) or had to be compiled (miss)."""
     start = time.perf_counter()
     loaded = None
     if cache_file is not None and speed.compile_mode:
@@ -35,15 +36,22 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     before = dict(counters["inductor"])
     per_shape = {}
     for batch, total in shapes:
-        shape_start = time.perf_counter()
-        backend.warm([(batch, total)])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         name = f"{batch}x{cache_length(total, speed.max_seq_len)}"
-        per_shape[name] = per_shape.get(name, 0.0) + time.perf_counter() - shape_start
+        per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, backend.warm, [(batch, total)])
+    for width, audio in prefills if backend.cuda_graph else ():  # only CUDA graphs capture a prefill
+        per_shape[f"prefill-{width}{'-audio' if audio else ''}"] = _seconds(device, backend.warm_prefills,
+                                                                          [(width, audio)])
     compiled = {key: counters["inductor"][key] - before.get(key, 0) for key in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled}
+
+
+def _seconds(device: torch.device, warm, plan) -> float:
+    start = time.perf_counter()
+    warm(plan)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def save_artefacts(out_dir: Path) -> dict:
