@@ -38,6 +38,15 @@ def test_no_candidate_explains_why():
     assert chosen.row is None and "fp8: WER 0.400 > 0.01" in chosen.reason and "int4: failed" in chosen.reason
 
 
+def test_a_sweep_without_asr_is_told_how_to_pick_on_speed_alone():
+    unmeasured = [row("bf16", rtf=0.07, throughput=600, frame_ms=2.8, wer=None),
+                  row("fp8", rtf=None, throughput=None, frame_ms=None, wer=None, status="refused")]
+    chosen = pick(unmeasured, "rtf", max_wer=0.25)
+    assert chosen.row is None and "bf16: WER not measured (select.max_wer=null" in chosen.reason
+    assert "fp8: refused" in chosen.reason
+    assert pick(unmeasured, "rtf", max_wer=None).row["variant"] == "bf16"
+
+
 def test_summary_files_keep_failed_rows(tmp_path):
     record = {"variant": "torch-fp8", "status": "failed", "error": "needs TensorRT-LLM", "config": {}}
     (tmp_path / "job0").mkdir()

@@ -174,12 +174,13 @@ def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -
 
 def _disqualified(row, key, max_wer, max_gpu_mem_gb) -> str | None:
     if row["status"] != "ok":
-        return "failed"
+        return row["status"]  # failed, refused, interrupted
     if row[key] is None:
         return "no in-flight load level within the SLOs" if key == "max_streams" and row["serving"] else \
             f"no {key} measured"
     if max_wer is not None and (row["wer"] is None or row["wer"] > max_wer):
-        return "WER not measured" if row["wer"] is None else f"WER {row['wer']:.3f} > {max_wer}"
+        return "WER not measured (select.max_wer=null picks without it)" if row["wer"] is None else \
+            f"WER {row['wer']:.3f} > {max_wer}"
     if max_gpu_mem_gb is not None and row["peak_gpu_gb"] is not None and row["peak_gpu_gb"] > max_gpu_mem_gb:
         return f"peak GPU {row['peak_gpu_gb']:.1f} GB > {max_gpu_mem_gb} GB"
     return None
