@@ -148,8 +148,9 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
 def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes,
                  prefills) -> tuple[dict, object | None]:
     """With compile on: load (and check) the checkpoint, compile the decode step for every planned shape (and
-    with CUDA graphs the prefill of every planned lone prompt) on the device and keep the artefacts; with compile off, check the checkpoint. Its size is the weights at the run's
-    dtype, quantised linears at their own width."""
+    with CUDA graphs the prefill of every planned lone prompt) on the device and keep the artefacts; with
+    compile off, check the checkpoint. Its size is the weights at the run's dtype, quantised linears at their
+    own width."""
     dtype = dtypes.TORCH[cfg.precision.dtype]
     config = read_config(model_dir)
     shapes_of = expected_shapes(config)  # what a checked load holds: loading refuses any other shape
