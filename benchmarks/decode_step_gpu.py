@@ -1,7 +1,7 @@
 """Decode-step speed and fidelity of the torch engines at full size, per precision (a GPU benchmark).
 
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
-        [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile]
+        [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
 compiled per shape and captured as a CUDA graph), then timed with CUDA events over graph replays, against
@@ -12,7 +12,9 @@ the weight-read floor of its own bytes and of bf16, plus the generation loop's o
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def step_ms(backend, prompts, steps=STEPS) -> list[float]:
     return [events[i].elapsed_time(events[i + 1]) for i in range(steps)]
 
 
-def loop_ms(backend, prompts) -> float:
+def loop_ms(backend, prompts, generate=generate) -> float:
     """Wall time per frame of a sampled generate() of FRAMES fixed frames, prefill excluded."""
     generate(backend, prompts, SAMPLING, FRAMES, stop_at_eos=False)
     torch.cuda.synchronize()
@@ -60,6 +62,18 @@ def loop_ms(backend, prompts) -> float:
     generate(backend, prompts, SAMPLING, FRAMES, stop_at_eos=False)
     torch.cuda.synchronize()
     return (time.perf_counter() - start - prefill) / FRAMES * 1000
+
+
+def loop_ab(backend, prompts, old_loop: Path, rounds: int = 5) -> dict:
+    """loop_ms of this generate() and of another version's loop.py (an A/B on one engine), rounds alternated."""
+    spec = importlib.util.spec_from_file_location("old_loop", old_loop)
+    old = sys.modules["old_loop"] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(old)
+    new_ms, old_ms = [], []
+    for _ in range(rounds):
+        new_ms.append(loop_ms(backend, prompts))
+        old_ms.append(loop_ms(backend, prompts, old.generate))
+    return {"loop_ms_per_frame": median(new_ms), "loop_ms_per_frame_old_loop": median(old_ms)}
 
 
 def median(values):
@@ -76,6 +90,8 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=256)
     parser.add_argument("--fidelity-frames", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="also list the top kernels of 20 eager steps")
+    parser.add_argument("--ab-loop", type=Path, help="another version's generate/loop.py to time against "
+                        "(git show REV:higgs_bench/generate/loop.py > old_loop.py)")
     args = parser.parse_args()
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
@@ -94,8 +110,9 @@ def main() -> None:
         for batch in batches:
             batch_prompts = [prompts[i % len(prompts)] for i in range(batch)]
             ms = step_ms(backend, batch_prompts)
-            row["batches"][batch] = {"step_ms_median": median(ms), "step_ms_min": min(ms),
-                                     "loop_ms_per_frame": loop_ms(backend, batch_prompts)}
+            loop = loop_ab(backend, batch_prompts, args.ab_loop) if args.ab_loop else \
+                {"loop_ms_per_frame": loop_ms(backend, batch_prompts)}
+            row["batches"][batch] = {"step_ms_median": median(ms), "step_ms_min": min(ms), **loop}
         row["floor"] = floor_report(backend.config, 2, weights, device, row["batches"][batches[0]]["step_ms_median"])
         if weights is not None:
             reference = reference or TorchBackend.from_checkpoint(args.ckpt, device=device, dtype=torch.bfloat16)

@@ -75,15 +75,35 @@ def generate(
         eos_step, history = record_frame(frame, step, eos_step, history, eos)
         if on_frame is not None:
             on_frame(step)
-        all_finished = bool((frame == eos).all())  # the loop's one host synchronisation per step, paid also
-        if step + 1 == max_frames or (stop_at_eos and all_finished):  # by fixed-work (timed) runs
+        if step + 1 == max_frames:
             break
-        logits = backend.step(frame)
+        finished = flag_on_host((frame == eos).all())
+        logits = backend.step(frame)  # queued before the check below, so that the GPU never waits for the host
+        # the loop's one host synchronisation per step (on the flag alone, not on the step just queued), paid
+        # also by fixed-work (timed) runs; when every row has finished, that step is wasted (one per utterance)
+        if finished() and stop_at_eos:
+            break
 
     return GenerationResult(
         streams=frames[:, : step + 1].cpu(),
         eos_step=[None if s == NO_EOS_YET else s for s in eos_step.tolist()],
     )
+
+
+def flag_on_host(flag: torch.Tensor) -> Callable[[], bool]:
+    """Start copying a one-element device flag to the host. The returned function waits for that copy alone,
+    not for work queued on the device after it (as bool(flag) would)."""
+    if flag.device.type != "cuda":
+        return lambda: bool(flag)
+    host = flag.to("cpu", non_blocking=True)  # pinned: the copy is queued, not waited for
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(flag.device))
+
+    def wait() -> bool:
+        copied.synchronize()
+        return bool(host)
+
+    return wait
 
 
 def record_frame(frame, step, eos_step, history, eos: int):
