@@ -8,7 +8,7 @@ set -euo pipefail
 OUT=${OUT:-outputs/sweep_gpu}
 CKPT=${CKPT:-/tmp/higgs-v2-3b-random}
 SCENARIO=${SCENARIO:-standard}
-SWEEP=${SWEEP:-/tmp/sweep_$SCENARIO}
+SWEEP=${SWEEP:-/tmp/sweep_${SCENARIO}_$(date +%s)}  # a fresh folder: RESUME_FROM brings back what it needs
 source benchmarks/gpu_env.sh
 [ -f "$CKPT/config.json" ] && [ -f "$CKPT-codec/config.json" ] || python3 -m higgs_bench.tiny --shape higgs-v2-3b \
     --dtype bf16 --device cuda --out "$CKPT" --codec-out "$CKPT-codec"
