@@ -77,11 +77,11 @@ def generate(
             on_frame(step)
         if step + 1 == max_frames:
             break
-        finished = flag_on_host((frame == eos).all())
+        finished = on_host((frame == eos).all())
         logits = backend.step(frame)  # queued before the check below, so that the GPU never waits for the host
         # the loop's one host synchronisation per step (on the flag alone, not on the step just queued), paid
         # also by fixed-work (timed) runs; when every row has finished, that step is wasted (one per utterance)
-        if finished() and stop_at_eos:
+        if bool(finished()) and stop_at_eos:
             break
 
     return GenerationResult(
@@ -90,18 +90,18 @@ def generate(
     )
 
 
-def flag_on_host(flag: torch.Tensor) -> Callable[[], bool]:
-    """Start copying a one-element device flag to the host. The returned function waits for that copy alone,
-    not for work queued on the device after it (as bool(flag) would)."""
-    if flag.device.type != "cuda":
-        return lambda: bool(flag)
-    host = flag.to("cpu", non_blocking=True)  # pinned: the copy is queued, not waited for
+def on_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Start copying a small device tensor to the host. The returned function waits for that copy alone, not
+    for work queued on the device after it (as .tolist() or bool() would), and gives the host copy."""
+    if tensor.device.type != "cuda":
+        return lambda: tensor
+    host = tensor.to("cpu", non_blocking=True)  # pinned: the copy is queued, not waited for
     copied = torch.cuda.Event()
-    copied.record(torch.cuda.current_stream(flag.device))
+    copied.record(torch.cuda.current_stream(tensor.device))
 
-    def wait() -> bool:
+    def wait() -> torch.Tensor:
         copied.synchronize()
-        return bool(host)
+        return host
 
     return wait
 

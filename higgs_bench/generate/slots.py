@@ -22,7 +22,7 @@ import torch
 
 from higgs_bench.errors import GenerationError, HiggsBenchError
 from higgs_bench.generate.inputs import PromptInputs
-from higgs_bench.generate.loop import check_request, initial_history, record_frame
+from higgs_bench.generate.loop import check_request, initial_history, on_host, record_frame
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
 
 
@@ -158,7 +158,12 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
             continue
         frame = choose_frame(logits, steps, eos_step, history, sampling, generator, bos, eos)
         eos_step, history = record_frame(frame, steps, eos_step, history, eos)
-        finished = ((frame == eos).all(dim=1) | (steps + 1 >= limits)).tolist()  # the one host synchronisation
+        finished = on_host((frame == eos).all(dim=1) | (steps + 1 >= limits))
+        steps += 1
+        # every row steps on, finished ones too (as free slots do), queued before the one host synchronisation
+        # below so that the GPU never waits for the host; when the last request finishes, that step is wasted
+        logits = backend.step(frame).float()
+        finished = finished().tolist()
         now = clock() - start
         for slot, state in list(occupied.items()):
             state.frames.append(frame[slot])
@@ -166,9 +171,6 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
             if finished[slot]:
                 _finish(state, now, eos_step[slot])
                 del occupied[slot]
-        steps += 1
-        if occupied:
-            logits = backend.step(frame).float()
 
 
 def _finish(state: _Slot, now: float, eos_step: torch.Tensor) -> None:
