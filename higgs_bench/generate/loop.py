@@ -77,11 +77,11 @@ def generate(
             on_frame(step)
         if step + 1 == max_frames:
             break
-        finished = on_host((frame == eos).all())
+        copy_finished = on_host((frame == eos).all())
         logits = backend.step(frame)  # queued before the check below, so that the GPU never waits for the host
         # the loop's one host synchronisation per step (on the flag alone, not on the step just queued), paid
         # also by fixed-work (timed) runs; when every row has finished, that step is wasted (one per utterance)
-        if bool(finished()) and stop_at_eos:
+        if bool(copy_finished()) and stop_at_eos:
             break
 
     return GenerationResult(

@@ -158,12 +158,12 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
             continue
         frame = choose_frame(logits, steps, eos_step, history, sampling, generator, bos, eos)
         eos_step, history = record_frame(frame, steps, eos_step, history, eos)
-        finished = on_host((frame == eos).all(dim=1) | (steps + 1 >= limits))
+        copy_finished = on_host((frame == eos).all(dim=1) | (steps + 1 >= limits))
         steps += 1
         # every row steps on, finished ones too (as free slots do), queued before the one host synchronisation
         # below so that the GPU never waits for the host; when the last request finishes, that step is wasted
         logits = backend.step(frame).float()
-        finished = finished().tolist()
+        finished = copy_finished().tolist()
         now = clock() - start
         for slot, state in list(occupied.items()):
             state.frames.append(frame[slot])
