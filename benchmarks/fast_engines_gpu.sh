@@ -10,7 +10,7 @@ if [ "${1:-}" = tests ]; then
     shift
     python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
 fi
-[ -f "$CKPT/config.json" ] || python3 -m higgs_bench.tiny --shape higgs-v2-3b --dtype bf16 --device cuda --out "$CKPT"
+random_checkpoint
 NAME=decode_step_$(echo "${1:-bf16,int8}_${3:-default}" | tr ',' '-')
 python3 benchmarks/decode_step_gpu.py "$CKPT" "$OUT/$NAME.json" --precisions "${1:-bf16,int8}" \
     --batches "${2:-1,64}" --mode "${3:-default}" --profile 2>&1 | tee "$OUT/$NAME.txt"

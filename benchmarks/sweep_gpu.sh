@@ -10,8 +10,7 @@ CKPT=${CKPT:-/tmp/higgs-v2-3b-random}
 SCENARIO=${SCENARIO:-standard}
 SWEEP=${SWEEP:-/tmp/sweep_${SCENARIO}_$(date +%s)}  # a fresh folder: RESUME_FROM brings back what it needs
 source benchmarks/gpu_env.sh
-[ -f "$CKPT/config.json" ] && [ -f "$CKPT-codec/config.json" ] || python3 -m higgs_bench.tiny --shape higgs-v2-3b \
-    --dtype bf16 --device cuda --out "$CKPT" --codec-out "$CKPT-codec"
+random_checkpoint codec
 RESUME=()
 if [ -n "${RESUME_FROM:-}" ]; then
     mkdir -p "$SWEEP" && tar -xzf "$RESUME_FROM" -C "$SWEEP" && RESUME=(resume=true)
