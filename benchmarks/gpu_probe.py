@@ -10,7 +10,8 @@ from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.bench.timing import summarise_batch, time_generation
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
-from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
+from higgs_bench.generate.chooser import FrameChooser
+from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.model.random_checkpoint import embedded_model, make_config, random_weights
@@ -65,9 +66,10 @@ def main():
             logits = big.prefill(prompts, 258)
             frame = torch.randint(0, 1024, (batch, 8), device="cuda")
             step_ms = ms(lambda: big.step(frame)) if graph else float("nan")
-            gen = torch.Generator("cuda").manual_seed(0)
-            eos, history = torch.full((batch,), NO_EOS_YET, device="cuda"), frame[:, None].repeat(1, 7, 1)
-            loop_ms = ms(lambda: choose_frame(logits, 20, eos, history, sampling, gen, 1024, 1025))
+            chooser = FrameChooser(sampling, cfg, torch.device("cuda"), batch)
+            chooser.seed(0)
+            chooser.start_rows(slice(None), 1 << 20, frame[:, None].repeat(1, 7, 1))
+            loop_ms = ms(lambda: chooser(logits))
             print(f"3B bf16 graph={graph} batch {batch}: frame median {summary['frame_ms']['median']:.2f} ms "
                   f"p90 {summary['frame_ms']['p90']:.2f}, first frame {summary['time_to_first_frame_ms']:.1f} ms, "
                   f"step alone {step_ms:.2f} ms, sampling+delay+RAS {loop_ms:.2f} ms, "

@@ -12,7 +12,8 @@ import torch
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
-from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
+from higgs_bench.generate.chooser import FrameChooser
+from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.model.random_checkpoint import embedded_model
@@ -47,10 +48,10 @@ def main():
         logits = backend.prefill(prompts, args.frames + 64)
         frame = torch.randint(0, 1024, (batch, 8), device=device)
         step = per_call_ms(lambda: backend.step(frame), device, args.frames)
-        eos, history = torch.full((batch,), NO_EOS_YET, device=device), frame[:, None].repeat(1, 7, 1)
-        gen = torch.Generator(device).manual_seed(0)
-        choose = per_call_ms(lambda: choose_frame(logits, 20, eos, history, sampling, gen, 1024, 1025), device,
-                             args.frames)
+        chooser = FrameChooser(sampling, backend.config, device, batch)
+        chooser.seed(0)
+        chooser.start_rows(slice(None), 1 << 20, frame[:, None].repeat(1, 7, 1))
+        choose = per_call_ms(lambda: chooser(logits), device, args.frames)
         whole = per_call_ms(lambda: generate(backend, prompts, sampling, args.frames, stop_at_eos=False), device, 3)
         per_frame = whole / args.frames
         print(f"batch {batch}: model step {step:.3f} ms, frame choice (delay+sampling+RAS) {choose:.3f} ms, "

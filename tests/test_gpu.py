@@ -9,8 +9,11 @@ import torch
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 from higgs_bench.bench.fidelity import fidelity
+from higgs_bench.generate.chooser import FrameChooser
 from higgs_bench.generate.loop import generate
+from higgs_bench.generate.sampling import SamplingConfig
 from higgs_bench.generate.slots import Admission, Request, serve
+from higgs_bench.model.random_checkpoint import make_config
 from tests.parity import GREEDY
 from tests.test_compiled_engine import bench
 
@@ -44,6 +47,29 @@ def test_captured_prefill_and_slots_on_cuda_give_each_request_its_cpu_codes(tiny
     for batching in ("inflight", "static"):
         served = serve(graph, requests, GREEDY, slots=2, admission=Admission(batching))
         assert all(torch.equal(s.streams, want) for s, want in zip(served, alone)), batching
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=0.8, top_p=0.9, ras_win_len=4, seed=11),
+                                      SamplingConfig(temperature=1.0, top_k=50, top_p=None, seed=3, ignore_eos=True)])
+def test_the_captured_frame_chooser_chooses_what_the_eager_one_does(sampling):
+    """Seeded draws in the CUDA graph are the eager draws (the generator is registered with the graph), fresh at
+    every replay, and the state (steps, EOS steps, RAS window, frame limits) moves on alike."""
+    config = make_config()
+    torch.manual_seed(0)
+    logits = torch.randn(3, config.num_codebooks, config.audio_vocab_size, device="cuda")
+    logits[2, 0, config.stream_eos_id] = 30.0  # row 2 asks for EOS: its codebooks close one per step
+    choosers = [FrameChooser(sampling, config, torch.device("cuda"), 3, capture=c) for c in (True, False)]
+    for chooser in choosers:
+        chooser.seed(sampling.seed)
+        chooser.start_rows(slice(None), torch.tensor([40, 25, 40], device="cuda"), None)
+    frames = []
+    for _ in range(40):
+        (captured, done), (eager, eager_done) = (chooser(logits) for chooser in choosers)
+        assert torch.equal(captured, eager) and torch.equal(done, eager_done)
+        frames.append(captured)
+    assert choosers[0].graph is not None and torch.equal(choosers[0].eos_step, choosers[1].eos_step)
+    if not sampling.greedy:  # guard: the same logits at every step, yet not the same draws
+        assert len({tuple(f[0].tolist()) for f in frames[config.num_codebooks:]}) > 1
 
 
 def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tiny_hf, prompt_inputs, tmp_path):

@@ -64,6 +64,7 @@ def test_repeat_decisions_match_boson(tiny_boson, tmp_path):
     reply = run_oracle("boson", "boson_oracle.py", {"model_dir": str(tiny_boson), "task": "ras",
                                                     "logits": logits.tolist(), "history": history.tolist(),
                                                     "window": 7, "max_repeat": 2, "masked": 1000}, tmp_path)
-    ours = resample_repeats(first[None], logits[None], history.T[None], 2, None, bos=1024, eos=1025)[0]
+    ours = resample_repeats(first[None], logits[None], history.T[None], 2, torch.ones_like(logits[None]),
+                            bos=1024, eos=1025)[0]
     assert np.array_equal(ours.numpy(), reply["tokens"])
     assert 0 < int((ours == 1000).sum()) < N  # guard: some codebooks were re-drawn, some kept

@@ -7,11 +7,13 @@ import torch
 
 from higgs_bench.errors import GenerationError, PromptError
 from higgs_bench.generate.inputs import PromptInputs
+from higgs_bench.generate.chooser import release_choosers
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import (
     NO_EOS_YET,
     SamplingConfig,
     choose_frame,
+    race_draws,
     force_delay_pattern,
     resample_repeats,
     warp,
@@ -70,9 +72,9 @@ def test_ras_redraws_a_token_repeated_in_the_window_from_the_raw_distribution():
     history[:, 3:, 3] = 9  # codebook 3 saw its token three times, not four: still a repeat
     raw = torch.full((1, N, C), -1e9)
     raw[..., 5] = 0  # the raw distribution always gives 5
-    out = resample_repeats(tokens, raw, history, max_repeat=2, generator=None, bos=BOS, eos=EOS)
+    out = resample_repeats(tokens, raw, history, max_repeat=2, race=torch.ones_like(raw), bos=BOS, eos=EOS)
     assert out.tolist() == [[5, 5, BOS, 5, 5, 5, 5, 5]]
-    out = resample_repeats(tokens, raw, history, max_repeat=5, generator=None, bos=BOS, eos=EOS)
+    out = resample_repeats(tokens, raw, history, max_repeat=5, race=torch.ones_like(raw), bos=BOS, eos=EOS)
     assert out.tolist() == tokens.tolist()
 
 
@@ -148,11 +150,12 @@ def test_ignore_eos_never_chooses_eos_however_likely(sampling):
     """Also not through RAS's redraw from the raw logits."""
     logits = torch.zeros(64, N, C)
     logits[..., EOS] = 50.0
+    logits[..., BOS] = -50.0  # the model never asks for BOS itself (RAS's redraw would otherwise find it)
     history = torch.randint(0, 4, (64, 2, N))
-    generator = torch.Generator().manual_seed(0)
-    insisted = choose_frame(logits, N + 1, no_eos(64), history, sampling, generator, BOS, EOS)
+    races = race_draws(sampling, logits.shape, torch.Generator().manual_seed(0), "cpu")
+    insisted = choose_frame(logits, N + 1, no_eos(64), history, sampling, races, BOS, EOS)
     assert (insisted == EOS).all()
-    ignored = choose_frame(logits, N + 1, no_eos(64), history, replace(sampling, ignore_eos=True), generator, BOS, EOS)
+    ignored = choose_frame(logits, N + 1, no_eos(64), history, replace(sampling, ignore_eos=True), races, BOS, EOS)
     assert not (ignored == EOS).any() and not (ignored == BOS).any()
 
 
@@ -161,6 +164,19 @@ def test_seeded_sampling_is_reproducible():
     runs = [generate(ScriptedBackend(eos_at=[999]), [prompt()], cfg, max_frames=20).streams for _ in range(2)]
     other = generate(ScriptedBackend(eos_at=[999]), [prompt()], SamplingConfig(temperature=1.0, seed=4), 20).streams
     assert torch.equal(*runs) and not torch.equal(runs[0], other)
+
+
+def test_a_request_starts_fresh_after_one_that_ended():
+    """generate() keeps its frame chooser (and on a GPU its captured graph) across requests: the second request
+    must not inherit the first one's EOS step, step count or RAS window."""
+    ras = SamplingConfig(temperature=0.05, top_p=None, ras_win_len=3, seed=5)  # cold: the scripted EOS wins
+    for sampling in (GREEDY, ras):
+        first = generate(ScriptedBackend(eos_at=[5]), [prompt()], sampling, max_frames=40)
+        second = generate(ScriptedBackend(eos_at=[12]), [prompt()], sampling, max_frames=40)
+        release_choosers()
+        alone = generate(ScriptedBackend(eos_at=[12]), [prompt()], sampling, max_frames=40)
+        assert first.eos_step == [5] and second.eos_step == [12]
+        assert torch.equal(second.streams, alone.streams)  # the same as from a chooser never used before
 
 
 def test_requests_the_loop_cannot_serve_are_refused():
@@ -187,7 +203,7 @@ def test_the_exponential_race_draws_from_the_softmax_distribution():
     probs = scores.softmax(-1)
     draws = 200_000
     generator = torch.Generator().manual_seed(0)
-    race = draw(scores.expand(draws, -1), generator)
+    race = draw(scores.expand(draws, -1), torch.empty(draws, len(scores)).exponential_(generator=generator))
     counts = torch.bincount(race, minlength=len(scores)).double()
     assert counts[3] == 0  # a masked token is never drawn
     kept = probs > 0
@@ -195,5 +211,6 @@ def test_the_exponential_race_draws_from_the_softmax_distribution():
     reference = torch.multinomial(probs, draws, replacement=True, generator=generator)
     pooled = (counts + torch.bincount(reference, minlength=len(scores)).double())[kept] / 2
     assert chi_square_p_value(counts[kept], pooled) > 1e-3  # the same distribution as multinomial's draws
-    skewed = torch.bincount(draw((scores * 1.1).expand(draws, -1), generator), minlength=len(scores)).double()
+    exponential = torch.empty(draws, len(scores)).exponential_(generator=generator)
+    skewed = torch.bincount(draw((scores * 1.1).expand(draws, -1), exponential), minlength=len(scores)).double()
     assert chi_square_p_value(skewed[kept], draws * probs[kept].double()) < 1e-6  # the test can tell a 10 % skew

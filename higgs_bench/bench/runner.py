@@ -33,6 +33,7 @@ from higgs_bench.bench.timing import chunk_decode_seconds, summarise_batch, time
 from higgs_bench.codec import load_codec, streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
+from higgs_bench.generate.chooser import release_choosers
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -271,6 +272,7 @@ def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
             prompts = prompter([texts[i % len(texts)] for i in range(batch_size)])
             width = max(len(p) for p in prompts)
             backend.release()  # only this batch size's state is alive while it is measured
+            release_choosers()
             _release_gpu_memory()
             with MeasuredMemory(backend.device) as measured:
                 backend.warm([(batch_size, width + scenario.timing_frames)])

@@ -11,7 +11,8 @@ from higgs_bench.errors import GenerationError, PromptError
 from higgs_bench.generate.backend import Backend
 from higgs_bench.generate.delay import codes_from_stream
 from higgs_bench.generate.inputs import PromptInputs
-from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
+from higgs_bench.generate.chooser import frame_chooser
+from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig
 
 
 @dataclass
@@ -62,31 +63,30 @@ def generate(
     """
     check_request(backend, prompts, max_frames)
     cfg, device = backend.config, backend.device
-    bos, eos = cfg.stream_bos_id, cfg.stream_eos_id
-    generator = torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
-    frames = torch.full((len(prompts), max_frames, cfg.num_codebooks), eos, dtype=torch.long, device=device)
-    eos_step = torch.full((len(prompts),), NO_EOS_YET, dtype=torch.long, device=device)
-    history = initial_history(prompts, sampling, eos, device)
+    frames = torch.full((len(prompts), max_frames, cfg.num_codebooks), cfg.stream_eos_id, dtype=torch.long,
+                        device=device)
+    chooser = frame_chooser(sampling, cfg, device, len(prompts))
+    chooser.seed(sampling.seed)
+    chooser.start_rows(slice(None), max_frames, initial_history(prompts, sampling, cfg.stream_eos_id, device))
 
     logits = backend.prefill(prompts, max_frames)
     for step in range(max_frames):
-        frame = choose_frame(logits.float(), step, eos_step, history, sampling, generator, bos, eos)
+        frame, finished = chooser(logits)
         frames[:, step] = frame
-        eos_step, history = record_frame(frame, step, eos_step, history, eos)
         if on_frame is not None:
             on_frame(step)
         if step + 1 == max_frames:
             break
-        copy_finished = on_host((frame == eos).all())
+        copy_finished = on_host(finished)
         logits = backend.step(frame)  # queued before the check below, so that the GPU never waits for the host
-        # the loop's one host synchronisation per step (on the flag alone, not on the step just queued), paid
+        # the loop's one host synchronisation per step (on the flags alone, not on the step just queued), paid
         # also by fixed-work (timed) runs; when every row has finished, that step is wasted (one per utterance)
-        if bool(copy_finished()) and stop_at_eos:
+        if bool(copy_finished().all()) and stop_at_eos:
             break
 
     return GenerationResult(
         streams=frames[:, : step + 1].cpu(),
-        eos_step=[None if s == NO_EOS_YET else s for s in eos_step.tolist()],
+        eos_step=[None if s == NO_EOS_YET else s for s in chooser.eos_step.tolist()],
     )
 
 
@@ -104,15 +104,6 @@ def on_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
         return host
 
     return wait
-
-
-def record_frame(frame, step, eos_step, history, eos: int):
-    """After a frame is chosen: each row's first EOS step (`step` is one for all rows or one per row), and the
-    RAS window moved on by the frame."""
-    eos_step = torch.where((frame == eos).any(dim=1) & (eos_step == NO_EOS_YET), step, eos_step)
-    if history is not None:
-        history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
-    return eos_step, history
 
 
 def initial_history(prompts, sampling: SamplingConfig, eos: int, device) -> torch.Tensor | None:

@@ -88,14 +88,21 @@ def warp(scores: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return scores
 
 
-def draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One sample per row of the last dimension: [..., C] -> [...].
+def race_draws(cfg: SamplingConfig, logits_shape, generator: torch.Generator | None, device) -> torch.Tensor | None:
+    """The random numbers one frame choice uses, drawn at once: Exp(1) [2, B, N, C], the first for the sample
+    and the second for RAS's redraw (None for greedy, which draws nothing)."""
+    if cfg.greedy:
+        return None
+    return torch.empty((2, *logits_shape), device=device).exponential_(generator=generator)
+
+
+def draw(scores: torch.Tensor, race: torch.Tensor) -> torch.Tensor:
+    """One sample per row of the last dimension: [..., C] -> [...], with `race` Exp(1) draws of the same shape.
 
     An exponential race: argmax(p / E) with E ~ Exp(1) i.i.d. picks token i with probability p_i, the same
-    distribution as torch.multinomial, but with no host synchronisation (multinomial syncs twice a call)."""
-    probs = scores.softmax(dim=-1)
-    race = torch.empty_like(probs).exponential_(generator=generator)
-    return (probs / race).argmax(dim=-1)
+    distribution as torch.multinomial, but with no host synchronisation (multinomial syncs twice a call), and
+    with its random numbers drawn apart from the arithmetic (so that the arithmetic can be compiled)."""
+    return (scores.softmax(dim=-1) / race).argmax(dim=-1)
 
 
 def choose_frame(
@@ -104,20 +111,20 @@ def choose_frame(
     eos_step: torch.Tensor,
     history: torch.Tensor | None,
     cfg: SamplingConfig,
-    generator: torch.Generator | None,
+    races: torch.Tensor | None,
     bos: int,
     eos: int,
 ) -> torch.Tensor:
-    """The next frame [B, N] from raw audio logits [B, N, C] (float32)."""
+    """The next frame [B, N] from raw audio logits [B, N, C] (float32); `races` from race_draws."""
     if cfg.ignore_eos:
         logits = logits.clone()
         logits[..., eos] = float("-inf")  # an index from the host, not a tensor: no copy that would synchronise
     scores = force_delay_pattern(logits, step, eos_step, bos, eos)
     if cfg.greedy:
         return scores.argmax(dim=-1)
-    tokens = draw(warp(scores, cfg), generator)
+    tokens = draw(warp(scores, cfg), races[0])
     if cfg.uses_ras and history is not None:
-        tokens = resample_repeats(tokens, logits, history, cfg.ras_win_max_num_repeat, generator, bos, eos)
+        tokens = resample_repeats(tokens, logits, history, cfg.ras_win_max_num_repeat, races[1], bos, eos)
     return tokens
 
 
@@ -126,15 +133,16 @@ def resample_repeats(
     logits: torch.Tensor,
     history: torch.Tensor,
     max_repeat: int,
-    generator: torch.Generator | None,
+    race: torch.Tensor,
     bos: int,
     eos: int,
 ) -> torch.Tensor:
-    """Repetition-aware sampling. history [B, W, N] holds the last W frames; BOS/EOS there never count.
+    """Repetition-aware sampling. history [B, W, N] holds the last W frames; BOS/EOS there never count. `race`:
+    Exp(1) draws shaped like the logits, for the redraw.
 
     Forced BOS/EOS tokens can only match BOS/EOS, so they are never re-drawn.
     """
     counted = (history == tokens[:, None, :]) & (history != bos) & (history != eos)
     repeated = counted.sum(dim=1) >= max_repeat
-    redrawn = draw(logits, generator)
+    redrawn = draw(logits, race)
     return torch.where(repeated, redrawn, tokens)

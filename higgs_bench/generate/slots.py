@@ -22,8 +22,9 @@ import torch
 
 from higgs_bench.errors import GenerationError, HiggsBenchError
 from higgs_bench.generate.inputs import PromptInputs
-from higgs_bench.generate.loop import check_request, initial_history, on_host, record_frame
-from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame
+from higgs_bench.generate.chooser import frame_chooser
+from higgs_bench.generate.loop import check_request, initial_history, on_host
+from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -119,14 +120,11 @@ def _arrive(pending: deque, queue: deque, busy: int, outcomes: dict, now: float,
 def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slots: int, positions: int, clock,
          sleep, admission: Admission) -> None:
     cfg, device = backend.config, backend.device
-    bos, eos, n = cfg.stream_bos_id, cfg.stream_eos_id, cfg.num_codebooks
+    eos, n = cfg.stream_eos_id, cfg.num_codebooks
     backend.open_slots(slots, positions)
-    generator = torch.Generator(device).manual_seed(sampling.seed) if sampling.seed is not None else None
-    steps = torch.zeros(slots, dtype=torch.long, device=device)
-    eos_step = torch.full((slots,), NO_EOS_YET, dtype=torch.long, device=device)
-    limits = torch.ones(slots, dtype=torch.long, device=device)
-    history = torch.full((slots, sampling.ras_win_len, n), eos, dtype=torch.long, device=device) \
-        if sampling.uses_ras else None
+    chooser = frame_chooser(sampling, cfg, device, slots)
+    chooser.seed(sampling.seed)
+    chooser.start_rows(slice(None), 1, None)  # a free slot steps on, finished at every step
     logits = torch.zeros((slots, n, cfg.audio_vocab_size), device=device)
     occupied: dict[int, _Slot] = {}
     queue = deque()
@@ -142,12 +140,11 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
             joining.append((free.pop(0), queue.popleft()))
         if joining:
             rows = [slot for slot, _ in joining]
-            logits[rows] = backend.prefill_slots(rows, [r.prompt for _, r in joining]).float()
-            index = torch.tensor(rows, device=device)
-            steps[index], eos_step[index] = 0, NO_EOS_YET
-            limits[index] = torch.tensor([r.max_frames for _, r in joining], device=device)
-            if history is not None:
-                history[index] = initial_history([r.prompt for _, r in joining], sampling, eos, device)
+            prompts = [r.prompt for _, r in joining]
+            logits[rows] = backend.prefill_slots(rows, prompts).float()
+            chooser.start_rows(torch.tensor(rows, device=device),
+                               torch.tensor([r.max_frames for _, r in joining], device=device),
+                               initial_history(prompts, sampling, eos, device))
             admitted = clock() - start
             for slot, request in joining:
                 served = outcomes[request.id]
@@ -156,10 +153,8 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
         if not occupied:
             sleep(max(0.0, pending[0].arrival_s - now))
             continue
-        frame = choose_frame(logits, steps, eos_step, history, sampling, generator, bos, eos)
-        eos_step, history = record_frame(frame, steps, eos_step, history, eos)
-        copy_finished = on_host((frame == eos).all(dim=1) | (steps + 1 >= limits))
-        steps += 1
+        frame, finished = chooser(logits)
+        copy_finished = on_host(finished)
         # every row steps on, finished ones too (as free slots do), queued before the one host synchronisation
         # below so that the GPU never waits for the host; when the last request finishes, that step is wasted
         logits = backend.step(frame).float()
@@ -169,7 +164,7 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
             state.frames.append(frame[slot])
             state.served.frame_s.append(now)
             if finished[slot]:
-                _finish(state, now, eos_step[slot])
+                _finish(state, now, chooser.eos_step[slot])
                 del occupied[slot]
 
 

@@ -1,0 +1,127 @@
+"""Each decode step's frame choice and the state it moves on (each row's step, EOS step and RAS window), for
+generate() and the serving slots alike. On a GPU it is replayed as one CUDA graph: about 40 small kernels
+(delay-pattern masks, temperature, top-p, the race draws, RAS, the finished flags) launched at once instead
+of one by one after every decode step."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import astuple, replace
+from functools import partial
+
+import torch
+
+from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame, race_draws
+from higgs_bench.model.config import HiggsConfig
+
+MAX_CHOOSERS = 8  # captured choosers kept, by (device, rows, sampling settings)
+_choosers: OrderedDict[tuple, FrameChooser] = OrderedDict()
+
+
+class FrameChooser:
+    """Per row: the step it is at, the step whose frame first held an EOS, its frame limit and (with RAS) its
+    last frames. Its own random generator, seeded per request, so that a captured graph draws fresh numbers at
+    every replay (the generator is registered with the graph) and the same as an eager run from one seed."""
+
+    def __init__(self, sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int,
+                 capture: bool = True):
+        self.sampling, self.device = sampling, device
+        self.capture = capture and device.type == "cuda"
+        self.bos, self.eos = config.stream_bos_id, config.stream_eos_id
+        n = config.num_codebooks
+        self.generator = torch.Generator(device)
+        self.logits = torch.zeros(rows, n, config.audio_vocab_size, device=device)
+        self.steps = torch.zeros(rows, dtype=torch.long, device=device)
+        self.eos_step = torch.full((rows,), NO_EOS_YET, dtype=torch.long, device=device)
+        self.limits = torch.ones(rows, dtype=torch.long, device=device)
+        self.history = (torch.full((rows, sampling.ras_win_len, n), self.eos, dtype=torch.long, device=device)
+                        if sampling.uses_ras else None)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        # compiled where captured: Inductor fuses the ~40 small kernels into a few (the random draws stay out)
+        self.advance = partial(advance_rows, sampling=sampling, bos=self.bos, eos=self.eos)
+        if self.capture:
+            self.advance = torch.compile(self.advance, fullgraph=True)
+        self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def seed(self, seed: int | None) -> None:
+        """Seed the draws of the next request(s); None: a seed from torch's global generator (so that
+        torch.manual_seed still makes a run reproducible)."""
+        self.generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
+
+    @torch.inference_mode()  # as every call that writes the state: it may have been made in inference mode
+    def start_rows(self, rows, limits, history: torch.Tensor | None) -> None:
+        """Rows (an index or a slice) begin a request: step 0, no EOS yet, at most `limits` frames, and its
+        prompt's last audio frames as the RAS window (None: an empty window, all EOS)."""
+        self.steps[rows] = 0
+        self.eos_step[rows] = NO_EOS_YET
+        self.limits[rows] = limits
+        if self.history is not None:
+            self.history[rows] = self.eos if history is None else history
+
+    @torch.inference_mode()
+    def __call__(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """advance_rows on these audio logits [B, N, C]."""
+        self.logits.copy_(logits)
+        if not self.capture:
+            return self._advance()
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        frame, finished = self.outputs
+        return frame.clone(), finished.clone()
+
+    def _advance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        races = race_draws(self.sampling, self.logits.shape, self.generator, self.device)
+        return self.advance(self.logits, races, self.steps, self.eos_step, self.history, self.limits)
+
+    def _capture(self) -> None:
+        """Record one step in a CUDA graph, after a warm-up step whose effects (state, draws) are undone."""
+        state = [t for t in (self.steps, self.eos_step, self.history) if t is not None]
+        saved, drawn = [t.clone() for t in state], self.generator.get_state()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self._advance()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        for tensor, value in zip(state, saved):
+            tensor.copy_(value)
+        self.generator.set_state(drawn)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.generator)
+        with torch.cuda.graph(graph):
+            self.outputs = self._advance()
+        self.graph = graph
+
+
+def advance_rows(logits, races, steps, eos_step, history, limits, sampling: SamplingConfig, bos: int, eos: int):
+    """Every row's next frame [B, N] and whether the row is finished with it [B] (an all-EOS frame, or its
+    frame limit reached); moves each row's step, EOS step and RAS window on, in place."""
+    frame = choose_frame(logits, steps, eos_step, history, sampling, races, bos, eos)
+    first_eos = (frame == eos).any(dim=1) & (eos_step == NO_EOS_YET)
+    eos_step.copy_(torch.where(first_eos, steps, eos_step))
+    if history is not None:
+        history.copy_(torch.cat([history[:, 1:], frame[:, None]], dim=1))
+    finished = (frame == eos).all(dim=1) | (steps + 1 >= limits)
+    steps += 1
+    return frame, finished
+
+
+def frame_chooser(sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int) -> FrameChooser:
+    """The chooser for these settings, kept across requests so that its CUDA graph is captured once (a capture
+    synchronises the device and empties its cache: not something to pay per request). The caller seeds it
+    and starts its rows."""
+    key = (str(device), rows, astuple(replace(sampling, seed=None)), config.stream_bos_id,
+           config.stream_eos_id, config.num_codebooks, config.audio_vocab_size)
+    if key in _choosers:
+        _choosers.move_to_end(key)
+        return _choosers[key]
+    if len(_choosers) >= MAX_CHOOSERS:
+        _choosers.popitem(last=False)
+    _choosers[key] = FrameChooser(sampling, config, torch.device(device), rows)
+    return _choosers[key]
+
+
+def release_choosers() -> None:
+    """Forget the kept choosers (and their CUDA graphs' memory), so that the next request's memory is measured
+    alone."""
+    _choosers.clear()
