@@ -66,7 +66,7 @@ def main():
             logits = big.prefill(prompts, 258)
             frame = torch.randint(0, 1024, (batch, 8), device="cuda")
             step_ms = ms(lambda: big.step(frame)) if graph else float("nan")
-            chooser = FrameChooser(sampling, cfg, torch.device("cuda"), batch)
+            chooser = FrameChooser(sampling, cfg, torch.device("cuda"), batch, compile=big.compiled)
             chooser.seed(0)
             chooser.start_rows(slice(None), 1 << 20, frame[:, None].repeat(1, 7, 1))
             loop_ms = ms(lambda: chooser(logits))

@@ -48,7 +48,7 @@ def main():
         logits = backend.prefill(prompts, args.frames + 64)
         frame = torch.randint(0, 1024, (batch, 8), device=device)
         step = per_call_ms(lambda: backend.step(frame), device, args.frames)
-        chooser = FrameChooser(sampling, backend.config, device, batch)
+        chooser = FrameChooser(sampling, backend.config, device, batch, compile=backend.compiled)
         chooser.seed(0)
         chooser.start_rows(slice(None), 1 << 20, frame[:, None].repeat(1, 7, 1))
         choose = per_call_ms(lambda: chooser(logits), device, args.frames)

@@ -51,14 +51,16 @@ def test_captured_prefill_and_slots_on_cuda_give_each_request_its_cpu_codes(tiny
 
 @pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=0.8, top_p=0.9, ras_win_len=4, seed=11),
                                       SamplingConfig(temperature=1.0, top_k=50, top_p=None, seed=3, ignore_eos=True)])
-def test_the_captured_frame_chooser_chooses_what_the_eager_one_does(sampling):
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_captured_frame_chooser_chooses_what_the_eager_one_does(sampling, compile):
     """Seeded draws in the CUDA graph are the eager draws (the generator is registered with the graph), fresh at
     every replay, and the state (steps, EOS steps, RAS window, frame limits) moves on alike."""
     config = make_config()
     torch.manual_seed(0)
     logits = torch.randn(3, config.num_codebooks, config.audio_vocab_size, device="cuda")
     logits[2, 0, config.stream_eos_id] = 30.0  # row 2 asks for EOS: its codebooks close one per step
-    choosers = [FrameChooser(sampling, config, torch.device("cuda"), 3, capture=c) for c in (True, False)]
+    choosers = [FrameChooser(sampling, config, torch.device("cuda"), 3, capture=c, compile=compile)
+                for c in (True, False)]
     for chooser in choosers:
         chooser.seed(sampling.seed)
         chooser.start_rows(slice(None), torch.tensor([40, 25, 40], device="cuda"), None)

@@ -90,6 +90,7 @@ class ScriptedBackend:
     def __init__(self, eos_at, max_positions=1000):
         self.config = make_config("tiny")
         self.device = torch.device("cpu")
+        self.compiled = False
         self.eos_at, self.max_positions = eos_at, max_positions
         self.fed: list[torch.Tensor] = []
 

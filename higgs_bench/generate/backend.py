@@ -13,6 +13,7 @@ from higgs_bench.model.config import HiggsConfig
 class Backend(Protocol):
     config: HiggsConfig
     device: torch.device
+    compiled: bool  # its step is compiled ahead of time; the loop then compiles its frame choice too
 
     def prefill(self, prompts: list[PromptInputs], max_new_frames: int) -> torch.Tensor:
         """Run the prompts (reserving room for `max_new_frames` more positions each); logits at their last positions."""

@@ -24,7 +24,7 @@ class FrameChooser:
     every replay (the generator is registered with the graph) and the same as an eager run from one seed."""
 
     def __init__(self, sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int,
-                 capture: bool = True):
+                 capture: bool = True, compile: bool = False):
         self.sampling, self.device = sampling, device
         self.capture = capture and device.type == "cuda"
         self.bos, self.eos = config.stream_bos_id, config.stream_eos_id
@@ -37,9 +37,10 @@ class FrameChooser:
         self.history = (torch.full((rows, sampling.ras_win_len, n), self.eos, dtype=torch.long, device=device)
                         if sampling.uses_ras else None)
         self.graph: torch.cuda.CUDAGraph | None = None
-        # compiled where captured: Inductor fuses the ~40 small kernels into a few (the random draws stay out)
+        # Inductor fuses the ~40 small kernels into a few (the random draws stay out); worth its compile time
+        # (seconds, once per process) where the engine is compiled too
         self.advance = partial(advance_rows, sampling=sampling, bos=self.bos, eos=self.eos)
-        if self.capture:
+        if self.capture and compile:
             self.advance = torch.compile(self.advance, fullgraph=True)
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -106,18 +107,19 @@ def advance_rows(logits, races, steps, eos_step, history, limits, sampling: Samp
     return frame, finished
 
 
-def frame_chooser(sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int) -> FrameChooser:
+def frame_chooser(sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int,
+                  compile: bool) -> FrameChooser:
     """The chooser for these settings, kept across requests so that its CUDA graph is captured once (a capture
     synchronises the device and empties its cache: not something to pay per request). The caller seeds it
     and starts its rows."""
-    key = (str(device), rows, astuple(replace(sampling, seed=None)), config.stream_bos_id,
+    key = (str(device), rows, compile, astuple(replace(sampling, seed=None)), config.stream_bos_id,
            config.stream_eos_id, config.num_codebooks, config.audio_vocab_size)
     if key in _choosers:
         _choosers.move_to_end(key)
         return _choosers[key]
     if len(_choosers) >= MAX_CHOOSERS:
         _choosers.popitem(last=False)
-    _choosers[key] = FrameChooser(sampling, config, torch.device(device), rows)
+    _choosers[key] = FrameChooser(sampling, config, torch.device(device), rows, compile=compile)
     return _choosers[key]
 
 

@@ -65,7 +65,7 @@ def generate(
     cfg, device = backend.config, backend.device
     frames = torch.full((len(prompts), max_frames, cfg.num_codebooks), cfg.stream_eos_id, dtype=torch.long,
                         device=device)
-    chooser = frame_chooser(sampling, cfg, device, len(prompts))
+    chooser = frame_chooser(sampling, cfg, device, len(prompts), backend.compiled)
     chooser.seed(sampling.seed)
     chooser.start_rows(slice(None), max_frames, initial_history(prompts, sampling, cfg.stream_eos_id, device))
 

@@ -122,7 +122,7 @@ def _run(backend, pending: deque, outcomes: dict, sampling: SamplingConfig, slot
     cfg, device = backend.config, backend.device
     eos, n = cfg.stream_eos_id, cfg.num_codebooks
     backend.open_slots(slots, positions)
-    chooser = frame_chooser(sampling, cfg, device, slots)
+    chooser = frame_chooser(sampling, cfg, device, slots, backend.compiled)
     chooser.seed(sampling.seed)
     chooser.start_rows(slice(None), 1, None)  # a free slot steps on, finished at every step
     logits = torch.zeros((slots, n, cfg.audio_vocab_size), device=device)

@@ -124,6 +124,7 @@ class TorchBackend:
         self.config, self.device, self.dtype = config, torch.device(device), dtype
         self.speed = speed or Speed(cuda_graph=cuda_graph)
         self.cuda_graph = self.speed.cuda_graph and self.device.type == "cuda"
+        self.compiled = self.speed.compile_mode is not None
         with torch.device("meta"):
             network = HiggsNetwork(config)
         network.load_state_dict(fuse_weights(weights), strict=True, assign=True)

@@ -41,6 +41,7 @@ class TrtllmBackend:
 
         record = read_engine_record(engine_dir)
         self.config, self.device = record["model"], torch.device(device)
+        self.compiled = True  # a built engine
         self.limits = EngineLimits.from_build_config(record["build"])
         self.kv_limits = record["kv_limits"]
         self.runtime = trt.Runtime(logger.trt_logger)
