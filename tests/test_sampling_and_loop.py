@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from higgs_bench.errors import GenerationError, PromptError
-from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.generate.chooser import release_choosers
+from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import (
     NO_EOS_YET,
     SamplingConfig,
     choose_frame,
-    race_draws,
     force_delay_pattern,
+    race_draws,
     resample_repeats,
     warp,
 )

@@ -1,7 +1,7 @@
 """Each decode step's frame choice and the state it moves on (each row's step, EOS step and RAS window), for
-generate() and the serving slots alike. On a GPU it is replayed as one CUDA graph: about 40 small kernels
-(delay-pattern masks, temperature, top-p, the race draws, RAS, the finished flags) launched at once instead
-of one by one after every decode step."""
+generate() and the serving slots alike. On a GPU it is replayed as one CUDA graph, compiled as well when the
+engine is: about 40 small kernels (delay-pattern masks, temperature, top-p, the race draws, RAS, the finished
+flags) that would otherwise run one by one after every decode step."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame, race_draws
 from higgs_bench.model.config import HiggsConfig
 
-MAX_CHOOSERS = 8  # captured choosers kept, by (device, rows, sampling settings)
+MAX_CHOOSERS = 8  # choosers kept (with their CUDA graphs), by (device, rows, compiled, sampling settings)
 _choosers: OrderedDict[tuple, FrameChooser] = OrderedDict()
 
 

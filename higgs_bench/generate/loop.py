@@ -9,9 +9,9 @@ import torch
 
 from higgs_bench.errors import GenerationError, PromptError
 from higgs_bench.generate.backend import Backend
+from higgs_bench.generate.chooser import frame_chooser
 from higgs_bench.generate.delay import codes_from_stream
 from higgs_bench.generate.inputs import PromptInputs
-from higgs_bench.generate.chooser import frame_chooser
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig
 
 
