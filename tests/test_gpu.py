@@ -70,6 +70,7 @@ def test_the_captured_frame_chooser_chooses_what_the_eager_one_does(sampling, co
         assert torch.equal(captured, eager) and torch.equal(done, eager_done)
         frames.append(captured)
     assert choosers[0].graph is not None and torch.equal(choosers[0].eos_step, choosers[1].eos_step)
+    assert choosers[0].mode == ("compiled CUDA graph" if compile else "CUDA graph")
     if not sampling.greedy:  # guard: the same logits at every step, yet not the same draws
         assert len({tuple(f[0].tolist()) for f in frames[config.num_codebooks:]}) > 1
 

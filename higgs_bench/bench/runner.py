@@ -33,7 +33,7 @@ from higgs_bench.bench.timing import chunk_decode_seconds, summarise_batch, time
 from higgs_bench.codec import load_codec, streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
-from higgs_bench.generate.chooser import release_choosers
+from higgs_bench.generate.chooser import choice_mode, release_choosers
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -288,6 +288,7 @@ def measure_speed(cfg, backend, prompter: Prompter, codec) -> dict:
     audio_s = runs_per_batch * sum(scenario.batch_sizes) * (scenario.timing_frames - n) / FRAME_RATE
     return {"batches": batches, "memory": memory, "gpu_before": before, "gpu_after": after,
             "energy_j_per_audio_s": energy_per_audio_second(before, after, audio_s),
+            "frame_choice": choice_mode(backend.device, backend.compiled),
             "decode": {"device": str(codec.device), "first_window_frames": decode.first_window,
                        "first_chunk_ms": decode.chunk_s * 1000, "utterance_ms": decode.utterance_s * 1000}}
 

@@ -26,7 +26,8 @@ class FrameChooser:
     def __init__(self, sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int,
                  capture: bool = True, compile: bool = False):
         self.sampling, self.device = sampling, device
-        self.capture = capture and device.type == "cuda"
+        self.mode = choice_mode(device, compile) if capture else "eager"
+        self.capture = self.mode != "eager"
         self.bos, self.eos = config.stream_bos_id, config.stream_eos_id
         n = config.num_codebooks
         self.generator = torch.Generator(device)
@@ -40,7 +41,7 @@ class FrameChooser:
         # Inductor fuses the ~40 small kernels into a few (the random draws stay out); worth its compile time
         # (seconds, once per process) where the engine is compiled too
         self.advance = partial(advance_rows, sampling=sampling, bos=self.bos, eos=self.eos)
-        if self.capture and compile:
+        if self.mode == "compiled CUDA graph":
             self.advance = torch.compile(self.advance, fullgraph=True)
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -92,6 +93,14 @@ class FrameChooser:
         with torch.cuda.graph(graph):
             self.outputs = self._advance()
         self.graph = graph
+
+
+def choice_mode(device: torch.device, compiled: bool) -> str:
+    """How frames are chosen on this device, for a backend compiled or not: eager, a CUDA graph, or a compiled
+    CUDA graph."""
+    if device.type != "cuda":
+        return "eager"
+    return "compiled CUDA graph" if compiled else "CUDA graph"
 
 
 def advance_rows(logits, races, steps, eos_step, history, limits, sampling: SamplingConfig, bos: int, eos: int):
