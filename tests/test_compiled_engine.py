@@ -10,6 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, prompt_bucket, text_only
+from higgs_bench.backends.pytorch.engine import inductor_compiles
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
@@ -52,6 +53,14 @@ def bench(tmp_path, run_dir, *extra):
     return done, json.loads((tmp_path / run_dir / "benchmark_report.json").read_text())["build"]
 
 
+
+def test_a_compile_while_measuring_is_counted():
+    """What the record's build.compiled_during_run counts: any Inductor compilation, from its cache or not."""
+    before = dict(counters["inductor"])
+    doubled = torch.compile(lambda x: x * 2 + 1)
+    assert torch.equal(doubled(torch.ones(3)), torch.full((3,), 3.0))
+    assert sum(inductor_compiles(since=before).values()) == 1
+
 def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
     _, cold = bench(tmp_path, "cold")
     assert cold["reused"] is False and cold["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
@@ -60,6 +69,8 @@ def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
     assert warm["reused"] is True and warm["start"]["artefacts_loaded"] is True
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0}
+    # the build planned every shape the run took (a compile while measuring would be counted: next test)
+    assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
 
     cache = tmp_path / cold["dir"] / "compile_cache.bin"
     cache.write_bytes(cache.read_bytes()[:100])

@@ -90,14 +90,17 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
 
 
 def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path):
-    """The build compiles the decode step's shapes and the lone prompt's captured prefill, and keeps them all:
-    a fresh process with an empty Inductor cache of its own compiles nothing."""
+    """The build compiles the decode step's shapes, the lone prompt's captured prefill and the frame chooser, and
+    keeps them all: a fresh process with an empty Inductor cache of its own compiles nothing, and neither run
+    compiles anything after its start."""
     _, cold = bench(tmp_path, "cold", "backend.device=cuda")
-    assert cold["settings"]["prefills"] == [[64, False]] and "prefill-64" in cold["compile"]["warm_s_per_shape"]
+    assert cold["settings"]["prefills"] == [[64, False]]
+    assert {"prefill-64", "choose-1-sampled"} <= set(cold["compile"]["warm_s_per_shape"])
     _, warm = bench(tmp_path, "warm", "backend.device=cuda")
-    assert warm["reused"] and "prefill-64" in warm["start"]["warm_s_per_shape"]
+    assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0}
+    assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
 
 
 # Compiled against eager prefill of the same quantised engine (tiny_trtllm, bf16), measured on an H200: int8

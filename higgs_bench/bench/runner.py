@@ -18,13 +18,15 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import TorchBackend, prefill_key
+from higgs_bench.backends.pytorch.engine import inductor_compiles
 from higgs_bench.bench import asr, serving
 from higgs_bench.bench.build import build, load_torch_engine, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
-from higgs_bench.bench.fidelity import fidelity
+from higgs_bench.bench.fidelity import GREEDY, fidelity
 from higgs_bench.bench.floor import floor_report
 from higgs_bench.bench.memory import MeasuredMemory
 from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per_audio_second, git_sha, gpu_state
@@ -33,7 +35,7 @@ from higgs_bench.bench.timing import chunk_decode_seconds, summarise_batch, time
 from higgs_bench.codec import load_codec, streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
-from higgs_bench.generate.chooser import choice_mode, release_choosers
+from higgs_bench.generate.chooser import choice_mode, release_choosers, warm_choosers
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -136,13 +138,14 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     model_dir = embedded_model() if cfg.model.embedded else Path(cfg.model.path)
     config = checkpoint_config(model_dir)  # a missing or foreign checkpoint is named before anything else
     prompter = scenario_prompter(cfg, load_tokenizer(model_dir), config)
-    shapes, prefills = planned_shapes(cfg, prompter), planned_prefills(cfg, prompter)
+    plan = planned_shapes(cfg, prompter), planned_prefills(cfg, prompter), planned_choosers(cfg)
     with console.status(f"building {variant_name(cfg)}"):
-        record["build"], backend = build(cfg, model_dir, device, shapes, prefills)
+        record["build"], backend = build(cfg, model_dir, device, *plan)
     with MeasuredMemory(device) as whole_run:
         if backend is None:
             with console.status(f"loading {variant_name(cfg)}"):
-                backend = load_backend(cfg, model_dir, device, shapes, record["build"], prefills)
+                backend = load_backend(cfg, model_dir, device, record["build"], *plan)
+        built = dict(counters["inductor"])
         weights_bytes = _allocated(device)
         codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
         record["timing"] = measure_speed(cfg, backend, prompter, codec)
@@ -158,6 +161,8 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     if cfg.scenario.fidelity_frames:
         with console.status("fidelity against the reference"):
             record["fidelity"] = measure_fidelity(cfg, backend, prompter, model_dir, device)
+    # what the build and start did not cover was compiled while measuring (0 and 0 when the plan was whole)
+    record["build"]["compiled_during_run"] = inductor_compiles(since=built)
 
 
 def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.device) -> dict:
@@ -172,15 +177,17 @@ def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.devi
     return result | {"reference": f"torch {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"}
 
 
-def load_backend(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict, prefills=()):
+def load_backend(cfg, model_dir: Path, device: torch.device, build_record: dict, shapes, prefills=(), choosers=()):
     """The built variant, ready to time; a torch engine's load and warm-up times join the build record."""
     if cfg.backend.name == "torch":
-        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record, prefills)
+        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record, prefills, choosers)
         build_record["start"] = times
         return backend
     from higgs_bench.backends.trtllm.runtime import TrtllmBackend
 
-    return TrtllmBackend(Path(build_record["dir"]), device, cuda_graph=cfg.backend.cuda_graph)
+    backend = TrtllmBackend(Path(build_record["dir"]), device, cuda_graph=cfg.backend.cuda_graph)
+    build_record["start"] = {"warm_s_per_shape": warm_choosers(choosers, backend.config, device, backend.compiled)}
+    return backend
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,22 @@ def planned_prefills(cfg, prompter: Prompter) -> list[tuple[int, bool]]:
         prompts += serving.sizing_prompter(cfg.scenario, prompter, prompter.config.num_codebooks)(
             list(cfg.scenario.texts))
     return sorted({prefill_key(prompt) for prompt in prompts})
+
+
+def planned_choosers(cfg) -> list[tuple[SamplingConfig, int]]:
+    """(sampling, rows) of the frame choosers the run's generate() and serving calls take: timing, quality
+    chunks, fidelity (greedy), the serving reference and slots."""
+    scenario, sampling, texts = cfg.scenario, sampling_config(cfg), list(cfg.scenario.texts)
+    chunk = scenario.quality_batch_size
+    plans = [(sampling, rows) for rows in scenario.batch_sizes]
+    plans += [(sampling, len(texts[i : i + chunk])) for i in range(0, len(texts), chunk)]
+    if scenario.fidelity_frames:
+        plans.append((GREEDY, len(texts[:FIDELITY_PROMPTS])))
+    if scenario.serving.requests:
+        plans.append((sampling, 1))
+        plans.append((dataclasses.replace(sampling, ignore_eos=scenario.serving.ignore_eos), serving_slots(cfg)))
+    unique = {(dataclasses.astuple(dataclasses.replace(s, seed=None)), rows): (s, rows) for s, rows in plans}
+    return list(unique.values())
 
 
 def sampling_config(cfg) -> SamplingConfig:

@@ -5,6 +5,7 @@ flags) that would otherwise run one by one after every decode step."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import astuple, replace
 from functools import partial
@@ -130,6 +131,27 @@ def frame_chooser(sampling: SamplingConfig, config: HiggsConfig, device: torch.d
         _choosers.popitem(last=False)
     _choosers[key] = FrameChooser(sampling, config, torch.device(device), rows, compile=compile)
     return _choosers[key]
+
+
+def warm_choosers(plans: list[tuple[SamplingConfig, int]], config: HiggsConfig, device: torch.device,
+                  compile: bool) -> dict[str, float]:
+    """Capture (and compile) now the choosers that requests of these (sampling, rows) will take, so that they do
+    not; seconds each, by choice_name. On a CPU frames are chosen eagerly: nothing to prepare."""
+    seconds = {}
+    for sampling, rows in plans if device.type == "cuda" else ():
+        start = time.perf_counter()
+        chooser = frame_chooser(sampling, config, device, rows, compile)
+        chooser.start_rows(slice(None), 1, None)
+        chooser(torch.zeros_like(chooser.logits))
+        torch.cuda.synchronize(device)
+        seconds[choice_name(sampling, rows)] = time.perf_counter() - start
+    return seconds
+
+
+def choice_name(sampling: SamplingConfig, rows: int) -> str:
+    """A chooser's name in the build record: choose-ROWS-greedy, -sampled or -sampled-ignore-eos."""
+    kind = "greedy" if sampling.greedy else "sampled-ignore-eos" if sampling.ignore_eos else "sampled"
+    return f"choose-{rows}-{kind}"
 
 
 def release_choosers() -> None:

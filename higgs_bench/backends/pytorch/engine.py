@@ -16,17 +16,22 @@ from torch._dynamo.utils import counters
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, cache_length
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path
+from higgs_bench.generate.chooser import warm_choosers
+from higgs_bench.generate.sampling import SamplingConfig
 
 COMPILE_CACHE = "compile_cache.bin"
 
 
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
                 shapes: list[tuple[int, int]], cache_file: Path | None = None,
-                prefills: list[tuple[int, bool]] = ()) -> tuple[TorchBackend, dict]:
-    """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on). With
-    `cache_file`, compile artefacts are loaded from it first. Returns the backend, how long each part took
-    (each shape's warm-up under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio]), and
-    how many compiled graphs came from the cache (hit) or had to be compiled (miss)."""
+                prefills: list[tuple[int, bool]] = (),
+                choosers: list[tuple[SamplingConfig, int]] = ()) -> tuple[TorchBackend, dict]:
+    """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on), and
+    the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
+    the engine). With `cache_file`, compile artefacts are loaded from it first. Returns the backend, how long
+    each part took (each shape's warm-up under its (batch, cache columns) name, each prefill's as
+    prefill-WIDTH[-audio], each chooser's as choice_name gives it), and how many compiled graphs came from the
+    cache (hit) or had to be compiled (miss)."""
     start = time.perf_counter()
     loaded = None
     if cache_file is not None and speed.compile_mode:
@@ -41,9 +46,15 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     for width, audio in prefills if backend.cuda_graph else ():  # only CUDA graphs capture a prefill
         per_shape[f"prefill-{width}{'-audio' if audio else ''}"] = _seconds(device, backend.warm_prefills,
                                                                           [(width, audio)])
-    compiled = {key: counters["inductor"][key] - before.get(key, 0) for key in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
+    per_shape |= warm_choosers(choosers, backend.config, device, backend.compiled)
+    compiled = inductor_compiles(since=before)
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled}
+
+
+def inductor_compiles(since: dict) -> dict:
+    """Inductor graphs compiled since the `since` snapshot of counters["inductor"]: from the cache (hit) or not."""
+    return {key: counters["inductor"][key] - since.get(key, 0) for key in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
 
 
 def _seconds(device: torch.device, warm, plan) -> float:
