@@ -149,9 +149,8 @@ def warm_choosers(plans: list[tuple[SamplingConfig, int]], config: HiggsConfig, 
 
 
 def choice_name(sampling: SamplingConfig, rows: int) -> str:
-    """A chooser's name in the build record: choose-ROWS-greedy, -sampled or -sampled-ignore-eos."""
-    kind = "greedy" if sampling.greedy else "sampled-ignore-eos" if sampling.ignore_eos else "sampled"
-    return f"choose-{rows}-{kind}"
+    """A chooser's name in the build record: choose-ROWS-greedy or -sampled, with -ignore-eos where it is on."""
+    return f"choose-{rows}-{'greedy' if sampling.greedy else 'sampled'}{'-ignore-eos' if sampling.ignore_eos else ''}"
 
 
 def release_choosers() -> None:
