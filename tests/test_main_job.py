@@ -176,3 +176,32 @@ def test_a_voice_cloning_scenario_puts_the_reference_clip_in_every_prompt(tmp_pa
 
     missing = bench(tmp_path, *common, "scenario=voice-clone", "hydra.run.dir=missing")
     assert missing.returncode == 2 and "give scenario.reference_audio=CLIP" in missing.stdout + missing.stderr
+
+
+def test_the_plan_names_every_frame_chooser_the_run_takes(compose_cfg, tmp_path, monkeypatch):
+    """The build warms (on a GPU: captures and compiles) the frame choosers planned_choosers names; one that a
+    run takes beyond them would compile while the run is measured. A run with timing, quality, fidelity and
+    serving (cloning requests included) takes none beyond them."""
+    from dataclasses import astuple, replace
+
+    from higgs_bench.bench.runner import planned_choosers, run
+    from higgs_bench.generate import chooser, loop, slots
+
+    cfg = compose_cfg(*SMALL, "asr=none", "scenario.fidelity_frames=10", "scenario.quality_seeds=[0,1]",
+                      "scenario.texts=[Hi there.,The birch canoe slid on the smooth planks.,Four hours.]",
+                      "scenario.quality_batch_size=2", "scenario.serving.requests=3", "scenario.serving.slots=2",
+                      "scenario.serving.concurrency=[1]", "scenario.serving.rates=[]",
+                      "scenario.serving.batching=[inflight]", "scenario.serving.clone_share=0.5",
+                      "scenario.serving.reference_frames=12")
+    taken = set()
+
+    def recording(sampling, config, device, rows, compile):
+        taken.add((astuple(replace(sampling, seed=None)), rows))
+        return chooser.frame_chooser(sampling, config, device, rows, compile)
+
+    monkeypatch.setattr(loop, "frame_chooser", recording)
+    monkeypatch.setattr(slots, "frame_chooser", recording)
+    record = run(cfg, tmp_path)
+    assert record["status"] == "ok", record["error"]
+    planned = {(astuple(replace(sampling, seed=None)), rows) for sampling, rows in planned_choosers(cfg)}
+    assert len(taken) >= 4 and taken <= planned, taken - planned  # guard: timing, quality, fidelity, serving
