@@ -153,9 +153,8 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, 
                  choosers) -> tuple[dict, object | None]:
     """With compile on: load (and check) the checkpoint, compile the decode step for every planned shape (and
     with CUDA graphs the prefill of every planned lone prompt, and the frame choosers) on the device and keep
-    the artefacts; with
-    compile off, check the checkpoint. Its size is the weights at the run's dtype, quantised linears at their
-    own width."""
+    the artefacts; with compile off, check the checkpoint. Its size is the weights at the run's dtype,
+    quantised linears at their own width."""
     dtype = dtypes.TORCH[cfg.precision.dtype]
     config = read_config(model_dir)
     shapes_of = expected_shapes(config)  # what a checked load holds: loading refuses any other shape

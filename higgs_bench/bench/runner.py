@@ -35,7 +35,7 @@ from higgs_bench.bench.timing import chunk_decode_seconds, summarise_batch, time
 from higgs_bench.codec import load_codec, streaming
 from higgs_bench.errors import ConfigError, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
-from higgs_bench.generate.chooser import choice_mode, release_choosers, warm_choosers
+from higgs_bench.generate.chooser import choice_key, choice_mode, release_choosers, warm_choosers
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -258,7 +258,7 @@ def planned_choosers(cfg) -> list[tuple[SamplingConfig, int]]:
     if scenario.serving.requests:
         plans.append((sampling, 1))
         plans.append((dataclasses.replace(sampling, ignore_eos=scenario.serving.ignore_eos), serving_slots(cfg)))
-    unique = {(dataclasses.astuple(dataclasses.replace(s, seed=None)), rows): (s, rows) for s, rows in plans}
+    unique = {(choice_key(sampling), rows): (sampling, rows) for sampling, rows in plans}
     return list(unique.values())
 
 

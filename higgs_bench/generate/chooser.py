@@ -117,12 +117,17 @@ def advance_rows(logits, races, steps, eos_step, history, limits, sampling: Samp
     return frame, finished
 
 
+def choice_key(sampling: SamplingConfig) -> tuple:
+    """What a chooser (and its compiled graph) depends on of the sampling settings: all but the seed."""
+    return astuple(replace(sampling, seed=None))
+
+
 def frame_chooser(sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int,
                   compile: bool) -> FrameChooser:
     """The chooser for these settings, kept across requests so that its CUDA graph is captured once (a capture
     synchronises the device and empties its cache: not something to pay per request). The caller seeds it
     and starts its rows."""
-    key = (str(device), rows, compile, astuple(replace(sampling, seed=None)), config.stream_bos_id,
+    key = (str(device), rows, compile, choice_key(sampling), config.stream_bos_id,
            config.stream_eos_id, config.num_codebooks, config.audio_vocab_size)
     if key in _choosers:
         _choosers.move_to_end(key)
