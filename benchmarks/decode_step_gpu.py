@@ -2,6 +2,7 @@
 
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
+        [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}']
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
 compiled per shape and captured as a CUDA graph), then timed with CUDA events over graph replays, against
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
+from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend
 from higgs_bench.backends.pytorch.engine import load_engine
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.bench.floor import floor_report
@@ -92,11 +93,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also list the top kernels of 20 eager steps")
     parser.add_argument("--ab-loop", type=Path, help="another version's generate/loop.py to time against "
                         "(git show REV:higgs_bench/generate/loop.py > old_loop.py)")
+    parser.add_argument("--inductor-options", type=json.loads, default={},
+                        help="JSON {weight kind: {option: value}} over the engine's own Inductor settings")
     args = parser.parse_args()
+    for kind, options in args.inductor_options.items():
+        CUDA_INDUCTOR_OPTIONS[kind] = CUDA_INDUCTOR_OPTIONS.get(kind, {}) | options
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
-               "max_seq_len": args.max_seq_len, "variants": {}}
+               "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS, "variants": {}}
     reference = None
     for precision in args.precisions.split(","):
         weights = None if precision == "bf16" else precision
