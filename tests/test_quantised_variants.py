@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from higgs_bench.backends.pytorch import quantize
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.backends.pytorch.network import network_linear
+from higgs_bench.backends.pytorch.quantize import Float8Linear, one_row_fp8
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.checkpoint import load_checkpoint
@@ -61,3 +63,46 @@ def test_gpu_only_kinds_are_refused_on_the_cpu_naming_the_gpu_they_need(tiny_hf,
     checkpoint = load_checkpoint(tiny_hf)
     with pytest.raises(ConfigError, match=needs):
         TorchBackend(checkpoint.config, checkpoint.weights, dtype=torch.bfloat16, quantised=kind)
+
+
+def fp8_weight(rows: int, columns: int):
+    """torchao's fp8 weight of a random bf16 matrix, as quantise's config makes it (quantize_ itself refuses to
+    run on a CPU): per-row scales, activations quantised per row."""
+    from torchao.quantization.quantize_.workflows.float8.float8_tensor import (Float8Tensor,
+                                                                             QuantizeTensorToFloat8Kwargs)
+
+    config = quantize.torchao_config("fp8")
+    activations, weights = config.granularity
+    return Float8Tensor.from_hp(torch.randn(rows, columns, dtype=torch.bfloat16), config.weight_dtype, weights,
+                                mm_config=config.mm_config,
+                                act_quant_kwargs=QuantizeTensorToFloat8Kwargs(config.activation_dtype, activations))
+
+
+@pytest.mark.parametrize("magnitude", [1e-3, 1.0, 300.0])
+def test_the_one_row_fp8_product_computes_what_torchao_fp8_computes(magnitude):
+    """torchao's own definition of its fp8 product (its KernelPreference.EMULATED): activation and weight
+    quantised per row, dequantised, multiplied in float32; activations in float32, as compiled engines see
+    them (Inductor keeps the scale's arithmetic in float32)."""
+    from torchao.quantization.quantize_.workflows.float8.float8_tensor import Float8Tensor
+
+    torch.manual_seed(0)
+    weight, x = fp8_weight(64, 96), torch.randn(1, 96, dtype=torch.bfloat16) * magnitude
+    x_fp8 = Float8Tensor.from_hp(x.float(), granularity=weight.act_quant_kwargs.granularity)
+    want = (x_fp8.dequantize(torch.float32) @ weight.dequantize(torch.float32).t()).to(torch.bfloat16)
+    assert torch.equal(one_row_fp8(x, weight.qdata, weight.scale), want)
+
+
+@torch.inference_mode()
+def test_a_compiled_fp8_linear_takes_the_one_row_product_for_one_row_only(monkeypatch):
+    """Compiled, one row takes one_row_fp8 and several take torchao's product: the same arithmetic."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 64, bias=False)
+    linear.weight = torch.nn.Parameter(fp8_weight(64, 96), requires_grad=False)
+    linear.__class__ = Float8Linear
+    traced = []
+    monkeypatch.setattr(quantize, "one_row_fp8", lambda *args: traced.append(args[0].shape) or one_row_fp8(*args))
+    for rows in (1, 4):
+        x = torch.randn(rows, 1, 96, dtype=torch.bfloat16)
+        want = one_row_fp8(x.reshape(rows, 96), linear.weight.qdata, linear.weight.scale).view(rows, 1, 64)
+        torch.testing.assert_close(torch.compile(linear)(x), want, rtol=1e-2, atol=1e-2)
+    assert traced == [(1, 96)]  # traced once, for the product of one row

@@ -35,10 +35,10 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # the CUDA graph is o
 # tuning, which makes each batch-1 product a tuned Triton reduction (one 3072x16384 product: 242 us without,
 # 19 us with), searching all directions (batch-1 step 1.87 against 2.34 ms, for a build of 68 s against 36 s),
 # and pattern matching off, which would rewrite a batched product into torch's _weight_int8pack_mm (7.3 ms at
-# 64 rows, where conversion + cuBLAS take 72 us). For bf16 and fp8 the same tuning made the step slower (bf16
-# batch 1: 2.75 against 2.50 ms), so they keep Inductor's defaults.
-CUDA_INDUCTOR_OPTIONS = {"int8": {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
-                                  "pattern_matcher": False}}
+# 64 rows, where conversion + cuBLAS take 72 us). fp8's one-row products (quantize.Float8Linear) need the same
+# tuning. For bf16 it made the step slower (batch 1: 2.75 against 2.50 ms), so bf16 keeps Inductor's defaults.
+TUNED_REDUCTIONS = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
+CUDA_INDUCTOR_OPTIONS = {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Every scale is per output row or per group of inputs, so a fused weight gets the
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
+  A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear).
 
 torchao is imported only here, when a quantised variant is built (it is slow to import and prints notes about
 optional kernels). Written against torchao 0.18.
@@ -76,7 +77,36 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
+    if weights == "fp8":
+        for name, module in network.named_modules():
+            if name in chosen:
+                module.__class__ = Float8Linear
     return network
+
+
+class Float8Linear(nn.Linear):
+    """A linear holding torchao's fp8 weight (qdata [out, in] e4m3, scale [out, 1]). torchao runs every product
+    as `_scaled_mm`, whose kernels work in tiles of 64-128 rows: at one row they read the weights at under half
+    the memory bandwidth (docs/performance.md). A compiled product of one row is `one_row_fp8` instead, the same
+    arithmetic as one matrix-vector product that Inductor fuses with the dequantisation (engines compiled with
+    coordinate-descent tuning turn it into one tuned reduction, backend.CUDA_INDUCTOR_OPTIONS)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
+            out = one_row_fp8(x.reshape(1, -1), self.weight.qdata, self.weight.scale)
+            return out.view(*x.shape[:-1], -1)
+        return super().forward(x)
+
+
+def one_row_fp8(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [R, in] quantised per row to fp8 as torchao quantises activations (scale = row's max |x| / the fp8
+    maximum, in float32 as Inductor computes it), times the fp8 weights, products summed in float32 and scaled:
+    what `_scaled_mm` computes."""
+    fp8_max = torch.finfo(qdata.dtype).max
+    x_scale = x.float().abs().amax(dim=-1, keepdim=True) / fp8_max
+    x_fp8 = (x.float() / x_scale).clamp(-fp8_max, fp8_max).to(qdata.dtype)
+    out = torch.mm(x_fp8.float(), qdata.float().t()) * x_scale * scale.float().t()
+    return out.to(x.dtype)
 
 
 def weight_bytes(shapes: dict[str, tuple[int, ...]], cfg: HiggsConfig, dtype_bytes: int, weights: str | None) -> int:
