@@ -105,27 +105,31 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
 
 # Compiled against eager prefill of the same quantised engine (tiny_trtllm, bf16), measured on an H200: int8
 # 0.009, fp8 0.052 (relative L2 of the logits). fp8 rounds every activation to 3 mantissa bits: where Inductor
-# fuses a norm and rounds its bf16 output differently, some activations land one fp8 step apart.
+# fuses a norm and rounds its bf16 output differently, some activations land one fp8 step apart. The decode
+# steps (one row: fp8's quantize.one_row_fp8) are held to the same bounds.
 COMPILED_BOUNDS = {"int8": 2e-2, "int4": 2e-2, "fp8": 0.1}
 
 
 @pytest.mark.parametrize("quantised", sorted(COMPILED_BOUNDS))
 def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does(tiny_trtllm, prompt_inputs,
                                                                                  quantised):
-    """The captured prefill (padded to its bucket), with eager and with compiled layers, against the same
-    engine's eager prefill on the same GPU, for a text-only prompt and a voice-cloning one (both MLPs on every
-    position). The model whose sizes are multiples of int4's groups of 128."""
+    """The captured prefill (padded to its bucket) and decode steps, with eager and with compiled layers,
+    against the same engine's eager ones on the same GPU, for a text-only prompt and a voice-cloning one (both
+    MLPs on every position). The model whose sizes are multiples of int4's groups of 128."""
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
     speeds = (Speed(max_seq_len=512), Speed(cuda_graph=True, max_seq_len=512),
               Speed(cuda_graph=True, compile_mode="default", max_seq_len=512))
     eager, captured, compiled = (TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16,
                                                               quantised=quantised, speed=speed) for speed in speeds)
+    frames = torch.randint(0, 1024, (3, 1, 8), device="cuda")
     for prompt in (prompt_inputs[0], prompt_inputs[2]):
-        want = eager.prefill([prompt], 20)
+        want = [eager.prefill([prompt], 20)] + [eager.step(frame) for frame in frames]
         for engine, bound in ((captured, 1e-3), (compiled, COMPILED_BOUNDS[quantised])):
-            got = engine.prefill([prompt], 20)
-            assert ((got - want).norm() / want.norm()).item() < bound, engine.speed
+            # the prefill, then decode steps of one row (fp8 compiles them as quantize.one_row_fp8)
+            got = [engine.prefill([prompt], 20)] + [engine.step(frame) for frame in frames]
+            for mine, theirs in zip(got, want):
+                assert ((mine - theirs).norm() / theirs.norm()).item() < bound, engine.speed
     assert len(compiled.prefill_graphs) == 2  # guard: the captured path ran, with and without audio
 
 
