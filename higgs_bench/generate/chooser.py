@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 
+from higgs_bench.generate.cuda_graph import capture
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame, race_draws
 from higgs_bench.model.config import HiggsConfig
 
@@ -81,19 +82,13 @@ class FrameChooser:
         """Record one step in a CUDA graph, after a warm-up step whose effects (state, draws) are undone."""
         state = [t for t in (self.steps, self.eos_step, self.history) if t is not None]
         saved, drawn = [t.clone() for t in state], self.generator.get_state()
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self._advance()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        for tensor, value in zip(state, saved):
-            tensor.copy_(value)
-        self.generator.set_state(drawn)
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.generator)
-        with torch.cuda.graph(graph):
-            self.outputs = self._advance()
-        self.graph = graph
+
+        def undo():
+            for tensor, value in zip(state, saved):
+                tensor.copy_(value)
+            self.generator.set_state(drawn)
+
+        self.graph, self.outputs = capture(self._advance, self.device, warmups=1, undo=undo, generator=self.generator)
 
 
 def choice_mode(device: torch.device, compiled: bool) -> str:

@@ -20,6 +20,7 @@ from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer
                                                   rope_inv_freq)
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.errors import ConfigError, GenerationError
+from higgs_bench.generate.cuda_graph import capture
 from higgs_bench.generate.inputs import PromptInputs
 from higgs_bench.model.checkpoint import load_checkpoint
 from higgs_bench.model.config import HiggsConfig
@@ -286,15 +287,7 @@ class TorchBackend:
         def run():
             return self._run_prefill(state, *inputs, routing=routing, run_layer=self.prefill_layer)
 
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                run()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = run()
+        graph, logits = capture(run, self.device, warmups=2)  # a prefill overwrites all it writes: nothing to undo
         self.prefill_graphs[width, audio] = PrefillGraph(inputs, state, graph, logits)
         return self.prefill_graphs[width, audio]
 
@@ -366,18 +359,8 @@ class TorchBackend:
 
     def _capture(self, state: DecodeState) -> None:
         """Record the decode step in a CUDA graph (after two warm-up steps whose effects are undone)."""
-        restore = self._snapshot(state)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self.decode_step(state, state.frame)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        restore()
-        state.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(state.graph):
-            state.logits = self.decode_step(state, state.frame)
-        restore()
+        state.graph, state.logits = capture(lambda: self.decode_step(state, state.frame), self.device, warmups=2,
+                                            undo=self._snapshot(state))
 
     @staticmethod
     def _snapshot(state: DecodeState):
