@@ -10,7 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, prompt_bucket, text_only
-from higgs_bench.backends.pytorch.engine import inductor_compiles
+from higgs_bench.backends.pytorch.engine import inductor_compiles, load_engine
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
@@ -60,6 +60,18 @@ def test_a_compile_while_measuring_is_counted():
     doubled = torch.compile(lambda x: x * 2 + 1)
     assert torch.equal(doubled(torch.ones(3)), torch.full((3,), 3.0))
     assert sum(inductor_compiles(since=before).values()) == 1
+
+
+def test_an_engine_start_names_each_part_as_it_begins(tiny_hf):
+    """What the build's spinner shows: the weights, then each shape with how many parts there are; shapes that
+    share a cache bucket are timed under one name. On a CPU nothing captures prefills or frame choosers."""
+    parts = []
+    _, times = load_engine(tiny_hf, torch.device("cpu"), torch.float32, None, Speed(max_seq_len=2048),
+                           [(1, 100), (2, 300), (1, 200)], prefills=[(64, False)], choosers=[(GREEDY, 1)],
+                           on_part=parts.append)
+    assert parts == ["weights", "1x256 (1 of 3)", "2x512 (2 of 3)", "1x256 (3 of 3)"]
+    assert set(times["warm_s_per_shape"]) == {"1x256", "2x512"}
+
 
 def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
     _, cold = bench(tmp_path, "cold")

@@ -95,12 +95,13 @@ def engine_dir(cfg, settings: dict) -> Path:
 
 
 def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]],
-          prefills: list[tuple[int, bool]] = (), choosers=()) -> tuple[dict, object | None]:
+          prefills: list[tuple[int, bool]] = (), choosers=(), on_part=lambda part: None) -> tuple[dict, object | None]:
     """Build (or reuse) the variant for requests of the given (batch, positions) shapes and lone prompts of the
     given (width bucket, has audio) prefills. A torch engine built here also warms the frame choosers of
     `choosers` (sampling, rows), whose compilation joins its artefacts (not its settings: other sampling
-    settings reuse the engine and compile their choosers when it starts). Returns the build record, and the
-    backend when building made one (a compiled torch engine), else None."""
+    settings reuse the engine and compile their choosers when it starts). `on_part` hears each part of a torch
+    engine's build as it starts (load_engine). Returns the build record, and the backend when building made one
+    (a compiled torch engine), else None."""
     settings = build_settings(cfg, model_dir, device, shapes, prefills)
     out = engine_dir(cfg, settings)
     record_path = out / BUILD_RECORD
@@ -116,7 +117,7 @@ def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, in
     start = time.perf_counter()
     backend = None
     if cfg.backend.name == "torch":
-        log, backend = _build_torch(cfg, model_dir, out, device, shapes, prefills, choosers)
+        log, backend = _build_torch(cfg, model_dir, out, device, shapes, prefills, choosers, on_part)
     else:
         log = _build_trtllm(cfg, model_dir, out, device)
     record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
@@ -127,13 +128,13 @@ def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, in
 
 
 def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict, prefills=(),
-                      choosers=()):
+                      choosers=(), on_part=lambda part: None):
     """A built torch engine for the run: weights loaded, compile artefacts loaded, shapes, prefills and frame
     choosers warmed."""
     speed = torch_speed(cfg, device)
     cache = Path(build_record["dir"]) / COMPILE_CACHE if build_record.get("compile_cache") else None
     return load_engine(model_dir, device, dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, speed, shapes,
-                       cache, prefills, choosers)
+                       cache, prefills, choosers, on_part)
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:
@@ -149,8 +150,8 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
     return artefact_damage(out, saved.get("compile_cache"))
 
 
-def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, prefills,
-                 choosers) -> tuple[dict, object | None]:
+def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, prefills, choosers,
+                 on_part) -> tuple[dict, object | None]:
     """With compile on: load (and check) the checkpoint, compile the decode step for every planned shape (and
     with CUDA graphs the prefill of every planned lone prompt, and the frame choosers) on the device and keep
     the artefacts; with compile off, check the checkpoint. Its size is the weights at the run's dtype,
@@ -165,7 +166,7 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, 
         load_checkpoint(model_dir, dtype=dtype)  # a damaged checkpoint fails the build, not the run after it
         return log | {"note": "torch backend: weights loaded and quantised at run time (torchao)"}, None
     backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes, None, prefills,
-                                 choosers)
+                                 choosers, on_part)
     return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},
                   "compile_cache": save_artefacts(out)}, backend
 

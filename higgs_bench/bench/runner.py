@@ -139,12 +139,13 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     config = checkpoint_config(model_dir)  # a missing or foreign checkpoint is named before anything else
     prompter = scenario_prompter(cfg, load_tokenizer(model_dir), config)
     plan = planned_shapes(cfg, prompter), planned_prefills(cfg, prompter), planned_choosers(cfg)
-    with console.status(f"building {variant_name(cfg)}"):
-        record["build"], backend = build(cfg, model_dir, device, *plan)
+    with console.status(f"building {variant_name(cfg)}") as status:
+        record["build"], backend = build(cfg, model_dir, device, *plan, on_part=_show_part(status, "building", cfg))
     with MeasuredMemory(device) as whole_run:
         if backend is None:
-            with console.status(f"loading {variant_name(cfg)}"):
-                backend = load_backend(cfg, model_dir, device, record["build"], *plan)
+            with console.status(f"loading {variant_name(cfg)}") as status:
+                backend = load_backend(cfg, model_dir, device, record["build"], *plan,
+                                       on_part=_show_part(status, "loading", cfg))
         built = dict(counters["inductor"])
         weights_bytes = _allocated(device)
         codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
@@ -177,10 +178,22 @@ def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.devi
     return result | {"reference": f"torch {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"}
 
 
-def load_backend(cfg, model_dir: Path, device: torch.device, build_record: dict, shapes, prefills=(), choosers=()):
+def _show_part(status, doing: str, cfg):
+    """An on_part for the build: the spinner's line names the part under way and since when."""
+    start = time.perf_counter()
+
+    def show(part: str) -> None:
+        status.update(f"{doing} {variant_name(cfg)}: {part}, {time.perf_counter() - start:.0f} s in")
+
+    return show
+
+
+def load_backend(cfg, model_dir: Path, device: torch.device, build_record: dict, shapes, prefills=(), choosers=(),
+                 on_part=lambda part: None):
     """The built variant, ready to time; a torch engine's load and warm-up times join the build record."""
     if cfg.backend.name == "torch":
-        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record, prefills, choosers)
+        backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record, prefills, choosers,
+                                           on_part)
         build_record["start"] = times
         return backend
     from higgs_bench.backends.trtllm.runtime import TrtllmBackend

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch._dynamo.utils import counters
@@ -16,7 +18,7 @@ from torch._dynamo.utils import counters
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, cache_length
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path
-from higgs_bench.generate.chooser import warm_choosers
+from higgs_bench.generate.chooser import choice_name, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
 COMPILE_CACHE = "compile_cache.bin"
@@ -25,14 +27,17 @@ COMPILE_CACHE = "compile_cache.bin"
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
                 shapes: list[tuple[int, int]], cache_file: Path | None = None,
                 prefills: list[tuple[int, bool]] = (),
-                choosers: list[tuple[SamplingConfig, int]] = ()) -> tuple[TorchBackend, dict]:
+                choosers: list[tuple[SamplingConfig, int]] = (),
+                on_part: Callable[[str], None] = lambda part: None) -> tuple[TorchBackend, dict]:
     """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on), and
     the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
-    the engine). With `cache_file`, compile artefacts are loaded from it first. Returns the backend, how long
-    each part took (each shape's warm-up under its (batch, cache columns) name, each prefill's as
-    prefill-WIDTH[-audio], each chooser's as choice_name gives it), and how many compiled graphs came from the
-    cache (hit) or had to be compiled (miss)."""
+    the engine). With `cache_file`, compile artefacts are loaded from it first. `on_part` hears what starts
+    next ("weights", then "NAME (I of N)"). Returns the backend, how long each part took (each shape's warm-up
+    under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
+    choice_name gives it), and how many compiled graphs came from the cache (hit) or had to be compiled
+    (miss)."""
     start = time.perf_counter()
+    on_part("weights")
     loaded = None
     if cache_file is not None and speed.compile_mode:
         loaded = torch.compiler.load_cache_artifacts(cache_file.read_bytes())
@@ -40,16 +45,29 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     load_s = time.perf_counter() - start
     before = dict(counters["inductor"])
     per_shape = {}
-    for batch, total in shapes:
-        name = f"{batch}x{cache_length(total, speed.max_seq_len)}"
-        per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, backend.warm, [(batch, total)])
-    for width, audio in prefills if backend.cuda_graph else ():  # only CUDA graphs capture a prefill
-        per_shape[f"prefill-{width}{'-audio' if audio else ''}"] = _seconds(device, backend.warm_prefills,
-                                                                          [(width, audio)])
-    per_shape |= warm_choosers(choosers, backend.config, device, backend.compiled)
+    parts = warm_up_parts(backend, shapes, prefills, choosers)
+    for i, (name, warm) in enumerate(parts, 1):
+        on_part(f"{name} ({i} of {len(parts)})")
+        per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
     compiled = inductor_compiles(since=before)
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled}
+
+
+def warm_up_parts(backend: TorchBackend, shapes, prefills, choosers) -> list[tuple[str, Callable[[], object]]]:
+    """What load_engine warms, in order, by name: decode-step shapes (two that share a cache bucket share a
+    name), prefills (only CUDA graphs capture one) and frame choosers (prepared on a GPU only)."""
+    speed, device = backend.speed, backend.device
+    parts = [(f"{batch}x{cache_length(total, speed.max_seq_len)}", partial(backend.warm, [(batch, total)]))
+             for batch, total in shapes]
+    if backend.cuda_graph:
+        parts += [(f"prefill-{width}{'-audio' if audio else ''}", partial(backend.warm_prefills, [(width, audio)]))
+                  for width, audio in prefills]
+    if device.type == "cuda":
+        parts += [(choice_name(sampling, rows),
+                   partial(warm_choosers, [(sampling, rows)], backend.config, device, backend.compiled))
+                  for sampling, rows in choosers]
+    return parts
 
 
 def inductor_compiles(since: dict) -> dict:
@@ -57,9 +75,9 @@ def inductor_compiles(since: dict) -> dict:
     return {key: counters["inductor"][key] - since.get(key, 0) for key in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
 
 
-def _seconds(device: torch.device, warm, plan) -> float:
+def _seconds(device: torch.device, warm) -> float:
     start = time.perf_counter()
-    warm(plan)
+    warm()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
