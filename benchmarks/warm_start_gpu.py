@@ -1,6 +1,7 @@
 """Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
 
     python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
+        [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
@@ -34,9 +35,11 @@ def child(args) -> None:
 
     import torch
 
-    from higgs_bench.backends.pytorch.backend import Speed
+    from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed
     from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 
+    for kind, options in args.inductor_options.items():
+        CUDA_INDUCTOR_OPTIONS[kind] = CUDA_INDUCTOR_OPTIONS.get(kind, {}) | options
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     cache = Path(args.cache)
     device = torch.device(args.device)
@@ -63,7 +66,8 @@ def run_child(args, precision: str, run: str, work: Path) -> dict:
     inductor = work / ("inductor-cold" if run in ("cold", "local") else f"inductor-{run}")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor), **RUNS[run]}
     command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
-               "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin")]
+               "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin"),
+               "--inductor-options", json.dumps(args.inductor_options)]
     if args.profile and run == "warm":
         command.append("--profile")
     start = time.perf_counter()
@@ -89,13 +93,16 @@ def main() -> None:
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
     parser.add_argument("--cache")
+    parser.add_argument("--runs", default=",".join(RUNS), help="which of the runs, in this order (cold first)")
+    parser.add_argument("--inductor-options", type=json.loads, default={},
+                        help="JSON {weight kind: {option: value}} over the engine's own Inductor settings")
     args = parser.parse_args()
     if args.child:
         return child(args)
     results = {}
     for precision in args.precisions.split(","):
         with tempfile.TemporaryDirectory() as work:
-            runs = {run: run_child(args, precision, run, Path(work)) for run in RUNS}
+            runs = {run: run_child(args, precision, run, Path(work)) for run in args.runs.split(",")}
         cold = runs["cold"].get("process_s")
         for run, times in runs.items():
             if cold and "error" not in times:
@@ -106,7 +113,8 @@ def main() -> None:
             print(precision, run, {k: v for k, v in times.items() if k != "compile_times"}, flush=True)
             print(times.get("compile_times", times.get("error", "")), flush=True)
         results[precision] = runs
-    Path(args.out).write_text(json.dumps({"shapes": args.shapes, "results": results}, indent=1))
+    Path(args.out).write_text(json.dumps({"shapes": args.shapes, "inductor_options": args.inductor_options,
+                                          "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -99,8 +99,17 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     _, warm = bench(tmp_path, "warm", "backend.device=cuda")
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
-                                        "fxgraph_cache_miss": 0}
+                                        "fxgraph_cache_miss": 0, "kernels_tuned": 0}
     assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
+
+
+def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
+    """Coordinate descent tunes the int8 engine's one-row products at its build; a second start on the same machine
+    takes the tuned configs from Inductor's cache (with the static launcher, torch <= 2.11 tuned them again)."""
+    _, cold = bench(tmp_path, "cold", "backend.device=cuda", "precision=int8", inductor="shared")
+    _, warm = bench(tmp_path, "warm", "backend.device=cuda", "precision=int8", inductor="shared")
+    assert cold["compile"]["kernels"]["kernels_tuned"] > 0
+    assert warm["reused"] and warm["start"]["kernels"]["kernels_tuned"] == 0
 
 
 # Compiled against eager prefill of the same quantised engine (tiny_trtllm, bf16), measured on an H200: int8

@@ -39,6 +39,11 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # the CUDA graph is o
 # 64 rows, where conversion + cuBLAS take 72 us). fp8's one-row products (quantize.Float8Linear) need the same
 # tuning. For bf16 it made the step slower (batch 1: 2.75 against 2.50 ms), so bf16 keeps Inductor's defaults.
 TUNED_REDUCTIONS = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
+# Kernels that Inductor's static CUDA launcher loads from its cache are tuned again at every start in torch <= 2.11
+# (pytorch/pytorch#172819); loaded the usual way they take the tuned config from the cache (H200, int8 one-row
+# shape: a second start on one machine 2.9 s against 10.2 s). Launch cost does not matter under our CUDA graphs.
+if hasattr(torch._inductor.config, "use_static_cuda_launcher"):
+    TUNED_REDUCTIONS["use_static_cuda_launcher"] = False
 CUDA_INDUCTOR_OPTIONS = {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch._dynamo.utils import counters
+from torch._dynamo.utils import compilation_time_metrics, counters
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, cache_length
 from higgs_bench.errors import HiggsBenchError
@@ -22,6 +22,7 @@ from higgs_bench.generate.chooser import choice_name, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
 COMPILE_CACHE = "compile_cache.bin"
+COORDINATE_DESCENT = "CachingAutotuner.coordinate_descent_tuning"  # its name in dynamo's compile-time table
 
 
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
@@ -34,8 +35,8 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     the engine). With `cache_file`, compile artefacts are loaded from it first. `on_part` hears what starts
     next ("weights", then "NAME (I of N)"). Returns the backend, how long each part took (each shape's warm-up
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
-    choice_name gives it), and how many compiled graphs came from the cache (hit) or had to be compiled
-    (miss)."""
+    choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
+    and how many kernels coordinate descent tuned."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
@@ -43,13 +44,13 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
         loaded = torch.compiler.load_cache_artifacts(cache_file.read_bytes())
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
-    before = dict(counters["inductor"])
+    before, tunings_before = dict(counters["inductor"]), kernel_tunings()
     per_shape = {}
     parts = warm_up_parts(backend, shapes, prefills, choosers)
     for i, (name, warm) in enumerate(parts, 1):
         on_part(f"{name} ({i} of {len(parts)})")
         per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
-    compiled = inductor_compiles(since=before)
+    compiled = inductor_compiles(since=before) | {"kernels_tuned": kernel_tunings() - tunings_before}
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled}
 
@@ -73,6 +74,11 @@ def warm_up_parts(backend: TorchBackend, shapes, prefills, choosers) -> list[tup
 def inductor_compiles(since: dict) -> dict:
     """Inductor graphs compiled since the `since` snapshot of counters["inductor"]: from the cache (hit) or not."""
     return {key: counters["inductor"][key] - since.get(key, 0) for key in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
+
+
+def kernel_tunings() -> int:
+    """How many Triton kernels coordinate descent has tuned in this process (what a warm start should not redo)."""
+    return len(compilation_time_metrics.get(COORDINATE_DESCENT, []))
 
 
 def _seconds(device: torch.device, warm) -> float:
