@@ -4,7 +4,9 @@ neither of: a misspelt name there would first fail on a user's machine."""
 from pathlib import Path
 
 import pytest
-from pyflakes import api, messages, reporter
+
+pytest.importorskip("pyflakes", reason="pyflakes comes with the test extras (pip install -e .[test])")
+from pyflakes import api, messages, reporter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UNDEFINED = (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)
