@@ -99,3 +99,14 @@ def test_the_table_highlights_a_best_latency_only_beyond_the_noise():
     assert "frame_ms" not in close and "rtf" not in close  # 0.1 % apart, the band is about 0.5 %
     apart = _best_values([timed("a", 10.0), timed("b", 12.0)])
     assert apart["frame_ms"] == 10.0 and apart["throughput"] == 4.0
+
+
+def test_each_row_shows_this_runs_engine_start_next_to_the_build():
+    """A reused engine's build seconds are its cold build's; the start column is what this run paid."""
+    base = {"variant": "torch-int8", "status": "ok"}
+    reused = {"seconds": 140.0, "reused": True, "start": {"load_s": 5.0, "warm_s": 3.5, "warm_s_per_shape": {}}}
+    built = {"seconds": 140.0, "reused": False, "compile": {"load_s": 6.5, "warm_s": 130.8}}
+    trtllm = {"seconds": 600.0, "reused": True, "start": {"warm_s_per_shape": {}}}
+    starts = [summary_row(base | {"build": build})["start_s"] for build in (reused, built, trtllm)]
+    assert starts == [8.5, 137.3, None]
+    assert COLUMNS["start_s"][0] == "start s"
