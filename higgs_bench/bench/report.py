@@ -203,7 +203,7 @@ def table(rows: list[dict], chosen: Pick | None = None, title="higgs-bench") -> 
     out.add_column("variant", style="bold")
     for header, _, _ in COLUMNS.values():
         out.add_column(header, justify="right")
-    out.add_column("error", overflow="fold", max_width=60)
+    out.add_column("error", overflow="fold", min_width=30, max_width=60)
     best = _best_values(rows)
     for row in rows:
         cells = [row["variant"] + (" *" if chosen and chosen.row is row else "")]
