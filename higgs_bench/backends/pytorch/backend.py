@@ -37,7 +37,8 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # the CUDA graph is o
 # 19 us with), searching all directions (batch-1 step 1.87 against 2.34 ms, for a build of 68 s against 36 s),
 # and pattern matching off, which would rewrite a batched product into torch's _weight_int8pack_mm (7.3 ms at
 # 64 rows, where conversion + cuBLAS take 72 us). fp8's one-row products (quantize.Float8Linear) need the same
-# tuning (batch-1 step 1.92 against 2.36 ms without all directions, for a build of 140 s against 31 s). For bf16 it made the step slower (batch 1: 2.75 against 2.50 ms), so bf16 keeps Inductor's defaults.
+# tuning (batch-1 step 1.92 against 2.36 ms without all directions, for a build of 140 s against 31 s). For bf16
+# it made the step slower (batch 1: 2.75 against 2.50 ms), so bf16 keeps Inductor's defaults.
 TUNED_REDUCTIONS = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
 # Kernels that Inductor's static CUDA launcher loads from its cache are tuned again at every start in torch <= 2.11
 # (pytorch/pytorch#172819); loaded the usual way they take the tuned config from the cache (H200, int8 one-row
