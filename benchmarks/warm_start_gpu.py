@@ -9,7 +9,7 @@ For each precision, fresh processes one after another:
 - local: the cold run's Inductor cache and the artefacts (the same machine again);
 - warm-1-thread: as warm, with Inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1).
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table;
---profile adds the warm run's costliest functions (cumulative and own time) in OUT's folder.
+--profile adds each later run's costliest functions (cumulative and own time) in OUT's folder.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run_child(args, precision: str, run: str, work: Path) -> dict:
     command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
                "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin"),
                "--inductor-options", json.dumps(args.inductor_options)]
-    if args.profile and run == "warm":
+    if args.profile and run != "cold":
         command.append("--profile")
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -109,7 +109,7 @@ def main() -> None:
                 times["process_over_cold"] = times["process_s"] / cold
             profile = times.pop("profile", None)
             if profile:
-                Path(args.out).with_name(f"warm_profile_{precision}.txt").write_text(profile)
+                Path(args.out).with_name(f"{run}_profile_{precision}.txt").write_text(profile)
             print(precision, run, {k: v for k, v in times.items() if k != "compile_times"}, flush=True)
             print(times.get("compile_times", times.get("error", "")), flush=True)
         results[precision] = runs

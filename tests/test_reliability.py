@@ -358,6 +358,20 @@ def test_damaged_weights_are_refused_at_load(tiny_hf, tmp_path, damage, message)
         load_checkpoint(model)
 
 
+def test_finite_weights_whose_sum_overflows_still_load(tiny_hf, tmp_path):
+    """The load checks a tensor by its sum; large finite values can sum to infinity without being damaged."""
+    from higgs_bench.model.checkpoint import load_checkpoint
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_hf, model)
+    weights = load_file(model / "model.safetensors")
+    name = "model.layers.0.self_attn.o_proj.weight"
+    weights[name] = torch.full_like(weights[name], 3e38)
+    save_file(weights, model / "model.safetensors")
+    loaded = load_checkpoint(model).weights["layers.0.self_attn.o_proj.weight"]
+    assert torch.isinf(weights[name].sum()) and bool((loaded == 3e38).all())
+
+
 def test_an_overlong_reference_clip_is_refused_from_its_header(tiny_hf, tmp_path):
     soundfile.write(tmp_path / "long.wav", np.zeros(170 * 8000, np.float32), 8000)  # 170 s > 4096 frames
     (tmp_path / "no-codec").mkdir()  # the clip is refused before any codec is loaded or any audio decoded
