@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend
+from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, override_inductor_options
 from higgs_bench.backends.pytorch.engine import load_engine
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.bench.floor import floor_report
@@ -94,10 +94,9 @@ def main() -> None:
     parser.add_argument("--ab-loop", type=Path, help="another version's generate/loop.py to time against "
                         "(git show REV:higgs_bench/generate/loop.py > old_loop.py)")
     parser.add_argument("--inductor-options", type=json.loads, default={},
-                        help="JSON {weight kind: {option: value}} over the engine's own Inductor settings")
+                        help="JSON {weight kind: {option: value}} over the engine's own Inductor settings, every shape")
     args = parser.parse_args()
-    for kind, options in args.inductor_options.items():
-        CUDA_INDUCTOR_OPTIONS[kind] = CUDA_INDUCTOR_OPTIONS.get(kind, {}) | options
+    override_inductor_options(args.inductor_options)
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,

@@ -35,11 +35,10 @@ def child(args) -> None:
 
     import torch
 
-    from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed
+    from higgs_bench.backends.pytorch.backend import Speed, override_inductor_options
     from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 
-    for kind, options in args.inductor_options.items():
-        CUDA_INDUCTOR_OPTIONS[kind] = CUDA_INDUCTOR_OPTIONS.get(kind, {}) | options
+    override_inductor_options(args.inductor_options)
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     cache = Path(args.cache)
     device = torch.device(args.device)
@@ -95,7 +94,7 @@ def main() -> None:
     parser.add_argument("--cache")
     parser.add_argument("--runs", default=",".join(RUNS), help="which of the runs, in this order (cold first)")
     parser.add_argument("--inductor-options", type=json.loads, default={},
-                        help="JSON {weight kind: {option: value}} over the engine's own Inductor settings")
+                        help="JSON {weight kind: {option: value}} over the engine's own Inductor settings, every shape")
     args = parser.parse_args()
     if args.child:
         return child(args)

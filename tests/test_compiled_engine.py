@@ -9,7 +9,7 @@ import sys
 import torch
 from torch._dynamo.utils import counters
 
-from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, prompt_bucket, text_only
+from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
 from higgs_bench.backends.pytorch.engine import inductor_compiles, load_engine
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.generate.loop import generate
@@ -27,6 +27,29 @@ def test_compiled_and_eager_decoding_give_identical_greedy_codes(tiny_hf, prompt
     assert torch.equal(generate(compiled, prompt_inputs, GREEDY, 40).streams, eager)
     # the compiled layer really ran, and one compilation served every layer (build time ~ 1/num_layers)
     assert compiled.config.num_layers > 1 and counters["stats"]["unique_graphs"] == graphs + 1
+
+
+def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cuda(tiny_hf, prompt_inputs):
+    """Tuning pays where products become Triton reductions, at one row; fp8's other shapes took 35-74 s each to
+    tune for frames no faster (H200), so only its one-row layer is compiled with tuning."""
+    backend = TorchBackend.from_checkpoint(tiny_hf, speed=Speed(compile_mode="default", max_seq_len=2048))
+    seen = set()
+
+    def spy(one_row, layer):
+        return lambda layer_module, h, *rest: seen.add((h.shape[0], one_row)) or layer(layer_module, h, *rest)
+
+    backend.decode_layers = {one_row: spy(one_row, layer) for one_row, layer in backend.decode_layers.items()}
+    generate(backend, prompt_inputs[:1], GREEDY, 10)
+    generate(backend, prompt_inputs, GREEDY, 10)
+    assert seen == {(1, True), (len(prompt_inputs), False)}
+    cuda = torch.device("cuda")
+
+    def tunes(kind, one_row):
+        return compile_options("default", kind, cuda, one_row).get("coordinate_descent_tuning", False)
+
+    assert [tunes("fp8", True), tunes("fp8", False), tunes("int8", True), tunes("int8", False), tunes(None, True)] \
+        == [True, False, True, True, False]
+    assert compile_options("default", "int8", cuda)["pattern_matcher"] is False  # no _weight_int8pack_mm at 64 rows
 
 
 def test_the_compiled_prefill_computes_the_eager_prefill_with_and_without_audio(tiny_hf, prompt_inputs):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -45,7 +46,21 @@ TUNED_REDUCTIONS = {"coordinate_descent_tuning": True, "coordinate_descent_check
 # shape: a second start on one machine 2.9 s against 10.2 s). Launch cost does not matter under our CUDA graphs.
 if hasattr(torch._inductor.config, "use_static_cuda_launcher"):
     TUNED_REDUCTIONS["use_static_cuda_launcher"] = False
-CUDA_INDUCTOR_OPTIONS = {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS}
+# By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
+# step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
+# per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 keeps the
+# tuning on every shape, as measured (7-12 s a shape); whether its products of several rows gain from it is not.
+CUDA_INDUCTOR_OPTIONS = {
+    "one_row": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS},
+    "rows": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}},
+}
+
+
+def override_inductor_options(overrides: dict[str, dict]) -> None:
+    """An experiment's settings, {weight kind: {option: value}}, over ours for every compiled shape."""
+    for kinds in CUDA_INDUCTOR_OPTIONS.values():
+        for kind, options in overrides.items():
+            kinds[kind] = kinds.get(kind, {}) | options
 
 
 @dataclass(frozen=True)
@@ -58,13 +73,13 @@ class Speed:
     max_seq_len: int | None = None
 
 
-def compile_options(mode: str, quantised: str | None, device: torch.device) -> dict:
-    """Inductor options of a compile mode, with ours on top."""
+def compile_options(mode: str, quantised: str | None, device: torch.device, one_row: bool = False) -> dict:
+    """Inductor options of a compile mode, with ours on top (those of the one-row decode step, or of the rest)."""
     if mode not in COMPILE_MODES:
         raise ConfigError(f"backend.compile_mode={mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     options = dict(torch._inductor.list_mode_options(mode))
     if device.type == "cuda":
-        options |= CUDA_INDUCTOR_OPTIONS.get(quantised, {})
+        options |= CUDA_INDUCTOR_OPTIONS["one_row" if one_row else "rows"].get(quantised, {})
     return options
 
 
@@ -146,12 +161,13 @@ class TorchBackend:
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.prefill_graphs: dict[tuple[int, bool], PrefillGraph] = {}  # by (width, has audio)
         self.state: DecodeState | None = None
-        self.decode_layer = self.prefill_layer = None
+        self.decode_layers: dict[bool, Callable] = {}  # compiled, by whether the step has one row
+        self.prefill_layer = None
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            self.decode_layer = torch.compile(call_layer, dynamic=False,
-                                              options=compile_options(self.speed.compile_mode, quantised, self.device))
+            self.decode_layers = {one_row: torch.compile(call_layer, dynamic=False, options=compile_options(
+                self.speed.compile_mode, quantised, self.device, one_row)) for one_row in (True, False)}
             # a prefill's products have tens to hundreds of rows, which cuBLAS serves well: fusing the rest is the
             # gain, and autotuning every width bucket would cost minutes each
             self.prefill_layer = torch.compile(call_prefill_layer, dynamic=False,
@@ -358,7 +374,7 @@ class TorchBackend:
         h = self.network.embed_audio(frame)[:, None]
         mask = state.key_valid[:, None, None, :]
         hidden = self.network(h, True, state.next_position[:, None], state.caches, columns[:, None], mask, mask,
-                              run_layer=self.decode_layer)
+                              run_layer=self.decode_layers.get(frame.shape[0] == 1))
         state.column += 1
         state.next_position += 1
         return self.network.audio_logits(hidden[:, -1])
