@@ -31,6 +31,27 @@ def test_cpu_cuda_eager_graph_and_compiled_give_the_same_greedy_codes(tiny_hf, p
         assert torch.equal(generate(backend, prompt_inputs, GREEDY, 40).streams, cpu), speed
 
 
+def test_weights_reach_the_gpu_exactly_and_a_damaged_one_is_refused_there(tiny_hf, tmp_path):
+    """The loader's pinned, asynchronous copies and its one wait for every tensor's check."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from higgs_bench.errors import CheckpointError
+    from higgs_bench.model.checkpoint import load_checkpoint
+
+    on_cpu = load_checkpoint(tiny_hf).weights
+    on_gpu = load_checkpoint(tiny_hf, device="cuda").weights
+    assert all(torch.equal(on_gpu[name].cpu(), tensor) for name, tensor in on_cpu.items())
+    damaged = tmp_path / "model"
+    shutil.copytree(tiny_hf, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    weights["model.layers.1.mlp.down_proj.weight"][3, 4] = float("nan")
+    save_file(weights, damaged / "model.safetensors")
+    with pytest.raises(CheckpointError, match="down_proj.weight holds 1 NaN"):
+        load_checkpoint(damaged, device="cuda")
+
+
 @pytest.mark.parametrize("compile_mode", [None, "default"])
 def test_captured_prefill_and_slots_on_cuda_give_each_request_its_cpu_codes(tiny_hf, prompt_inputs, compile_mode):
     """A lone prompt takes the captured prefill (padded to its bucket; with audio both MLPs selected per position,
