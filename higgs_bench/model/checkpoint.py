@@ -59,8 +59,7 @@ def weight_files(model_dir: Path) -> list[Path]:
 def _read_weights(model_dir: Path, config: HiggsConfig, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
     shapes = expected_shapes(config)
     weights: dict[str, torch.Tensor] = {}
-    sums: dict[str, torch.Tensor] = {}
-    sources: dict[str, tuple[Path, str]] = {}
+    sums: dict[str, tuple[torch.Tensor, Path, str]] = {}  # each tensor's sum, and where it is stored
     unknown: list[str] = []
     for file in weight_files(model_dir):
         try:
@@ -80,7 +79,7 @@ def _read_weights(model_dir: Path, config: HiggsConfig, dtype: torch.dtype, devi
                         )
                     tensor = to_device(_floating(f.get_tensor(stored), file, stored), device)
                     # summed before any conversion to the run's dtype could make the values infinite
-                    sums[name], sources[name] = tensor.sum(), (file, stored)
+                    sums[name] = tensor.sum(), file, stored
                     weights[name] = tensor.to(dtype=dtype)
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{file}: corrupt or unreadable weight file ({err})") from err
@@ -91,14 +90,14 @@ def _read_weights(model_dir: Path, config: HiggsConfig, dtype: torch.dtype, devi
     missing = sorted(set(shapes) - set(weights))
     if missing:
         raise CheckpointError(f"{model_dir}: {len(missing)} tensors missing from the weight files, e.g. {missing[:5]}")
-    _refuse_non_finite(sums, sources)
+    _refuse_non_finite(sums)
     return weights
 
 
 def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
-    """`tensor` (read from a memory-mapped file) on `device`. To a GPU it goes through pinned memory: copying
-    into that runs on all CPU threads and the transfer overlaps the next tensor's copy, where a plain .to()
-    copies the mapped pages on one thread."""
+    """`tensor` (read from a memory-mapped file) on `device`. To a GPU it goes through pinned memory and is
+    transferred without waiting, so that the next tensor's copy overlaps it: twice the rate of a plain .to()
+    from the mapped pages (H200, benchmarks/weight_load_gpu.py)."""
     if torch.device(device).type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
@@ -112,17 +111,16 @@ def _floating(tensor: torch.Tensor, file: Path, stored: str) -> torch.Tensor:
     return tensor
 
 
-def _refuse_non_finite(sums: dict[str, torch.Tensor], sources: dict[str, tuple[Path, str]]) -> None:
+def _refuse_non_finite(sums: dict[str, tuple[torch.Tensor, Path, str]]) -> None:
     """Refuse the checkpoint if a tensor holds NaN or infinite values. A sum is finite only if every value is,
     so one read of each tensor where it landed (a GPU sums 10 GB in milliseconds), and one wait for all of them,
     clear the usual case; a tensor whose sum is not finite is counted exactly from its file, since finite values
     can also sum past the dtype's range."""
-    names = list(sums)
-    finite = torch.stack([sums[name].float() for name in names]).isfinite().tolist() if names else []
-    for name, ok in zip(names, finite):
+    checks = list(sums.values())
+    finite = torch.stack([total.float() for total, _, _ in checks]).isfinite().tolist() if checks else []
+    for (_, file, stored), ok in zip(checks, finite):
         if ok:
             continue
-        file, stored = sources[name]
         with safe_open(file, framework="pt", device="cpu") as f:
             bad = int((~torch.isfinite(f.get_tensor(stored))).sum())
         if bad:
