@@ -7,6 +7,7 @@ import time
 import torch
 
 from higgs_bench.backends.pytorch.backend import TorchBackend
+from higgs_bench.bench.floor import copy_bandwidth
 from higgs_bench.bench.timing import summarise_batch, time_generation
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.generate.loop import generate
@@ -17,19 +18,6 @@ from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.model.random_checkpoint import embedded_model, make_config, random_weights
 
 TEXTS = ["Hello world.", "The quick brown fox jumps over the lazy dog.", "Third one."]
-
-
-def copy_bandwidth(gb=4):
-    x = torch.empty(int(gb * 1e9) // 2, dtype=torch.bfloat16, device="cuda").normal_()
-    y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(10):
-        y.copy_(x)
-    torch.cuda.synchronize()
-    return 2 * x.numel() * 2 * 10 / (time.perf_counter() - start) / 1e12
 
 
 def ms(fn, n=50):
@@ -52,7 +40,7 @@ def main():
         gpu = TorchBackend.from_checkpoint(tiny, device="cuda", cuda_graph=graph)
         runs = [generate(gpu, prompts, SamplingConfig(greedy=True), 60).streams for _ in range(2)]
         print(f"tiny fp32 greedy CPU == CUDA (graph={graph}):", all(torch.equal(reference, r) for r in runs))
-    print(f"copy bandwidth {copy_bandwidth():.2f} TB/s")
+    print(f"copy bandwidth {copy_bandwidth(torch.device('cuda')) / 1e12:.2f} TB/s")
 
     cfg = make_config("higgs-v2-3b")
     weights = random_weights(cfg, 0, torch.bfloat16, "cuda")

@@ -5,7 +5,10 @@ import math
 import subprocess
 import sys
 
+import torch
+
 from higgs_bench.backends.pytorch.quantize import weight_bytes
+from higgs_bench.bench import floor
 from higgs_bench.bench.floor import weights_read_per_frame
 from higgs_bench.model.config import SKIP
 from higgs_bench.model.random_checkpoint import make_checkpoint, make_config
@@ -60,3 +63,16 @@ def test_importing_the_product_loads_none_of_transformers_tensorrt_llm_torchao()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_floor_takes_the_fastest_of_several_timed_copies(monkeypatch):
+    """One slow copy (a GPU not yet at its clocks, say) must not lower the floor and flatter a ratio."""
+    copies = []
+    seconds = floor.copy_seconds(torch.device("cpu"), lambda: copies.append(1), repeats=5, warmup=2)
+    assert len(seconds) == 5 and len(copies) == 7 and all(s >= 0 for s in seconds)
+    monkeypatch.setattr(floor, "copy_seconds", lambda device, copy, repeats: [0.004, 0.001, 0.002])
+    floor.copy_bandwidth.cache_clear()
+    try:
+        assert floor.copy_bandwidth(torch.device("cpu"), gigabytes=0.001) == 2e6 / 0.001
+    finally:
+        floor.copy_bandwidth.cache_clear()
