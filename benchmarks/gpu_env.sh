@@ -9,6 +9,14 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
+# compile_bytecode: the .pyc files a normal pip install writes. The GPU image has none for torch and sets
+# PYTHONDONTWRITEBYTECODE, so without them every fresh process compiles ~800 modules from source (2.6 s of a
+# warm start's 5.8 s weight part on an H200, docs/performance.md); what a user's start pays is measured with them.
+compile_bytecode() {
+    python3 -m compileall -q -j 0 /tmp/site "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+        > /dev/null || true
+}
+
 # random_checkpoint [codec]: the random 3B checkpoint at $CKPT (with `codec`, also its codec at $CKPT-codec),
 # made unless it is there already
 random_checkpoint() {

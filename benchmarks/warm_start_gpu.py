@@ -10,6 +10,8 @@ For each precision, fresh processes one after another:
 - warm-1-thread: as warm, with Inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1).
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table;
 --profile adds each later run's costliest functions (cumulative and own time) in OUT's folder.
+On our GPU image, run it through warm_start_gpu.sh, which first writes the bytecode a normal install has
+(gpu_env.sh's compile_bytecode); without it every fresh process compiles its modules from source.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ set -euo pipefail
 OUT=${OUT:-outputs/warm_start_gpu}
 CKPT=${CKPT:-/tmp/higgs-v2-3b-random}
 source benchmarks/gpu_env.sh
+compile_bytecode
 random_checkpoint
 python3 benchmarks/warm_start_gpu.py "$CKPT" "$OUT/warm_start_$1.json" --precisions "$1" "${@:2}" 2>&1 \
     | tee "$OUT/warm_start_$1.txt"
