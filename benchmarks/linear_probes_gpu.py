@@ -3,7 +3,8 @@
     python benchmarks/linear_probes_gpu.py settings OUT.json    # bf16 and int8 weight-only, 1 and 64 rows,
                                                                 # with and without coordinate-descent tuning
     python benchmarks/linear_probes_gpu.py int8-rows OUT.json   # int8 weight-only at 4 and 64 rows: what Inductor
-                                                                # makes of it and what else would run it
+                                                                # makes of it and what else would run it (GEMM
+                                                                # templates with the dequantisation fused in)
 
 Times are CUDA-graph replays (mean of 100-200). docs/performance.md quotes both (records:
 docs/results/h200-fast-engines/linear_settings.json and int8_rows.json).
@@ -94,8 +95,13 @@ def int8_rows() -> dict:
         return weight.qdata.to(torch.bfloat16)
 
     tuned = {"coordinate_descent_tuning": True}
-    cases = {"eager": lambda x: layer(x)}
-    for options in (tuned, tuned | {"max_autotune": True}):
+    unquantised = linear(k, n, int8=False)
+    cases = {"eager": lambda x: layer(x), "bf16 (reference)": lambda x: unquantised(x)}
+    # the engine's int8 rows settings (pattern matcher off), alone and with Triton GEMM templates that can take
+    # the int8-to-bf16 conversion in as a prologue (cuBLAS among the choices, or Triton only)
+    rows = tuned | {"pattern_matcher": False}
+    for options in (tuned, tuned | {"max_autotune": True}, rows, rows | {"max_autotune_gemm": True},
+                    rows | {"max_autotune_gemm": True, "max_autotune_gemm_backends": "TRITON"}):
         torch._dynamo.reset()
         cases[f"compiled {options}"] = torch.compile(lambda x: layer(x), options=options, dynamic=False)
     cases["dequant outside"] = torch.compile(lambda x: torch.mm(x, converted().t()) * weight.scale.flatten(),
