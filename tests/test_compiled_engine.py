@@ -50,6 +50,10 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert [tunes("fp8", True), tunes("fp8", False), tunes("int8", True), tunes("int8", False), tunes(None, True)] \
         == [True, False, True, True, False]
     assert compile_options("default", "int8", cuda)["pattern_matcher"] is False  # no _weight_int8pack_mm at 64 rows
+    # int8 products of several rows: Triton GEMM templates that convert the weights as they load them
+    assert compile_options("default", "int8", cuda)["max_autotune_gemm_backends"] == "TRITON"
+    assert not compile_options("default", "int8", cuda, one_row=True).get("max_autotune_gemm")
+    assert not compile_options("default", "fp8", cuda).get("max_autotune_gemm")
 
 
 def test_the_compiled_prefill_computes_the_eager_prefill_with_and_without_audio(tiny_hf, prompt_inputs):

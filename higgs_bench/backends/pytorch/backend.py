@@ -50,9 +50,14 @@ if hasattr(torch._inductor.config, "use_static_cuda_launcher"):
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
 # per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 keeps the
 # tuning on every shape, as measured (7-12 s a shape); whether its products of several rows gain from it is not.
+# int8's products of several rows are Triton GEMM templates that read the int8 weights and convert them as they
+# load them (H200, one 3072x16384 product: 4 rows 20 us, 64 rows 31 us, where conversion + cuBLAS take 70-72 us
+# and bf16 27-28 us; benchmarks/linear_probes_gpu.py int8-rows). cuBLAS is left out of the choice because the
+# autotuner times each candidate without the conversion, and then picks cuBLAS.
+INT8_GEMM_TEMPLATES = {"max_autotune_gemm": True, "max_autotune_gemm_backends": "TRITON"}
 CUDA_INDUCTOR_OPTIONS = {
     "one_row": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS},
-    "rows": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}},
+    "rows": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False} | INT8_GEMM_TEMPLATES},
 }
 
 
