@@ -50,6 +50,8 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert [tunes("fp8", True), tunes("fp8", False), tunes("int8", True), tunes("int8", False), tunes(None, True)] \
         == [True, False, True, True, False]
     assert compile_options("default", "int8", cuda)["pattern_matcher"] is False  # no _weight_int8pack_mm at 64 rows
+    # a tuned kernel read back from the cache must not get a second launcher, which would be tuned again
+    assert all(compile_options("default", kind, cuda, True)["dynamic_scale_rblock"] is False for kind in ("int8", "fp8"))
     # int8 products of several rows: Triton GEMM templates that convert the weights as they load them
     assert compile_options("default", "int8", cuda)["max_autotune_gemm_backends"] == "TRITON"
     assert not compile_options("default", "int8", cuda, one_row=True).get("max_autotune_gemm")

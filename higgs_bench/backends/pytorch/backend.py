@@ -46,6 +46,11 @@ TUNED_REDUCTIONS = {"coordinate_descent_tuning": True, "coordinate_descent_check
 # shape: a second start on one machine 2.9 s against 10.2 s). Launch cost does not matter under our CUDA graphs.
 if hasattr(torch._inductor.config, "use_static_cuda_launcher"):
     TUNED_REDUCTIONS["use_static_cuda_launcher"] = False
+# A reduction's tuned config read back from the cache gets a second launcher with half its R0_BLOCK when it holds
+# many registers, and two launchers are autotuned again, coordinate descent included (pytorch/pytorch#181292,
+# fixed after torch 2.11). That is the signature of the one kernel an H200 fp8 start tuned again (32 s: one
+# benchmark_all_configs, one coordinate descent). Coordinate descent searches R0_BLOCK itself, so the halving is off.
+TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 # By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
 # per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 keeps the
