@@ -110,3 +110,23 @@ def test_each_row_shows_this_runs_engine_start_next_to_the_build():
     starts = [summary_row(base | {"build": build})["start_s"] for build in (reused, built, trtllm)]
     assert starts == [8.5, 137.3, None]
     assert COLUMNS["start_s"][0] == "start s"
+
+
+def test_a_build_that_took_graphs_from_the_cache_says_so_and_is_not_ranked():
+    """An interrupted build's graphs, or an earlier build's on this machine, make a build look fast."""
+    from rich.console import Console
+
+    from higgs_bench.bench.report import _best_values, table
+
+    def built(variant, seconds, hits):
+        record = {"variant": variant, "status": "ok", "build": {"seconds": seconds, "compile": {
+            "load_s": 1.0, "warm_s": seconds - 1.0, "kernels": {"fxgraph_cache_hit": hits, "fxgraph_cache_miss": 3}}}}
+        return summary_row(record)
+
+    cold, partly_cached = built("torch-bf16", 90.0, 0), built("torch-int8", 20.0, 8)
+    assert (cold["build_cached_graphs"], partly_cached["build_cached_graphs"]) == (0, 8)
+    assert _best_values([cold, partly_cached, built("torch-fp8", 120.0, 0)])["build_s"] == 90.0
+    console = Console(record=True, width=400)
+    console.print(table([cold, partly_cached]))
+    text = console.export_text()
+    assert "20.0 (8 cached)" in text and "90.0 (" not in text
