@@ -55,14 +55,16 @@ TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
 # per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 keeps the
 # tuning on every shape, as measured (7-12 s a shape); whether its products of several rows gain from it is not.
-# int8's products of several rows are Triton GEMM templates that read the int8 weights and convert them as they
-# load them (H200, one 3072x16384 product: 4 rows 20 us, 64 rows 31 us, where conversion + cuBLAS take 70-72 us
-# and bf16 27-28 us; benchmarks/linear_probes_gpu.py int8-rows). cuBLAS is left out of the choice because the
-# autotuner times each candidate without the conversion, and then picks cuBLAS.
-INT8_GEMM_TEMPLATES = {"max_autotune_gemm": True, "max_autotune_gemm_backends": "TRITON"}
+# int8's products of several rows convert the weights to bf16 and call cuBLAS. As Triton GEMM templates that convert
+# the weights as they load them they are faster (H200, 3B shape, decode step: 4 rows 3.87 against 5.2 ms, 64 rows
+# 4.57 against 5.3 ms; bf16 2.46 and 2.97 ms), but tuning them made a shape's build 43 s instead of about 10 s and
+# int8's build of scenario=standard outlasted 570 s (about 80 s without). So they are what
+# backend.compile_mode=max-autotune-no-cudagraphs buys; then cuBLAS is left out of the choice, because the
+# autotuner times each candidate without the conversion and would pick cuBLAS.
+INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 CUDA_INDUCTOR_OPTIONS = {
     "one_row": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS},
-    "rows": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False} | INT8_GEMM_TEMPLATES},
+    "rows": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}},
 }
 
 
@@ -90,6 +92,8 @@ def compile_options(mode: str, quantised: str | None, device: torch.device, one_
     options = dict(torch._inductor.list_mode_options(mode))
     if device.type == "cuda":
         options |= CUDA_INDUCTOR_OPTIONS["one_row" if one_row else "rows"].get(quantised, {})
+        if quantised == "int8" and not one_row and (options.get("max_autotune") or options.get("max_autotune_gemm")):
+            options |= INT8_GEMMS_AS_TEMPLATES
     return options
 
 
