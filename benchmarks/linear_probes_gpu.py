@@ -5,6 +5,10 @@
     python benchmarks/linear_probes_gpu.py int8-rows OUT.json   # int8 weight-only at 4 and 64 rows: what Inductor
                                                                 # makes of it and what else would run it (GEMM
                                                                 # templates with the dequantisation fused in)
+    python benchmarks/linear_probes_gpu.py gemlite OUT.json     # GemLite's Triton GEMV/GEMM kernels (through
+                                                                # torchao's UIntxWeightOnlyConfig), int8 and int4,
+                                                                # at 1, 4 and 64 rows, against cuBLAS bf16, torch's
+                                                                # int4 kernel and the engine's tuned int8 reduction
 
 Times are CUDA-graph replays (mean of 100-200). docs/performance.md quotes both (records:
 docs/results/h200-fast-engines/linear_settings.json and int8_rows.json).
@@ -22,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
 SHAPES = {"gate_up": (3072, 16384), "down": (8192, 3072), "qkv": (3072, 5120)}  # (in, out) of the fused linears
+DECODE_SHAPES = SHAPES | {"o": (3072, 3072)}
 
 
 def replay_us(fn, x, replays: int) -> float:
@@ -122,11 +127,70 @@ def int8_rows() -> dict:
     return out
 
 
+def gemlite_int8(k: int, n: int):
+    """GemLite's own int8 weight-only linear (torchao 0.18's UIntxWeightOnlyConfig expects an older GemLite)."""
+    import gemlite
+
+    weight = linear(k, n, int8=False).weight.float()
+    scale = weight.abs().amax(1, keepdim=True) / 127
+    qdata = (weight / scale).round().clamp(-128, 127).to(torch.int8)
+    return gemlite.helper.A16W8(device="cuda").from_weights(qdata, scales=scale.to(torch.bfloat16), bias=None)
+
+
+def gemlite_cases(k: int, n: int) -> dict:
+    """Each way of running one (k -> n) linear, by name: a function of the rows, or of the rows and a row count."""
+    from torchao.quantization import Int4WeightOnlyConfig
+
+    from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS
+
+    def quantised(config):
+        layer = linear(k, n, int8=False)
+        quantize_(layer, config)
+        return layer
+
+    int8 = linear(k, n, int8=True)
+    one_row = torch.compile(lambda x: int8(x), dynamic=False, options=CUDA_INDUCTOR_OPTIONS["one_row"]["int8"])
+    return {
+        "bf16 cuBLAS": linear(k, n, int8=False),
+        "int8 engine (tuned reduction, 1 row)": one_row,
+        "int8 GemLite": gemlite_int8(k, n),
+        "int4 torch (tinygemm, g128)": quantised(Int4WeightOnlyConfig(
+            group_size=128, int4_packing_format="tile_packed_to_4d", set_inductor_config=False)),
+    }
+
+
+def gemlite(out_path: Path) -> dict:
+    """Written after every case, so that a run stopped at the device's time limit keeps what it measured."""
+    bytes_per_weight = {"bf16": 2, "int8": 1, "int4": 0.5 + 4 / 128}
+    out = {}
+    for name, (k, n) in DECODE_SHAPES.items():
+        torch._dynamo.reset()
+        cases = gemlite_cases(k, n)
+        for rows in (1, 64, 4):
+            x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+            for case, fn in cases.items():
+                if case.startswith("int8 engine") and rows != 1:
+                    continue
+                with torch.inference_mode():
+                    first_s = first_call_s(fn, x)  # GemLite autotunes here, Inductor compiles
+                    us, kernels = replay_us(fn, x, 200), top_kernels(fn, x)
+                tb_s = k * n * bytes_per_weight[case[:4].strip()] / us / 1e6
+                out[f"{case} {name} M={rows}"] = {"us": us, "weight_tb_s": tb_s, "first_call_s": first_s,
+                                                  "kernels": kernels}
+                print(f"{name} M={rows} {case}: {us:.1f} us {tb_s:.2f} TB/s first call {first_s:.1f}s", kernels,
+                      flush=True)
+                out_path.write_text(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=("settings", "int8-rows"))
+    parser.add_argument("probe", choices=("settings", "int8-rows", "gemlite"))
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
+    if args.probe == "gemlite":
+        gemlite(args.out)
+        return
     results = settings() if args.probe == "settings" else int8_rows()
     args.out.write_text(json.dumps(results, indent=1))
 
