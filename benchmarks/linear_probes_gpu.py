@@ -5,13 +5,12 @@
     python benchmarks/linear_probes_gpu.py int8-rows OUT.json   # int8 weight-only at 4 and 64 rows: what Inductor
                                                                 # makes of it and what else would run it (GEMM
                                                                 # templates with the dequantisation fused in)
-    python benchmarks/linear_probes_gpu.py gemlite OUT.json     # GemLite's Triton GEMV/GEMM kernels (through
-                                                                # torchao's UIntxWeightOnlyConfig), int8 and int4,
-                                                                # at 1, 4 and 64 rows, against cuBLAS bf16, torch's
-                                                                # int4 kernel and the engine's tuned int8 reduction
+    python benchmarks/linear_probes_gpu.py gemlite OUT.json     # GemLite's int8 Triton GEMV/GEMM kernels at 1, 4
+                                                                # and 64 rows, against cuBLAS bf16, torch's int4
+                                                                # kernel and the engine's tuned int8 reduction
 
-Times are CUDA-graph replays (mean of 100-200). docs/performance.md quotes both (records:
-docs/results/h200-fast-engines/linear_settings.json and int8_rows.json).
+Times are CUDA-graph replays (mean of 100-200). docs/performance.md quotes them (records:
+docs/results/h200-fast-engines/linear_settings.json and int8_rows.json, docs/results/h200-gemlite-probe/).
 """
 
 from __future__ import annotations
@@ -138,7 +137,7 @@ def gemlite_int8(k: int, n: int):
 
 
 def gemlite_cases(k: int, n: int) -> dict:
-    """Each way of running one (k -> n) linear, by name: a function of the rows, or of the rows and a row count."""
+    """Each way of running one (k -> n) linear, by name, as a function of its input rows."""
     from torchao.quantization import Int4WeightOnlyConfig
 
     from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS
