@@ -173,7 +173,7 @@ def gemlite(out_path: Path) -> dict:
                 with torch.inference_mode():
                     first_s = first_call_s(fn, x)  # GemLite autotunes here, Inductor compiles
                     us, kernels = replay_us(fn, x, 200), top_kernels(fn, x)
-                tb_s = k * n * bytes_per_weight[case[:4].strip()] / us / 1e6
+                tb_s = k * n * bytes_per_weight[case.split()[0]] / us / 1e6
                 out[f"{case} {name} M={rows}"] = {"us": us, "weight_tb_s": tb_s, "first_call_s": first_s,
                                                   "kernels": kernels}
                 print(f"{name} M={rows} {case}: {us:.1f} us {tb_s:.2f} TB/s first call {first_s:.1f}s", kernels,

@@ -57,15 +57,13 @@ TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 # tuning on every shape, as measured (7-12 s a shape); whether its products of several rows gain from it is not.
 # int8's products of several rows convert the weights to bf16 and call cuBLAS. As Triton GEMM templates that convert
 # the weights as they load them they are faster (H200, 3B shape, decode step: 4 rows 3.87 against 5.2 ms, 64 rows
-# 4.57 against 5.3 ms; bf16 2.46 and 2.97 ms), but tuning them made a shape's build 43 s instead of about 10 s and
+# 4.57 against 5.3 ms; bf16 2.46 and 2.97 ms), but tuning them made a shape's build 43 s instead of 7-12 s and
 # int8's build of scenario=standard outlasted 570 s (about 80 s without). So they are what
 # backend.compile_mode=max-autotune-no-cudagraphs buys; then cuBLAS is left out of the choice, because the
 # autotuner times each candidate without the conversion and would pick cuBLAS.
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
-CUDA_INDUCTOR_OPTIONS = {
-    "one_row": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}, "fp8": TUNED_REDUCTIONS},
-    "rows": {"int8": TUNED_REDUCTIONS | {"pattern_matcher": False}},
-}
+INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
+CUDA_INDUCTOR_OPTIONS = {"one_row": {"int8": INT8_OPTIONS, "fp8": TUNED_REDUCTIONS}, "rows": {"int8": INT8_OPTIONS}}
 
 
 def override_inductor_options(overrides: dict[str, dict]) -> None:
