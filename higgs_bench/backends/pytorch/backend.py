@@ -53,8 +53,10 @@ if hasattr(torch._inductor.config, "use_static_cuda_launcher"):
 TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 # By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
-# per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 keeps the
-# tuning on every shape, as measured (7-12 s a shape); whether its products of several rows gain from it is not.
+# per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 tunes every
+# shape, but searches all directions at one row only: the other shapes of scenario=standard (and its prefill) took
+# 136 s to build with that search, 65 s without, for frames no faster (H200, 4/16/64 rows: 4.87/4.98/5.91 ms
+# with it, 5.01/4.96/5.76 ms without; two sweeps).
 # int8's products of several rows convert the weights to bf16 and call cuBLAS. As Triton GEMM templates that convert
 # the weights as they load them they are faster (H200, 3B shape, decode step: 4 rows 3.87 against 5.2 ms, 64 rows
 # 4.57 against 5.3 ms; bf16 2.46 and 2.97 ms), but tuning them made a shape's build 43 s instead of 7-12 s and
@@ -63,7 +65,11 @@ TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 # autotuner times each candidate without the conversion and would pick cuBLAS.
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
-CUDA_INDUCTOR_OPTIONS = {"one_row": {"int8": INT8_OPTIONS, "fp8": TUNED_REDUCTIONS}, "rows": {"int8": INT8_OPTIONS}}
+INT8_ROWS_OPTIONS = INT8_OPTIONS | {"coordinate_descent_check_all_directions": False}
+CUDA_INDUCTOR_OPTIONS = {
+    "one_row": {"int8": INT8_OPTIONS, "fp8": TUNED_REDUCTIONS},
+    "rows": {"int8": INT8_ROWS_OPTIONS},
+}
 
 
 def override_inductor_options(overrides: dict[str, dict]) -> None:
