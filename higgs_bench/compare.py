@@ -3,7 +3,9 @@
     python -m higgs_bench.compare BASE CANDIDATE
 
 BASE and CANDIDATE are run folders, sweep folders or records. Noise bands as bench/noise.py computes them;
-figures without a recorded spread (memory, WER) show the change alone. Exits 0 whatever the verdicts; 2 for
+figures without a recorded spread (memory, WER) show the change alone. Where the two runs of a variant ran on
+another GPU, driver, library version or tuning variable (the records' `environment`), each difference is a row
+first: a change may then come from the machine rather than the variant. Exits 0 whatever the verdicts; 2 for
 paths that hold no records.
 """
 
@@ -58,6 +60,21 @@ def comparisons(base_row: dict, candidate_row: dict) -> list[tuple[str, float, f
     return out
 
 
+def environment_changes(base: dict, candidate: dict) -> list[tuple[str, object, object]]:
+    """(what, base, candidate) for each part of two records' environments that differs: the entries both
+    recorded, and for the tuning variables every one either set (a missing one was unset)."""
+    changes = []
+    for key in sorted(base.keys() & candidate.keys()):
+        old, new = base[key], candidate[key]
+        if not (isinstance(old, dict) and isinstance(new, dict)):
+            changes += [(key, old, new)] if old != new else []
+            continue
+        names = old.keys() | new.keys() if key == "variables" else old.keys() & new.keys()
+        changes += [(f"{key}.{name}", old.get(name, "unset"), new.get(name, "unset")) for name in sorted(names)
+                    if old.get(name, "unset") != new.get(name, "unset")]
+    return changes
+
+
 def compare_table(base_rows: list[dict], candidate_rows: list[dict]) -> Table:
     table = Table(title="higgs-bench compare")
     for header, justify in (("variant", "left"), ("metric", "left"), ("base", "right"), ("candidate", "right"),
@@ -70,6 +87,9 @@ def compare_table(base_rows: list[dict], candidate_rows: list[dict]) -> Table:
             why = f"candidate {row['status']}" if row["status"] != "ok" else "not in the base"
             table.add_row(row["variant"], "-", "-", "-", "-", "-", why)
             continue
+        for what, old, new in environment_changes(base.get("environment") or {}, row.get("environment") or {}):
+            table.add_row(row["variant"], f"environment: {what}", str(old), str(new), "-", "-",
+                          "[yellow]not like for like[/]")
         for metric, old, new, band, better in comparisons(base, row):
             change = f"{(new - old) / old:+.1%}" if old else f"{new - old:+.3g}"
             table.add_row(row["variant"], metric, f"{old:.4g}", f"{new:.4g}", change,

@@ -4,6 +4,9 @@ import json
 import subprocess
 import sys
 
+import torch
+
+from higgs_bench.bench.environment import describe
 from higgs_bench.bench.noise import median_band
 
 
@@ -49,3 +52,26 @@ def test_the_band_narrows_with_more_samples_and_needs_a_spread():
 def test_paths_without_records_are_refused(tmp_path):
     done = compare(tmp_path, tmp_path)
     assert done.returncode == 2 and "no benchmark_report.json" in done.stderr
+
+
+def test_runs_on_other_software_or_settings_are_named_before_their_figures(tmp_path, monkeypatch):
+    """A faster frame on another torch, or under an Inductor setting, is not the variant's doing: compare says
+    what differs. describe() records the tuning variables that were set, and which packages were installed."""
+    monkeypatch.setenv("TORCHINDUCTOR_ENABLE_PDL", "1")
+    monkeypatch.setenv("HOME_UNRELATED_SETTING", "x")
+    tuned = describe(torch.device("cpu"))
+    assert tuned["variables"]["TORCHINDUCTOR_ENABLE_PDL"] == "1" and "HOME_UNRELATED_SETTING" not in tuned["variables"]
+    assert tuned["packages"]["torch"] and tuned["packages"]["torchao"]  # the quantised variants' library
+    monkeypatch.delenv("TORCHINDUCTOR_ENABLE_PDL")
+    plain = describe(torch.device("cpu"))
+    older = plain | {"packages": plain["packages"] | {"torch": "2.9.0"}}
+
+    def run(name, environment, frame_median=10.0):
+        return write(tmp_path / name, record(frame_median, iqr=0.5, rtf=0.3, wer=0.05) | {"environment": environment})
+
+    base, same, other = run("base", plain), run("same", plain), run("other", tuned | {"packages": older["packages"]})
+    lines = [line for line in compare(base, other).stdout.splitlines() if "environment:" in line]
+    assert len(lines) == 2 and all("not like for like" in line for line in lines)
+    assert "packages.torch" in lines[0] and "2.9.0" in lines[0]
+    assert "TORCHINDUCTOR_ENABLE_PDL" in lines[1] and "unset" in lines[1]
+    assert "environment:" not in compare(base, same).stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
@@ -9,7 +10,11 @@ import torch
 
 from higgs_bench.errors import ConfigError
 
-PACKAGES = ("torch", "numpy", "tensorrt_llm", "tensorrt", "faster-whisper", "hydra-core")
+PACKAGES = ("torch", "torchao", "triton", "numpy", "tensorrt_llm", "tensorrt", "faster-whisper", "jiwer", "hydra-core")
+# Environment variables that change what a run compiles or how fast it runs (Inductor's and Triton's settings,
+# TensorRT-LLM's, the allocator's, which GPUs are visible): a record keeps those that were set.
+TUNING_VARIABLES = ("TORCHINDUCTOR_", "TORCH_COMPILE", "TORCHDYNAMO_", "TRITON_", "TRTLLM_", "TLLM_",
+                    "PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE")
 
 
 def resolve_device(name: str, setting: str = "device") -> torch.device:
@@ -40,7 +45,9 @@ def compute_capability(device: torch.device) -> float | None:
 
 def describe(device: torch.device) -> dict:
     env = {"python": platform.python_version(), "platform": platform.platform(), "device": str(device),
-           "cpu": platform.processor() or platform.machine(), "packages": {}}
+           "cpu": platform.processor() or platform.machine(), "packages": {},
+           "variables": {name: value for name, value in sorted(os.environ.items())
+                         if name.startswith(TUNING_VARIABLES)}}
     for name in PACKAGES:
         try:
             env["packages"][name] = version(name)
@@ -48,7 +55,9 @@ def describe(device: torch.device) -> dict:
             continue
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env |= {"gpu": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+        # the board itself: our H200 figures moved by a few percent from board to board, beyond one run's noise
+        env |= {"gpu": props.name, "gpu_uuid": str(getattr(props, "uuid", "")) or None,
+                "gpu_memory_gb": round(props.total_memory / 2**30, 1),
                 "compute_capability": compute_capability(device), "cuda": torch.version.cuda,
                 "driver": _nvml_driver()}
     return env

@@ -98,6 +98,7 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "slo": (record.get("serving") or {}).get("slo"),
         "error": record.get("error"),
         "device": measured_on["device"],
+        "environment": record.get("environment") or {},
         "workload": measured_on,
         "source": str(source) if source else None,
         "batches": batches,
