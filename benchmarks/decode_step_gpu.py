@@ -3,6 +3,7 @@
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}']
+    TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
 compiled per shape and captured as a CUDA graph), then timed with CUDA events over graph replays, against
@@ -23,6 +24,7 @@ import torch
 
 from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, override_inductor_options
 from higgs_bench.backends.pytorch.engine import load_engine
+from higgs_bench.bench.environment import describe
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.bench.floor import floor_report
 from higgs_bench.generate.inputs import expand_prompt
@@ -100,7 +102,8 @@ def main() -> None:
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
-               "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS, "variants": {}}
+               "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS,
+               "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     for precision in args.precisions.split(","):
         weights = None if precision == "bf16" else precision
