@@ -59,8 +59,10 @@ def test_runs_on_other_software_or_settings_are_named_before_their_figures(tmp_p
     what differs. describe() records the tuning variables that were set, and which packages were installed."""
     monkeypatch.setenv("TORCHINDUCTOR_ENABLE_PDL", "1")
     monkeypatch.setenv("HOME_UNRELATED_SETTING", "x")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # a location: another machine's differs, figures do not
     tuned = describe(torch.device("cpu"))
-    assert tuned["variables"]["TORCHINDUCTOR_ENABLE_PDL"] == "1" and "HOME_UNRELATED_SETTING" not in tuned["variables"]
+    assert tuned["variables"]["TORCHINDUCTOR_ENABLE_PDL"] == "1"
+    assert "HOME_UNRELATED_SETTING" not in tuned["variables"] and "TRITON_CACHE_DIR" not in tuned["variables"]
     assert tuned["packages"]["torch"] and tuned["packages"]["torchao"]  # the quantised variants' library
     monkeypatch.delenv("TORCHINDUCTOR_ENABLE_PDL")
     plain = describe(torch.device("cpu"))

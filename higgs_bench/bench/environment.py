@@ -12,9 +12,11 @@ from higgs_bench.errors import ConfigError
 
 PACKAGES = ("torch", "torchao", "triton", "numpy", "tensorrt_llm", "tensorrt", "faster-whisper", "jiwer", "hydra-core")
 # Environment variables that change what a run compiles or how fast it runs (Inductor's and Triton's settings,
-# TensorRT-LLM's, the allocator's, which GPUs are visible): a record keeps those that were set.
+# TensorRT-LLM's, the allocator's, which GPUs are visible): a record keeps those that were set, but for the
+# locations among them (cache folders), which differ from machine to machine without changing a figure.
 TUNING_VARIABLES = ("TORCHINDUCTOR_", "TORCH_COMPILE", "TORCHDYNAMO_", "TRITON_", "TRTLLM_", "TLLM_",
                     "PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE")
+LOCATIONS = ("_DIR", "_HOME", "_PATH")
 
 
 def resolve_device(name: str, setting: str = "device") -> torch.device:
@@ -47,7 +49,7 @@ def describe(device: torch.device) -> dict:
     env = {"python": platform.python_version(), "platform": platform.platform(), "device": str(device),
            "cpu": platform.processor() or platform.machine(), "packages": {},
            "variables": {name: value for name, value in sorted(os.environ.items())
-                         if name.startswith(TUNING_VARIABLES)}}
+                         if name.startswith(TUNING_VARIABLES) and not name.endswith(LOCATIONS)}}
     for name in PACKAGES:
         try:
             env["packages"][name] = version(name)
