@@ -66,12 +66,12 @@ def environment_changes(base: dict, candidate: dict) -> list[tuple[str, object, 
     changes = []
     for key in sorted(base.keys() & candidate.keys()):
         old, new = base[key], candidate[key]
-        if not (isinstance(old, dict) and isinstance(new, dict)):
-            changes += [(key, old, new)] if old != new else []
-            continue
-        names = old.keys() | new.keys() if key == "variables" else old.keys() & new.keys()
-        changes += [(f"{key}.{name}", old.get(name, "unset"), new.get(name, "unset")) for name in sorted(names)
-                    if old.get(name, "unset") != new.get(name, "unset")]
+        if isinstance(old, dict) and isinstance(new, dict):
+            names = old.keys() | new.keys() if key == "variables" else old.keys() & new.keys()
+            pairs = [(f"{key}.{name}", old.get(name, "unset"), new.get(name, "unset")) for name in sorted(names)]
+        else:
+            pairs = [(key, old, new)]
+        changes += [(what, before, after) for what, before, after in pairs if before != after]
     return changes
 
 
