@@ -87,7 +87,7 @@ def compare_table(base_rows: list[dict], candidate_rows: list[dict]) -> Table:
             why = f"candidate {row['status']}" if row["status"] != "ok" else "not in the base"
             table.add_row(row["variant"], "-", "-", "-", "-", "-", why)
             continue
-        for what, old, new in environment_changes(base.get("environment") or {}, row.get("environment") or {}):
+        for what, old, new in environment_changes(base["environment"], row["environment"]):
             table.add_row(row["variant"], f"environment: {what}", str(old), str(new), "-", "-",
                           "[yellow]not like for like[/]")
         for metric, old, new, band, better in comparisons(base, row):
