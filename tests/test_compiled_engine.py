@@ -44,18 +44,18 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert seen == {(1, True), (len(prompt_inputs), False)}
     cuda = torch.device("cuda")
 
+    def setting(option, kind, one_row):
+        return compile_options("default", kind, cuda, one_row).get(option, False)
+
     def tunes(kind, one_row):
-        return compile_options("default", kind, cuda, one_row).get("coordinate_descent_tuning", False)
+        return setting("coordinate_descent_tuning", kind, one_row)
 
     assert [tunes("fp8", True), tunes("fp8", False), tunes("int8", True), tunes("int8", False), tunes(None, True)] \
         == [True, False, True, True, False]
     assert compile_options("default", "int8", cuda)["pattern_matcher"] is False  # no _weight_int8pack_mm at 64 rows
-
-    def searches_all_directions(kind, one_row):
-        return compile_options("default", kind, cuda, one_row).get("coordinate_descent_check_all_directions", False)
-
     # the wide search doubled the build of int8's shapes of several rows for frames no faster (H200)
-    assert [searches_all_directions("int8", True), searches_all_directions("int8", False)] == [True, False]
+    wide = "coordinate_descent_check_all_directions"
+    assert [setting(wide, "int8", True), setting(wide, "int8", False)] == [True, False]
     # a tuned kernel read back from the cache must not get a second launcher, which would be tuned again
     assert all(compile_options("default", kind, cuda, True)["dynamic_scale_rblock"] is False for kind in ("int8", "fp8"))
     # int8 products of several rows: conversion + cuBLAS by default (a fast build); Triton GEMM templates that
