@@ -1,15 +1,18 @@
 """Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
 
-    python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
+    python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile] [--keep-stderr]
         [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
 - warm: another empty Inductor cache and the artefacts loaded (the engine folder on a new machine);
 - local: the cold run's Inductor cache and the artefacts (the same machine again);
+- local-cache-only: the cold run's Inductor cache alone (what loading the artefacts adds or undoes);
 - warm-1-thread: as warm, with Inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1).
-Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table;
---profile adds each later run's costliest functions (cumulative and own time) in OUT's folder.
+Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
+the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
+a later run how many the cold run did not write: a kernel tuned again under a new name); --profile adds each
+later run's costliest functions (cumulative and own time), --keep-stderr each run's log, in OUT's folder.
 On our GPU image, run it through warm_start_gpu.sh, which first writes the bytecode a normal install has
 (gpu_env.sh's compile_bytecode); without it every fresh process compiles its modules from source.
 """
@@ -25,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RUNS = {"cold": {}, "warm": {}, "local": {}, "warm-1-thread": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
+RUNS = {"cold": {}, "warm": {}, "local": {}, "local-cache-only": {},
+        "warm-1-thread": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
 PRECISIONS = {"bf16": None, "int8": "int8", "int4": "int4", "fp8": "fp8"}
 DEFAULT_SHAPES = "1x301,4x301,16x301,64x301,16x1067,4x1065,3x75"  # what scenario=standard plans
 
@@ -45,11 +49,12 @@ def child(args) -> None:
     cache = Path(args.cache)
     device = torch.device(args.device)
     speed = Speed(cuda_graph=device.type == "cuda", compile_mode="default", max_seq_len=2048)
+    configs_before = best_configs(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
     profile = cProfile.Profile() if args.profile else None
     if profile:
         profile.enable()
     _, times = load_engine(Path(args.ckpt), device, torch.bfloat16, PRECISIONS[args.precision], speed,
-                           shapes, cache if args.run != "cold" else None)
+                           shapes, cache if args.run not in ("cold", "local-cache-only") else None)
     if profile:
         profile.disable()
         text = io.StringIO()
@@ -60,11 +65,32 @@ def child(args) -> None:
     if args.run == "cold":
         save_artefacts(cache.parent)
     times["compile_times"] = torch._dynamo.utils.compile_times(repr="str")
+    configs = best_configs(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
+    times["best_configs"] = {name: config["found_by_coordesc"] for name, config in configs.items()}
+    times["best_configs_rewritten"] = sum(configs_before.get(name, config) != config for name, config in configs.items())
     print(json.dumps(times))
 
 
+def best_configs(inductor_cache: Path) -> dict[str, dict]:
+    """Each tuned config Inductor keeps, by file name, without the time its tuning took."""
+    configs = {path.name: json.loads(path.read_text()) for path in inductor_cache.rglob("*.best_config")}
+    for config in configs.values():
+        config.pop("time_taken_ms", None)
+        config.setdefault("found_by_coordesc", False)
+    return configs
+
+
+def tuned_configs_summary(run: dict, cold: dict) -> dict:
+    """How many tuned configs the run's Inductor cache holds, how many coordinate descent found, how many the cold
+    run did not write (a kernel tuned again under a new name), and how many the run wrote over (tuned again)."""
+    configs = run.setdefault("configs", run.pop("best_configs", {}))
+    return {"files": len(configs), "coordesc": sum(configs.values()),
+            "not_from_cold": len(set(configs) - set(cold.get("configs", configs))),
+            "rewritten": run.pop("best_configs_rewritten", 0)}
+
+
 def run_child(args, precision: str, run: str, work: Path) -> dict:
-    inductor = work / ("inductor-cold" if run in ("cold", "local") else f"inductor-{run}")
+    inductor = work / ("inductor-cold" if run.startswith(("cold", "local")) else f"inductor-{run}")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor), **RUNS[run]}
     command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
                "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin"),
@@ -74,6 +100,8 @@ def run_child(args, precision: str, run: str, work: Path) -> dict:
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
+    if args.keep_stderr:
+        Path(args.out).with_name(f"{run}_stderr_{precision}.txt").write_text(done.stderr)
     if done.returncode != 0:
         return {"error": done.stderr[-3000:], "process_s": wall}
     times = json.loads(done.stdout.strip().splitlines()[-1])
@@ -90,6 +118,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--keep-stderr", action="store_true", help="each run's log (set TORCH_LOGS for more)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
@@ -100,23 +129,30 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results = {}
     for precision in args.precisions.split(","):
+        results[precision] = {}
         with tempfile.TemporaryDirectory() as work:
-            runs = {run: run_child(args, precision, run, Path(work)) for run in args.runs.split(",")}
-        cold = runs["cold"].get("process_s")
-        for run, times in runs.items():
-            if cold and "error" not in times:
-                times["process_over_cold"] = times["process_s"] / cold
-            profile = times.pop("profile", None)
-            if profile:
-                Path(args.out).with_name(f"{run}_profile_{precision}.txt").write_text(profile)
-            print(precision, run, {k: v for k, v in times.items() if k != "compile_times"}, flush=True)
-            print(times.get("compile_times", times.get("error", "")), flush=True)
-        results[precision] = runs
-    Path(args.out).write_text(json.dumps({"shapes": args.shapes, "inductor_options": args.inductor_options,
-                                          "results": results}, indent=1))
+            for run in args.runs.split(","):  # written after each run: one cut off by a time limit keeps the others
+                results[precision][run] = report_run(args, precision, run, run_child(args, precision, run, Path(work)),
+                                                     results[precision])
+                Path(args.out).write_text(json.dumps({"shapes": args.shapes, "inductor_options": args.inductor_options,
+                                                      "results": results}, indent=1))
 
+
+def report_run(args, precision: str, run: str, times: dict, earlier: dict) -> dict:
+    """A run's times as the record keeps them (against the cold run, the first), printed."""
+    cold = earlier.get("cold", times)
+    if "error" not in times:
+        times["process_over_cold"] = times["process_s"] / cold["process_s"]
+    times["best_configs"] = tuned_configs_summary(times, cold)
+    profile = times.pop("profile", None)
+    if profile:
+        Path(args.out).with_name(f"{run}_profile_{precision}.txt").write_text(profile)
+    print(precision, run, {k: v for k, v in times.items() if k not in ("compile_times", "configs")}, flush=True)
+    print(times.get("compile_times", times.get("error", "")), flush=True)
+    return times
 
 if __name__ == "__main__":
     main()
