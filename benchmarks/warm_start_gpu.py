@@ -11,7 +11,7 @@ For each precision, fresh processes one after another:
 - warm-1-thread: as warm, with Inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1).
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
 the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
-a later run how many the cold run did not write: a kernel tuned again under a new name); --profile adds each
+a later run how many it wrote and how many the cold run did not write); --profile adds each
 later run's costliest functions (cumulative and own time), --keep-stderr each run's log, in OUT's folder.
 On our GPU image, run it through warm_start_gpu.sh, which first writes the bytecode a normal install has
 (gpu_env.sh's compile_bytecode); without it every fresh process compiles its modules from source.
@@ -49,7 +49,7 @@ def child(args) -> None:
     cache = Path(args.cache)
     device = torch.device(args.device)
     speed = Speed(cuda_graph=device.type == "cuda", compile_mode="default", max_seq_len=2048)
-    configs_before = best_configs(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
+    started = time.time()
     profile = cProfile.Profile() if args.profile else None
     if profile:
         profile.enable()
@@ -66,27 +66,26 @@ def child(args) -> None:
         save_artefacts(cache.parent)
     times["compile_times"] = torch._dynamo.utils.compile_times(repr="str")
     configs = best_configs(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
-    times["best_configs"] = {name: config["found_by_coordesc"] for name, config in configs.items()}
-    times["best_configs_rewritten"] = sum(configs_before.get(name, config) != config for name, config in configs.items())
+    times["best_configs"] = {name: found for name, (found, _) in configs.items()}
+    times["best_configs_written"] = sum(written >= started for _, written in configs.values())
     print(json.dumps(times))
 
 
-def best_configs(inductor_cache: Path) -> dict[str, dict]:
-    """Each tuned config Inductor keeps, by file name, without the time its tuning took."""
-    configs = {path.name: json.loads(path.read_text()) for path in inductor_cache.rglob("*.best_config")}
-    for config in configs.values():
-        config.pop("time_taken_ms", None)
-        config.setdefault("found_by_coordesc", False)
-    return configs
+def best_configs(inductor_cache: Path) -> dict[str, tuple[bool, float]]:
+    """Each tuned config Inductor keeps, by file name: whether coordinate descent found it, and when it was written
+    (loading the artefacts writes them too)."""
+    return {path.name: (json.loads(path.read_text()).get("found_by_coordesc", False), path.stat().st_mtime)
+            for path in inductor_cache.rglob("*.best_config")}
 
 
 def tuned_configs_summary(run: dict, cold: dict) -> dict:
     """How many tuned configs the run's Inductor cache holds, how many coordinate descent found, how many the cold
-    run did not write (a kernel tuned again under a new name), and how many the run wrote over (tuned again)."""
+    run did not write (a kernel tuned again under a new name), and how many this run wrote (after the cold run:
+    tuned again, or written by loading the artefacts)."""
     configs = run.setdefault("configs", run.pop("best_configs", {}))
     return {"files": len(configs), "coordesc": sum(configs.values()),
             "not_from_cold": len(set(configs) - set(cold.get("configs", configs))),
-            "rewritten": run.pop("best_configs_rewritten", 0)}
+            "written": run.pop("best_configs_written", 0)}
 
 
 def run_child(args, precision: str, run: str, work: Path) -> dict:
