@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import torch
+from omegaconf import OmegaConf
 from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
 from higgs_bench.backends.pytorch.engine import inductor_compiles, load_engine
 from higgs_bench.backends.pytorch.network import Rows
+from higgs_bench.bench import runner
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
@@ -129,3 +131,21 @@ def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
     done, rebuilt = bench(tmp_path, "rebuilt")
     assert "compile_cache.bin is damaged" in done.stderr and rebuilt["reused"] is False
     assert rebuilt["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
+
+
+def test_a_reused_engine_that_tunes_kernels_again_says_so_and_how_long_it_took(monkeypatch, capsys):
+    """int8 over several shapes tunes its kernels of several rows again at a warm start (H200); the user hears it
+    with the start's cost against the build, and a start that tunes nothing stays quiet."""
+    record = {"dir": "engines/int8-abc", "seconds": 144.0}
+    start = {"load_s": 2.8, "warm_s": 59.3, "kernels": {"fxgraph_cache_hit": 7, "fxgraph_cache_miss": 0}}
+    cfg = OmegaConf.create({"backend": {"name": "torch"}})
+    for tuned in (66, 0):
+        times = start | {"kernels": start["kernels"] | {"kernels_tuned": tuned}}
+        monkeypatch.setattr(runner, "load_torch_engine", lambda *args, times=times: ("engine", times))
+        assert runner.load_backend(cfg, None, torch.device("cpu"), record, []) == "engine"
+        assert record["start"] == times
+        said = capsys.readouterr().err
+        if tuned:
+            assert "engines/int8-abc: this start tuned 66 kernels again and took 62 s, 43% of" in said
+        else:
+            assert said == ""
