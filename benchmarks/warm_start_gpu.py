@@ -1,7 +1,7 @@
 """Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
 
-    python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile] [--keep-stderr]
-        [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
+    python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
+        [--keep-stderr] [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
@@ -152,6 +152,7 @@ def report_run(args, precision: str, run: str, times: dict, earlier: dict) -> di
     print(precision, run, {k: v for k, v in times.items() if k not in ("compile_times", "configs")}, flush=True)
     print(times.get("compile_times", times.get("error", "")), flush=True)
     return times
+
 
 if __name__ == "__main__":
     main()

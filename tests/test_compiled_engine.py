@@ -146,6 +146,6 @@ def test_a_reused_engine_that_tunes_kernels_again_says_so_and_how_long_it_took(m
         assert record["start"] == times
         said = capsys.readouterr().err
         if tuned:
-            assert "engines/int8-abc: this start tuned 66 kernels again and took 62 s, 43% of" in said
+            assert "engines/int8-abc: this start tuned 66 kernels and took 62 s, 43% of" in said
         else:
             assert said == ""

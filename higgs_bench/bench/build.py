@@ -138,15 +138,16 @@ def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_
 
 
 def tuned_again_note(build_record: dict, start: dict) -> str | None:
-    """What to tell the user when a reused torch engine's start tuned kernels that its build had tuned (each
-    costs seconds; a warm start should take its tuned configs from Inductor's cache): None when it tuned none."""
+    """What to tell the user when a reused torch engine's start tuned kernels, which a warm start should take
+    from Inductor's cache or the engine's artefacts instead (each tuning costs seconds): None when it tuned none."""
     tuned = start["kernels"]["kernels_tuned"]
     if not tuned:
         return None
     start_s = start["load_s"] + start["warm_s"]
-    return (f"{build_record['dir']}: this start tuned {tuned} kernels again and took {start_s:.0f} s, "
-            f"{start_s / build_record['seconds']:.0%} of the engine's {build_record['seconds']:.0f} s build "
-            "(int8 over several shapes does this so far: docs/performance.md, \"PDL and int8's warm start\")")
+    return (f"{build_record['dir']}: this start tuned {tuned} kernels and took {start_s:.0f} s, "
+            f"{start_s / build_record['seconds']:.0%} of the engine's {build_record['seconds']:.0f} s build; a warm "
+            "start should tune none (int8 over several shapes does so far: docs/performance.md, \"PDL and int8's "
+            "warm start\")")
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:
