@@ -17,7 +17,7 @@ from higgs_bench.bench import runner
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
-ONE_SHAPE = ["scenario.batch_sizes=[1]", "scenario.texts=['Hello world.']", "scenario.timing_frames=14",
+ONE_SHAPE = ["scenario.texts=['Hello world.']", "scenario.timing_frames=14",
              "scenario.repeats=1", "scenario.quality_max_frames=40", "scenario.fidelity_frames=0", "asr=none",
              "backend.compile=true", "backend.compile_mode=default", "scenario.min_frame_samples=0"]
 
@@ -85,11 +85,12 @@ def test_the_compiled_prefill_computes_the_eager_prefill_with_and_without_audio(
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 
 
-def bench(tmp_path, run_dir, *extra, inductor: str | None = None):
-    """A run in a fresh process with an empty Inductor cache of its own (only our artefacts can help it), or the
-    cache folder `inductor` that runs share (one machine again)."""
+def bench(tmp_path, run_dir, *extra, inductor: str | None = None, batch_sizes: str = "[1]"):
+    """A run of one text, at one batch size unless told, in a fresh process with an empty Inductor cache of its own
+    (only our artefacts can help it), or the cache folder `inductor` that runs share (one machine again)."""
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{inductor or run_dir}")}
-    done = subprocess.run([sys.executable, "-m", "higgs_bench", *ONE_SHAPE, f"hydra.run.dir={run_dir}", *extra],
+    done = subprocess.run([sys.executable, "-m", "higgs_bench", *ONE_SHAPE, f"scenario.batch_sizes={batch_sizes}",
+                           f"hydra.run.dir={run_dir}", *extra],
                           cwd=tmp_path, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, json.loads((tmp_path / run_dir / "benchmark_report.json").read_text())["build"]
