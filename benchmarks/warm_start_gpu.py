@@ -8,7 +8,8 @@ For each precision, fresh processes one after another:
 - warm: another empty Inductor cache and the artefacts loaded (the engine folder on a new machine);
 - local: the cold run's Inductor cache and the artefacts (the same machine again);
 - local-cache-only: the cold run's Inductor cache alone (what loading the artefacts adds or undoes);
-- warm-1-thread: as warm, with Inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1).
+- local-in-workers: as local, with Inductor's compile workers on as in a cold build (load_engine turns them off
+  when it has loaded artefacts: engine.WARM_START_INDUCTOR says why).
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
 the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
 a later run how many it wrote and how many the cold run did not write); --profile adds each
@@ -28,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RUNS = {"cold": {}, "warm": {}, "local": {}, "local-cache-only": {},
-        "warm-1-thread": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
+RUNS = ("cold", "warm", "local", "local-cache-only", "local-in-workers")
 PRECISIONS = {"bf16": None, "int8": "int8", "int4": "int4", "fp8": "fp8"}
 DEFAULT_SHAPES = "1x301,4x301,16x301,64x301,16x1067,4x1065,3x75"  # what scenario=standard plans
 
@@ -41,10 +41,13 @@ def child(args) -> None:
 
     import torch
 
+    from higgs_bench.backends.pytorch import engine
     from higgs_bench.backends.pytorch.backend import Speed, override_inductor_options
     from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 
     override_inductor_options(args.inductor_options)
+    if args.run == "local-in-workers":
+        engine.WARM_START_INDUCTOR = {}
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     cache = Path(args.cache)
     device = torch.device(args.device)
@@ -90,7 +93,7 @@ def tuned_configs_summary(run: dict, cold: dict) -> dict:
 
 def run_child(args, precision: str, run: str, work: Path) -> dict:
     inductor = work / ("inductor-cold" if run.startswith(("cold", "local")) else f"inductor-{run}")
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor), **RUNS[run]}
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
     command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
                "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin"),
                "--inductor-options", json.dumps(args.inductor_options)]
