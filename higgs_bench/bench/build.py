@@ -146,8 +146,8 @@ def tuned_again_note(build_record: dict, start: dict) -> str | None:
     start_s = start["load_s"] + start["warm_s"]
     return (f"{build_record['dir']}: this start tuned {tuned} kernels and took {start_s:.0f} s, "
             f"{start_s / build_record['seconds']:.0%} of the engine's {build_record['seconds']:.0f} s build; a warm "
-            "start should tune none (int8 over several shapes does so far: docs/performance.md, \"PDL and int8's "
-            "warm start\")")
+            "start should tune none (docs/performance.md, \"Warm starts compiled in the process\", has the causes "
+            "found so far)")
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:
