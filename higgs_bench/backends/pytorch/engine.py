@@ -27,7 +27,8 @@ COORDINATE_DESCENT = "CachingAutotuner.coordinate_descent_tuning"  # its name in
 # each kernel back pickled, and triton.Config.__setstate__ (Triton 3.6) keeps Triton's own fields only: the cached
 # config arrives without Inductor's found_by_coordesc mark, so coordinate descent tunes it again (H200, int8 over
 # the seven shapes of scenario=standard: 66 of 76 kernels, 45 s of a 62 s start; the first shape escaped because
-# the workers were not up yet). Kernels that are in the cache compile in the process as fast.
+# the workers were not up yet). Kernels that are in the cache load in the process within seconds (the same
+# start: 4.3-12.1 s for all seven shapes, no kernel tuned again).
 WARM_START_INDUCTOR = {"compile_threads": 1}
 
 
