@@ -127,9 +127,9 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
 def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
     """Coordinate descent tunes the int8 engine's kernels at its build, the one-row shape's and (with other
     settings) those of several rows; a second start on the same machine takes every tuned config from Inductor's
-    cache. With the static launcher torch <= 2.11 tuned them again; at the 3B shape on an H200 (torch 2.11) a start
-    over the one-row shape and one of four rows still tuned the latter's kernels again (docs/performance.md, "PDL
-    and int8's warm start"). Where the tiny model shows that too, this test fails until it is fixed."""
+    cache. With the static launcher torch <= 2.11 tuned them again, and so did Inductor's compile workers for every
+    shape compiled once they were up (engine.WARM_START_INDUCTOR; docs/performance.md, "Warm starts compiled in the
+    process")."""
     _, cold = bench(tmp_path, "cold", "backend.device=cuda", "precision=int8", inductor="shared", batch_sizes="[1,2]")
     _, warm = bench(tmp_path, "warm", "backend.device=cuda", "precision=int8", inductor="shared", batch_sizes="[1,2]")
     assert cold["settings"]["shapes"][:2] == [[1, 256], [2, 256]] and cold["compile"]["kernels"]["kernels_tuned"] > 0
