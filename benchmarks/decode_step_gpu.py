@@ -121,7 +121,7 @@ def main() -> None:
                 {"loop_ms_per_frame": loop_ms(backend, batch_prompts)}
             row["batches"][batch] = {"step_ms_median": median(ms), "step_ms_min": min(ms), **loop}
         row["floor"] = floor_report(backend.config, 2, weights, device, row["batches"][batches[0]]["step_ms_median"])
-        if weights is not None:
+        if weights is not None or args.inductor_options:
             reference = reference or TorchBackend.from_checkpoint(args.ckpt, device=device, dtype=torch.bfloat16)
             row["fidelity"] = fidelity(reference, backend, prompts[:1], args.fidelity_frames)  # batch 1: no new shape
         if args.profile:

@@ -66,6 +66,7 @@ TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
 INT8_ROWS_OPTIONS = INT8_OPTIONS | {"coordinate_descent_check_all_directions": False}
+UNQUANTISED = "unquantised"  # the weight kind of bf16, fp16 and fp32 engines in CUDA_INDUCTOR_OPTIONS
 CUDA_INDUCTOR_OPTIONS = {
     "one_row": {"int8": INT8_OPTIONS, "fp8": TUNED_REDUCTIONS},
     "rows": {"int8": INT8_ROWS_OPTIONS},
@@ -95,7 +96,7 @@ def compile_options(mode: str, quantised: str | None, device: torch.device, one_
         raise ConfigError(f"backend.compile_mode={mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     options = dict(torch._inductor.list_mode_options(mode))
     if device.type == "cuda":
-        options |= CUDA_INDUCTOR_OPTIONS["one_row" if one_row else "rows"].get(quantised, {})
+        options |= CUDA_INDUCTOR_OPTIONS["one_row" if one_row else "rows"].get(quantised or UNQUANTISED, {})
         if quantised == "int8" and not one_row and (options.get("max_autotune") or options.get("max_autotune_gemm")):
             options |= INT8_GEMMS_AS_TEMPLATES
     return options
