@@ -2,7 +2,7 @@
 
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
-        [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}']
+        [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, override_inductor_options
-from higgs_bench.backends.pytorch.engine import load_engine
+from higgs_bench.backends.pytorch.engine import load_engine, start_compile_workers
 from higgs_bench.bench.environment import describe
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.bench.floor import floor_report
@@ -97,13 +97,16 @@ def main() -> None:
                         "(git show REV:higgs_bench/generate/loop.py > old_loop.py)")
     parser.add_argument("--inductor-options", type=json.loads, default={},
                         help="JSON {weight kind: {option: value}} over the engine's own Inductor settings, every shape")
+    parser.add_argument("--workers-ready", action="store_true",
+                        help="build with Inductor's compile workers up and ready (engine.start_compile_workers)")
     args = parser.parse_args()
     override_inductor_options(args.inductor_options)
+    workers_ready = start_compile_workers() if args.workers_ready else None
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
                "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS,
-               "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
+               "compile_workers_ready": workers_ready, "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     for precision in args.precisions.split(","):
         weights = None if precision == "bf16" else precision

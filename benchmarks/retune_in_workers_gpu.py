@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 RUNS = ("cold", "workers", "workers", "in-process", "in-process")
 
@@ -28,15 +27,12 @@ def child(run: str) -> None:
     from torch._inductor.async_compile import AsyncCompile
 
     from higgs_bench.backends.pytorch.backend import TUNED_REDUCTIONS
-    from higgs_bench.backends.pytorch.engine import WARM_START_INDUCTOR, kernel_tunings
+    from higgs_bench.backends.pytorch.engine import WARM_START_INDUCTOR, kernel_tunings, start_compile_workers
 
     for option, value in (TUNED_REDUCTIONS | (WARM_START_INDUCTOR if run == "in-process" else {})).items():
         setattr(torch._inductor.config, option, value)
     if run == "workers":
-        AsyncCompile.warm_pool()
-        deadline = time.time() + 120
-        while not AsyncCompile.use_process_pool() and time.time() < deadline:
-            time.sleep(0.2)
+        start_compile_workers()
     row_sums = torch.compile(lambda x, w: (x * w).sum(-1).relu(), dynamic=False)
     x = torch.randn(1, 3072, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(8192, 3072, device="cuda", dtype=torch.bfloat16)

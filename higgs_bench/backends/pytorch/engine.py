@@ -89,6 +89,18 @@ def kernel_tunings() -> int:
     return len(compilation_time_metrics.get(COORDINATE_DESCENT, []))
 
 
+def start_compile_workers(limit_s: float = 120.0) -> bool:
+    """Start Inductor's compile workers and wait until they take work, as a sweep's later variants find them (a
+    lone process compiles its first shapes before they are up); whether they did within limit_s. For benchmarks."""
+    from torch._inductor.async_compile import AsyncCompile
+
+    AsyncCompile.warm_pool()
+    deadline = time.time() + limit_s
+    while not AsyncCompile.use_process_pool() and time.time() < deadline:
+        time.sleep(0.2)
+    return AsyncCompile.use_process_pool()
+
+
 def _seconds(device: torch.device, warm) -> float:
     start = time.perf_counter()
     warm()
