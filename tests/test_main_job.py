@@ -42,7 +42,7 @@ def test_default_run_measures_speed_and_wer_and_prints_the_table(tmp_path):
     assert quality["stream_error_max"] > 1e-3  # 2 lookahead frames of the 10 the decoder sees: measurably off
     per_batch = record["memory"]["per_batch"]  # each batch size measured with only its own KV cache alive
     assert [m["batch_size"] for m in per_batch] == [1, 2] and 0 < per_batch[0]["kv_cache_gb"] < per_batch[1]["kv_cache_gb"]
-    assert record["schema_version"] == 2 and len(record["provenance"]["config_hash"]) == 12
+    assert record["schema_version"] == 3 and len(record["provenance"]["config_hash"]) == 12
     assert record["provenance"]["git_sha"] and record["timing"]["gpu_before"] is None  # no GPU state on a CPU
     assert record["timing"]["frame_choice"] == "eager"  # CUDA graphs (compiled with the engine) on a GPU only
     assert record["fidelity"]["top1_agreement"] == 1.0  # fp32 on the CPU is the reference itself

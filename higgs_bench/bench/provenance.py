@@ -12,7 +12,9 @@ import torch
 
 from higgs_bench.bench.memory import nvml_handle
 
-SCHEMA_VERSION = 2  # 2: time_to_first_frame_ms / time_to_first_audio_ms, spreads, provenance
+# Record schema. 2: time_to_first_frame_ms / time_to_first_audio_ms, spreads, provenance; 3: memory's
+# allocated_after_load_gb (was weights_gb, which held the KV caches and CUDA graphs of the warmed shapes too).
+SCHEMA_VERSION = 3
 
 
 def git_sha() -> str:

@@ -147,13 +147,13 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
                 backend = load_backend(cfg, model_dir, device, record["build"], *plan,
                                        on_part=_show_part(status, "loading", cfg))
         built = dict(counters["inductor"])
-        weights_bytes = _allocated(device)
+        loaded_bytes = _allocated(device)
         codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
         record["timing"] = measure_speed(cfg, backend, prompter, codec)
         record["quality"] = measure_quality(cfg, backend, prompter, out_dir, codec)
         if cfg.scenario.serving.requests:
             record["serving"] = measure_load(cfg, backend, prompter, codec)
-    record["memory"] = memory_report(record["timing"].pop("memory"), whole_run, weights_bytes)
+    record["memory"] = memory_report(record["timing"].pop("memory"), whole_run, loaded_bytes)
     batch_one = [b for b in record["timing"]["batches"] if b["batch_size"] == 1]
     if device.type == "cuda" and batch_one:
         dtype_bytes = dtypes.bytes_per_value(cfg.precision.dtype)
@@ -419,13 +419,16 @@ def confidence_interval(values: list[float]) -> list[float] | None:
     return [mean(values) - half, mean(values) + half]
 
 
-def memory_report(per_batch: list[dict], whole_run: MeasuredMemory, weights_bytes: int | None) -> dict:
+def memory_report(per_batch: list[dict], whole_run: MeasuredMemory, loaded_bytes: int | None) -> dict:
     """Per batch size with only that batch's state alive (what `select.max_gpu_mem_gb` compares, alike for
-    every backend: the largest batch's peak), and over the whole run (loading, timing, quality)."""
+    every backend: the largest batch's peak), and over the whole run (loading, timing, quality). loaded_bytes:
+    torch's allocation once the engine is loaded, which holds the KV caches and CUDA graphs of every shape it
+    warmed besides the weights (the weights alone are the build record's size_bytes)."""
     report = {"per_batch": per_batch, "run": whole_run.report(),
               "peak_rss_gb": max(b["rss_peak_gb"] for b in per_batch)}
     if all("nvml_peak_gb" in b for b in per_batch):
-        report |= {"peak_gpu_gb": max(b["nvml_peak_gb"] for b in per_batch), "weights_gb": (weights_bytes or 0) / 1e9}
+        report |= {"peak_gpu_gb": max(b["nvml_peak_gb"] for b in per_batch),
+                   "allocated_after_load_gb": (loaded_bytes or 0) / 1e9}
     return report
 
 
