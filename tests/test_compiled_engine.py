@@ -8,6 +8,7 @@ import sys
 
 import torch
 from omegaconf import OmegaConf
+from torch._inductor import async_compile
 from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
@@ -68,6 +69,22 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert compile_options(autotuned, "int8", cuda)["max_autotune_gemm_backends"] == "TRITON"
     assert "TRITON" != compile_options(autotuned, "int8", cuda, one_row=True).get("max_autotune_gemm_backends")
     assert "TRITON" != compile_options(autotuned, None, cuda).get("max_autotune_gemm_backends")
+
+
+def test_shapes_that_tune_reductions_compile_their_kernels_in_the_process(monkeypatch):
+    """Inductor's compile workers drop the mark of a config that coordinate descent found, and take a sweep's later
+    variants whole; tuned shapes compile in the process, cold builds too. Untuned ones keep the workers."""
+    threads = []
+    workers = async_compile.get_compile_threads
+    monkeypatch.setattr(async_compile, "get_compile_threads", lambda: threads.append(workers()) or threads[-1])
+    cuda = torch.device("cuda")  # the options of CUDA engines; the kernels compile for the CPU here
+    for kind, one_row, in_process in (("fp8", True, True), ("int8", False, True), ("fp8", False, False),
+                                      (None, True, False)):
+        threads.clear()
+        torch._dynamo.reset()
+        options = compile_options("default", kind, cuda, one_row) | {"fx_graph_cache": False}
+        torch.compile(lambda x: (x * x).sum(-1).relu(), dynamic=False, options=options)(torch.rand(2, 8))
+        assert threads and set(threads) == ({1} if in_process else {torch._inductor.config.compile_threads})
 
 
 def test_the_compiled_prefill_computes_the_eager_prefill_with_and_without_audio(tiny_hf, prompt_inputs):

@@ -51,6 +51,14 @@ if hasattr(torch._inductor.config, "use_static_cuda_launcher"):
 # fixed after torch 2.11). That is the signature of the one kernel an H200 fp8 start tuned again (32 s: one
 # benchmark_all_configs, one coordinate descent). Coordinate descent searches R0_BLOCK itself, so the halving is off.
 TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
+# Tuned shapes compile their kernels in the process, cold builds too, so that a variant builds alike alone and
+# in a sweep. Inductor's compile workers send each kernel back pickled, which drops Inductor's mark on a config
+# that coordinate descent found (engine.WARM_START_INDUCTOR), and a process uses them once their pool is up: a
+# lone build compiles its first shapes itself, a sweep's later variants all in the workers. In an H200 sweep
+# fp8's and int8's one-row frames came out at 3.06 and 2.43 ms, int8 tuning 87 kernels where lone builds tuned
+# 76, against a 2.20 ms step for fp8 built alone (docs/performance.md, seventh session); whether this setting
+# restores them is not yet measured. Inductor leaves compile_threads out of its cache key.
+TUNED_REDUCTIONS["compile_threads"] = 1
 # By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
 # per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 tunes every
