@@ -4,10 +4,10 @@
     python benchmarks/retune_in_workers_gpu.py OUT.json
 
 Fresh processes over one Inductor cache, each compiling one row-sum reduction with the engine's options for tuned
-reductions (backend.TUNED_REDUCTIONS): cold (tunes it), then twice warm with the compile workers started and ready
-before the compile, then twice warm with compile_threads=1. Each reports how many kernels coordinate descent
-tuned; the cached config arrives from a worker pickled, and a Triton config that crossed a pickle has lost
-Inductor's found_by_coordesc mark.
+reductions (backend.TUNED_REDUCTIONS, less the compile_threads=1 they now carry themselves): cold (tunes it), then
+twice warm with the compile workers started and ready before the compile, then twice warm with compile_threads=1.
+Each reports how many kernels coordinate descent tuned; the cached config arrives from a worker pickled, and a
+Triton config that crossed a pickle has lost Inductor's found_by_coordesc mark.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def child(run: str) -> None:
     from higgs_bench.backends.pytorch.backend import TUNED_REDUCTIONS
     from higgs_bench.backends.pytorch.engine import WARM_START_INDUCTOR, kernel_tunings, start_compile_workers
 
-    for option, value in (TUNED_REDUCTIONS | (WARM_START_INDUCTOR if run == "in-process" else {})).items():
+    # the options without their own compile_threads=1, so that the workers runs use the workers
+    tuned = {option: value for option, value in TUNED_REDUCTIONS.items() if option != "compile_threads"}
+    for option, value in (tuned | (WARM_START_INDUCTOR if run == "in-process" else {})).items():
         setattr(torch._inductor.config, option, value)
     if run == "workers":
         start_compile_workers()
