@@ -8,8 +8,8 @@ For each precision, fresh processes one after another:
 - warm: another empty Inductor cache and the artefacts loaded (the engine folder on a new machine);
 - local: the cold run's Inductor cache and the artefacts (the same machine again);
 - local-cache-only: the cold run's Inductor cache alone (what loading the artefacts adds or undoes);
-- local-in-workers: as local, with Inductor's compile workers on as in a cold build (load_engine turns them off
-  when it has loaded artefacts: engine.WARM_START_INDUCTOR says why).
+- local-in-workers: as local, with Inductor's compile workers on for every shape (load_engine turns them off
+  when it has loaded artefacts, engine.WARM_START_INDUCTOR says why; tuned shapes always, backend.TUNED_REDUCTIONS).
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
 the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
 a later run how many it wrote and how many the cold run did not write); --profile adds each
@@ -42,12 +42,14 @@ def child(args) -> None:
     import torch
 
     from higgs_bench.backends.pytorch import engine
-    from higgs_bench.backends.pytorch.backend import Speed, override_inductor_options
+    from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, override_inductor_options
     from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 
     override_inductor_options(args.inductor_options)
-    if args.run == "local-in-workers":
+    if args.run == "local-in-workers":  # loaded and tuned kernels in the workers, as before either went in-process
         engine.WARM_START_INDUCTOR = {}
+        override_inductor_options({kind: {"compile_threads": torch._inductor.config.compile_threads}
+                                   for kind in CUDA_INDUCTOR_OPTIONS["one_row"]})
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     cache = Path(args.cache)
     device = torch.device(args.device)
