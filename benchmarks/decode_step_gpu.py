@@ -106,7 +106,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
                "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS,
-               "compile_workers_ready": workers_ready, "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
+               "compile_workers_ready": workers_ready,
+               "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     for precision in args.precisions.split(","):
         weights = None if precision == "bf16" else precision

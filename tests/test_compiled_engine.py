@@ -8,8 +8,8 @@ import sys
 
 import torch
 from omegaconf import OmegaConf
-from torch._inductor import async_compile
 from torch._dynamo.utils import counters
+from torch._inductor import async_compile
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
 from higgs_bench.backends.pytorch.engine import inductor_compiles, load_engine
@@ -72,8 +72,9 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
 
 
 def test_shapes_that_tune_reductions_compile_their_kernels_in_the_process(monkeypatch):
-    """Inductor's compile workers drop the mark of a config that coordinate descent found, and take a sweep's later
-    variants whole; tuned shapes compile in the process, cold builds too. Untuned ones keep the workers."""
+    """Inductor's compile workers send kernels back without the mark of a config that coordinate descent found, and
+    a sweep's later variants compile in them entirely: tuned shapes compile in the process, cold builds too, so
+    that a variant builds alike alone and in a sweep. Untuned ones keep the workers."""
     threads = []
     workers = async_compile.get_compile_threads
     monkeypatch.setattr(async_compile, "get_compile_threads", lambda: threads.append(workers()) or threads[-1])
