@@ -45,6 +45,10 @@ def test_a_sweep_without_asr_is_told_how_to_pick_on_speed_alone():
     assert chosen.row is None and "bf16: WER not measured (select.max_wer=null" in chosen.reason
     assert "fp8: refused" in chosen.reason
     assert pick(unmeasured, "rtf", max_wer=None).row["variant"] == "bf16"
+    # a sweep of four variants with asr=none hears the reason once, with the variants it holds for
+    four = [row(name, rtf=0.07, throughput=600, frame_ms=2.8, wer=None) for name in ("bf16", "fp8", "int8", "int4")]
+    reason = pick(four, "rtf", max_wer=0.25).reason
+    assert reason.count("WER not measured") == 1 and "bf16, fp8, int8, int4: WER not measured" in reason
 
 
 def test_summary_files_keep_failed_rows(tmp_path):

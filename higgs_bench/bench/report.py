@@ -178,8 +178,7 @@ def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -
         why = _disqualified(row, key, max_wer, max_gpu_mem_gb)
         (excluded if why else candidates).append((row, why))
     if not candidates:
-        reasons = "; ".join(f"{row['variant']}: {why}" for row, why in excluded) or "no runs"
-        return Pick(None, f"no variant meets the limits ({reasons})")
+        return Pick(None, f"no variant meets the limits ({_reasons(excluded) or 'no runs'})")
     ordered = sorted(candidates, key=lambda c: c[0][key], reverse=better == "high")
     best = ordered[0][0]
     limits = []
@@ -190,6 +189,14 @@ def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -
     runner_up = f"; next: {ordered[1][0]['variant']} at {ordered[1][0][key]:.3g}" if len(ordered) > 1 else ""
     within = f" among variants with {' and '.join(limits)}" if limits else ""
     return Pick(best, f"{best['variant']} has the best {COLUMNS[key][0]} ({best[key]:.3g}){within}{runner_up}")
+
+
+def _reasons(excluded: list[tuple[dict, str]]) -> str:
+    """Why each variant was left out, a reason that several share said once: 'bf16, fp8: WER not measured (...)'."""
+    by_reason: dict[str, list[str]] = {}
+    for row, why in excluded:
+        by_reason.setdefault(why, []).append(row["variant"])
+    return "; ".join(f"{', '.join(variants)}: {why}" for why, variants in by_reason.items())
 
 
 def _disqualified(row, key, max_wer, max_gpu_mem_gb) -> str | None:
