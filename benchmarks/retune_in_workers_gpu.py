@@ -26,11 +26,11 @@ def child(run: str) -> None:
     import torch
     from torch._inductor.async_compile import AsyncCompile
 
-    from higgs_bench.backends.pytorch.backend import TUNED_REDUCTIONS
+    from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, TUNED_REDUCTIONS
     from higgs_bench.backends.pytorch.engine import WARM_START_INDUCTOR, kernel_tunings, start_compile_workers
 
-    # the options without their own compile_threads=1, so that the workers runs use the workers
-    tuned = {option: value for option, value in TUNED_REDUCTIONS.items() if option != "compile_threads"}
+    # the options without their own IN_PROCESS_COMPILE, so that the workers runs use the workers
+    tuned = {option: value for option, value in TUNED_REDUCTIONS.items() if option not in IN_PROCESS_COMPILE}
     for option, value in (tuned | (WARM_START_INDUCTOR if run == "in-process" else {})).items():
         setattr(torch._inductor.config, option, value)
     if run == "workers":

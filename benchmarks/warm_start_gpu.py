@@ -42,14 +42,15 @@ def child(args) -> None:
     import torch
 
     from higgs_bench.backends.pytorch import engine
-    from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, override_inductor_options
+    from higgs_bench.backends.pytorch.backend import (CUDA_INDUCTOR_OPTIONS, IN_PROCESS_COMPILE, Speed,
+                                                      override_inductor_options)
     from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 
     override_inductor_options(args.inductor_options)
     if args.run == "local-in-workers":  # loaded and tuned kernels in the workers, as before either went in-process
         engine.WARM_START_INDUCTOR = {}
-        override_inductor_options({kind: {"compile_threads": torch._inductor.config.compile_threads}
-                                   for kind in CUDA_INDUCTOR_OPTIONS["one_row"]})
+        workers = {option: getattr(torch._inductor.config, option) for option in IN_PROCESS_COMPILE}
+        override_inductor_options({kind: workers for kind in CUDA_INDUCTOR_OPTIONS["one_row"]})
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     cache = Path(args.cache)
     device = torch.device(args.device)

@@ -155,7 +155,8 @@ def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
 def test_a_start_from_artefacts_compiles_its_kernels_without_the_compile_workers(tiny_hf, tmp_path, monkeypatch):
     """Inductor's compile workers send each kernel back pickled, which drops the mark that coordinate descent found
     its cached config, so a warm start in the workers tunes again (H200: 66 of int8's 76 kernels, 45 s). A cold
-    build keeps the workers."""
+    build of untuned shapes, as here, keeps the workers (tuned shapes compile in the process through their own
+    options: the test above)."""
     doubled = torch.compile(lambda x: x * 2)
     doubled(torch.ones(3))
     artefacts = tmp_path / "compile_cache.bin"

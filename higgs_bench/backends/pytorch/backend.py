@@ -58,7 +58,8 @@ TUNED_REDUCTIONS["dynamic_scale_rblock"] = False
 # fp8's and int8's one-row frames came out at 3.06 and 2.43 ms, int8 tuning 87 kernels where lone builds tuned
 # 76, against a 2.20 ms step for fp8 built alone (docs/performance.md, seventh session); whether this setting
 # restores them is not yet measured. Inductor leaves compile_threads out of its cache key.
-TUNED_REDUCTIONS["compile_threads"] = 1
+IN_PROCESS_COMPILE = {"compile_threads": 1}
+TUNED_REDUCTIONS |= IN_PROCESS_COMPILE
 # By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
 # per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 tunes every

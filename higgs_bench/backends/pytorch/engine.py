@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch._dynamo.utils import compilation_time_metrics, counters
 
-from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, cache_length
+from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path
 from higgs_bench.generate.chooser import choice_name, warm_choosers
@@ -29,7 +29,7 @@ COORDINATE_DESCENT = "CachingAutotuner.coordinate_descent_tuning"  # its name in
 # the seven shapes of scenario=standard: 66 of 76 kernels, 45 s of a 62 s start; the first shape escaped because
 # the workers were not up yet). Kernels that are in the cache load in the process within seconds (the same
 # start: 4.3-12.1 s for all seven shapes, no kernel tuned again).
-WARM_START_INDUCTOR = {"compile_threads": 1}
+WARM_START_INDUCTOR = IN_PROCESS_COMPILE
 
 
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
