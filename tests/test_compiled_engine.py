@@ -152,6 +152,19 @@ def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
     assert rebuilt["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
 
 
+def test_a_forced_build_compiles_from_an_empty_inductor_cache_and_its_artefacts_serve_the_next_run(tmp_path):
+    """build.force is a cold build, as on a new machine: in the machine's Inductor cache (shared by these runs) it
+    would take the kernels, and their tuning, of the build it replaces, and its time would not be a cold build's."""
+    _, first = bench(tmp_path, "first", inductor="machine")
+    _, forced = bench(tmp_path, "forced", "build.force=true", inductor="machine")
+    compiled = first["compile"]["kernels"]["fxgraph_cache_miss"]
+    assert forced["reused"] is False and forced["compile"]["kernels"]["fxgraph_cache_hit"] == 0
+    assert forced["compile"]["kernels"]["fxgraph_cache_miss"] == compiled >= 1
+    _, after = bench(tmp_path, "after", inductor="machine")
+    assert after["reused"] is True and after["compile_cache"] == forced["compile_cache"]
+    assert after["start"]["kernels"] == {"fxgraph_cache_hit": compiled, "fxgraph_cache_miss": 0, "kernels_tuned": 0}
+
+
 def test_a_start_from_artefacts_compiles_its_kernels_without_the_compile_workers(tiny_hf, tmp_path, monkeypatch):
     """Inductor's compile workers send each kernel back pickled, which drops the mark that coordinate descent found
     its cached config, so a warm start in the workers tunes again (H200: 66 of int8's 76 kernels, 45 s). A cold

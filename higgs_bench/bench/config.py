@@ -142,7 +142,7 @@ class SelectConfig:
 
 @dataclass
 class BuildSettings:
-    force: bool = False
+    force: bool = False  # rebuild; a torch engine compiles in an empty Inductor cache, as on a new machine
     engines_dir: str = "engines"
 
 
