@@ -27,6 +27,24 @@ def test_pick_takes_the_fastest_variant_within_the_limits():
     assert chosen.row["variant"] == "int8" and "WER <= 0.25" in chosen.reason and "next: fp16" in chosen.reason
 
 
+def test_a_pick_closer_than_a_tuned_engine_moves_between_builds_says_so():
+    """int8's one-row step moved by up to 24 % between builds on an H200 (coordinate descent's configs): a pick
+    closer than that with a tuned engine among the first two is a draw, and the user is told to rebuild."""
+    fp8, int8 = row("fp8", rtf=0.062, throughput=623, frame_ms=2.40, wer=None), \
+        row("int8", rtf=0.058, throughput=405, frame_ms=2.22, wer=None)
+    bf16 = row("bf16", rtf=0.068, throughput=669, frame_ms=2.61, wer=None)
+    fp32 = row("fp32", rtf=0.2, throughput=200, frame_ms=7.5, wer=None)
+    fp8["kernels_tuned"], int8["kernels_tuned"], bf16["kernels_tuned"], fp32["kernels_tuned"] = 11, 68, 0, 0
+    close = pick([fp8, int8, bf16], "rtf")
+    assert close.row["variant"] == "int8" and "margin (6%)" in close.reason and "int8 and fp8" in close.reason
+    assert "build.force=true" in close.reason
+    assert "rebuild" in pick([fp8, int8, bf16], "latency").reason
+    # the spread was measured at one row: throughput (the best batch, many rows) gets no warning
+    assert "rebuild" not in pick([fp8, int8, bf16], "throughput").reason
+    assert "rebuild" not in pick([int8, fp32], "rtf").reason  # far apart
+    assert "rebuild" not in pick([bf16, fp32.copy() | {"rtf": 0.07}], "rtf").reason  # close, but nothing tuned
+
+
 def test_objectives_and_memory_limit():
     assert pick(ROWS, "throughput").row["variant"] == "fp8"
     assert pick(ROWS, "latency", max_wer=0.1, max_gpu_mem_gb=15).row["variant"] == "int8"

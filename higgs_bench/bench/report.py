@@ -38,6 +38,10 @@ COLUMNS = {  # key: (header, format, better)
 }
 OBJECTIVE_KEYS = {"rtf": ("rtf", "low"), "throughput": ("throughput", "high"), "latency": ("frame_ms", "low"),
                   "max_streams": ("max_streams", "high")}
+# How far a rebuild moves the one-row frames of an engine whose kernels were tuned at build time (coordinate
+# descent lands on other configs; docs/performance.md): on one H200, int8's step took 1.94-2.40 ms over four builds
+# from empty Inductor caches (24 % apart), fp8's frame 2.15-2.40 ms over three sweeps and 3.06 ms in a fourth.
+TUNED_BUILD_SPREAD = 0.20
 SERVING_COLUMNS = {  # key in a level summary: (header, format)
     "completed": ("done", "{}"),
     "audio_s_per_s": ("audio s/s", "{:.2f}"),
@@ -76,6 +80,7 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "build_s": build.get("seconds"),
         "start_s": engine_start_s(build),
         "build_cached_graphs": cached_graphs(build),
+        "kernels_tuned": ((build.get("compile") or {}).get("kernels") or {}).get("kernels_tuned"),
         "size_gb": build["size_bytes"] / 1e9 if "size_bytes" in build else None,
         "latency_batch": first.get("batch_size"),
         "first_audio_ms": first.get("time_to_first_audio_ms"),
@@ -188,7 +193,23 @@ def pick(rows: list[dict], objective="rtf", max_wer=None, max_gpu_mem_gb=None) -
         limits.append(f"peak GPU memory <= {max_gpu_mem_gb} GB")
     runner_up = f"; next: {ordered[1][0]['variant']} at {ordered[1][0][key]:.3g}" if len(ordered) > 1 else ""
     within = f" among variants with {' and '.join(limits)}" if limits else ""
-    return Pick(best, f"{best['variant']} has the best {COLUMNS[key][0]} ({best[key]:.3g}){within}{runner_up}")
+    draw = _tuning_draw(key, [row for row, _ in ordered[:2]])
+    return Pick(best, f"{best['variant']} has the best {COLUMNS[key][0]} ({best[key]:.3g}){within}{runner_up}{draw}")
+
+
+def _tuning_draw(key: str, first_two: list[dict]) -> str:
+    """A warning when the pick's margin at the latency batch (one row, where the spread was measured) is within
+    what a rebuild of a tuned engine moves."""
+    if key not in ("rtf", "frame_ms") or len(first_two) < 2:
+        return ""
+    best, second = (row[key] for row in first_two)
+    tuned = [row["variant"] for row in first_two if row.get("kernels_tuned")]
+    margin = abs(best - second) / max(abs(best), abs(second))
+    if not tuned or margin >= TUNED_BUILD_SPREAD:
+        return ""
+    return (f"; the margin ({margin:.0%}) is within what a rebuild moves an engine whose kernels were tuned at build "
+            f"time ({' and '.join(tuned)}: up to about {TUNED_BUILD_SPREAD:.0%}, docs/performance.md): rebuild "
+            "(build.force=true) and measure again before relying on the order")
 
 
 def _reasons(excluded: list[tuple[dict, str]]) -> str:
