@@ -80,7 +80,7 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "build_s": build.get("seconds"),
         "start_s": engine_start_s(build),
         "build_cached_graphs": cached_graphs(build),
-        "kernels_tuned": ((build.get("compile") or {}).get("kernels") or {}).get("kernels_tuned"),
+        "kernels_tuned": build_kernels(build).get("kernels_tuned"),
         "size_gb": build["size_bytes"] / 1e9 if "size_bytes" in build else None,
         "latency_batch": first.get("batch_size"),
         "first_audio_ms": first.get("time_to_first_audio_ms"),
@@ -120,10 +120,15 @@ def engine_start_s(build: dict) -> float | None:
     return times["load_s"] + times["warm_s"]
 
 
+def build_kernels(build: dict) -> dict:
+    """A torch build's compile counts: graphs from Inductor's cache (hit) or compiled (miss), kernels tuned."""
+    return (build.get("compile") or {}).get("kernels") or {}
+
+
 def cached_graphs(build: dict) -> int | None:
     """How many of a torch build's compiled graphs Inductor's cache already held (an earlier build or an
     interrupted one on this machine): a build with any is not a cold build, and its seconds do not compare."""
-    return ((build.get("compile") or {}).get("kernels") or {}).get("fxgraph_cache_hit")
+    return build_kernels(build).get("fxgraph_cache_hit")
 
 
 def load_rows(paths) -> list[dict]:
@@ -204,7 +209,7 @@ def _tuning_draw(key: str, first_two: list[dict]) -> str:
         return ""
     best, second = (row[key] for row in first_two)
     tuned = [row["variant"] for row in first_two if row.get("kernels_tuned")]
-    margin = abs(best - second) / max(abs(best), abs(second))
+    margin = abs(best - second) / max(abs(best), abs(second), 1e-12)
     if not tuned or margin >= TUNED_BUILD_SPREAD:
         return ""
     return (f"; the margin ({margin:.0%}) is within what a rebuild moves an engine whose kernels were tuned at build "
