@@ -1,7 +1,8 @@
 """Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
 
     python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
-        [--keep-stderr] [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
+        [--keep-stderr] [--keep-kernels] [--runs cold,local]
+        [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
@@ -13,7 +14,9 @@ For each precision, fresh processes one after another:
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
 the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
 a later run how many it wrote and how many the cold run did not write); --profile adds each
-later run's costliest functions (cumulative and own time), --keep-stderr each run's log, in OUT's folder.
+later run's costliest functions (cumulative and own time), --keep-stderr each run's log, --keep-kernels the source
+and tuned config of every tuned kernel in each run's Inductor cache (to diff a kernel tuned again against the cold
+run's), in OUT's folder.
 On our GPU image, run it through warm_start_gpu.sh, which first writes the bytecode a normal install has
 (gpu_env.sh's compile_bytecode); without it every fresh process compiles its modules from source.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,8 +98,21 @@ def tuned_configs_summary(run: dict, cold: dict) -> dict:
             "written": run.pop("best_configs_written", 0)}
 
 
+def keep_tuned_kernels(inductor_cache: Path, folder: Path) -> None:
+    """Copy each tuned kernel's source and its best_config (same stem, same folder: Inductor's layout)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for config in inductor_cache.rglob("*.best_config"):
+        for path in (config, config.with_suffix(".py")):
+            if path.exists():
+                shutil.copy2(path, folder / path.name)
+
+
+def inductor_cache(work: Path, run: str) -> Path:
+    return work / ("inductor-cold" if run.startswith(("cold", "local")) else f"inductor-{run}")
+
+
 def run_child(args, precision: str, run: str, work: Path) -> dict:
-    inductor = work / ("inductor-cold" if run.startswith(("cold", "local")) else f"inductor-{run}")
+    inductor = inductor_cache(work, run)
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
     command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
                "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin"),
@@ -124,6 +141,7 @@ def main() -> None:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep-stderr", action="store_true", help="each run's log (set TORCH_LOGS for more)")
+    parser.add_argument("--keep-kernels", action="store_true", help="every tuned kernel's source, after each run")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
@@ -142,6 +160,9 @@ def main() -> None:
             for run in args.runs.split(","):  # written after each run: one cut off by a time limit keeps the others
                 results[precision][run] = report_run(args, precision, run, run_child(args, precision, run, Path(work)),
                                                      results[precision])
+                if args.keep_kernels:
+                    keep_tuned_kernels(inductor_cache(Path(work), run),
+                                       Path(args.out).with_name(f"kernels_{precision}_after_{run}"))
                 Path(args.out).write_text(json.dumps({"shapes": args.shapes, "inductor_options": args.inductor_options,
                                                       "results": results}, indent=1))
 
