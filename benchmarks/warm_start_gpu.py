@@ -1,7 +1,7 @@
 """Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
 
     python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
-        [--keep-stderr] [--keep-kernels] [--runs cold,local]
+        [--keep-stderr] [--keep-configs] [--runs cold,local]
         [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
 
 For each precision, fresh processes one after another:
@@ -14,9 +14,10 @@ For each precision, fresh processes one after another:
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
 the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
 a later run how many it wrote and how many the cold run did not write); --profile adds each
-later run's costliest functions (cumulative and own time), --keep-stderr each run's log, --keep-kernels the source
-and tuned config of every tuned kernel in each run's Inductor cache (to diff a kernel tuned again against the cold
-run's), in OUT's folder.
+later run's costliest functions (cumulative and own time), --keep-stderr each run's log, --keep-configs every tuned
+config in each run's Inductor cache after the run, in OUT's folder. Which kernel tuned again and why: set
+TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner,+torch._inductor.runtime.autotune_cache" with
+--keep-stderr (each tuning and each config saved, by file, between the shapes' "warming" lines).
 On our GPU image, run it through warm_start_gpu.sh, which first writes the bytecode a normal install has
 (gpu_env.sh's compile_bytecode); without it every fresh process compiles its modules from source.
 """
@@ -64,7 +65,8 @@ def child(args) -> None:
     if profile:
         profile.enable()
     _, times = load_engine(Path(args.ckpt), device, torch.bfloat16, PRECISIONS[args.precision], speed,
-                           shapes, cache if args.run not in ("cold", "local-cache-only") else None)
+                           shapes, cache if args.run not in ("cold", "local-cache-only") else None,
+                           on_part=lambda part: print("warming", part, file=sys.stderr, flush=True))
     if profile:
         profile.disable()
         text = io.StringIO()
@@ -98,13 +100,10 @@ def tuned_configs_summary(run: dict, cold: dict) -> dict:
             "written": run.pop("best_configs_written", 0)}
 
 
-def keep_tuned_kernels(inductor_cache: Path, folder: Path) -> None:
-    """Copy each tuned kernel's source and its best_config (same stem, same folder: Inductor's layout)."""
+def keep_tuned_configs(inductor_cache: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for config in inductor_cache.rglob("*.best_config"):
-        for path in (config, config.with_suffix(".py")):
-            if path.exists():
-                shutil.copy2(path, folder / path.name)
+        shutil.copy2(config, folder / config.name)
 
 
 def inductor_cache(work: Path, run: str) -> Path:
@@ -141,7 +140,7 @@ def main() -> None:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep-stderr", action="store_true", help="each run's log (set TORCH_LOGS for more)")
-    parser.add_argument("--keep-kernels", action="store_true", help="every tuned kernel's source, after each run")
+    parser.add_argument("--keep-configs", action="store_true", help="every tuned config, after each run")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
@@ -160,9 +159,9 @@ def main() -> None:
             for run in args.runs.split(","):  # written after each run: one cut off by a time limit keeps the others
                 results[precision][run] = report_run(args, precision, run, run_child(args, precision, run, Path(work)),
                                                      results[precision])
-                if args.keep_kernels:
-                    keep_tuned_kernels(inductor_cache(Path(work), run),
-                                       Path(args.out).with_name(f"kernels_{precision}_after_{run}"))
+                if args.keep_configs:
+                    keep_tuned_configs(inductor_cache(Path(work), run),
+                                       Path(args.out).with_name(f"configs_{precision}_after_{run}"))
                 Path(args.out).write_text(json.dumps({"shapes": args.shapes, "inductor_options": args.inductor_options,
                                                       "results": results}, indent=1))
 
