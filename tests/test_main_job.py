@@ -106,7 +106,7 @@ def compose_cfg():
         (["precision.weights=int2"], 9.0, "precision.weights='int2': the torch backend quantises weights to"),
         (["precision=fp8"], None, "precision=fp8 needs an NVIDIA GPU of compute capability >= 8.9"),
         (["precision=int4"], None, "precision=int4 needs an NVIDIA GPU"),
-        (["precision=fp8", "precision.kv_cache=fp8"], 9.0, "an fp8 KV cache needs backend=trtllm"),
+        (["precision=fp8", "precision.kv_cache=fp8"], 9.0, "an fp8 KV cache needs backend=trtllm (or set precision.kv_cache=null). In torch"),
         (["backend=trtllm", "precision=fp8"], None, "compute capability >= 8.9 (this machine has no GPU)"),
         (["scenario.fidelity_frames=5"], None, "scenario.fidelity_frames=5"),
         (["backend=trtllm", "precision=fp8"], 8.0, "compute capability >= 8.9 (this GPU is 8.0)"),
