@@ -1,8 +1,7 @@
 """Where a compiled torch engine's start goes, cold and warm (docs/performance.md, warm start).
 
     python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
-        [--keep-stderr] [--keep-configs] [--runs cold,local]
-        [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
+        [--keep-stderr] [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
@@ -14,10 +13,10 @@ For each precision, fresh processes one after another:
 Each reports its process time, the weight load, every shape's warm-up and dynamo's compile-time table, and
 the tuned configs in its Inductor cache (`best_configs`: how many, how many found by coordinate descent, and in
 a later run how many it wrote and how many the cold run did not write); --profile adds each
-later run's costliest functions (cumulative and own time), --keep-stderr each run's log, --keep-configs every tuned
-config in each run's Inductor cache after the run, in OUT's folder. Which kernel tuned again and why: set
-TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner,+torch._inductor.runtime.autotune_cache" with
---keep-stderr (each tuning and each config saved, by file, between the shapes' "warming" lines).
+later run's costliest functions (cumulative and own time), --keep-stderr each run's log, in OUT's folder.
+Which kernel tuned again, and why: --keep-stderr with
+TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner,+torch._inductor.runtime.autotune_cache" logs each
+tuning and each config saved, by file, between the lines that name the shape being warmed.
 On our GPU image, run it through warm_start_gpu.sh, which first writes the bytecode a normal install has
 (gpu_env.sh's compile_bytecode); without it every fresh process compiles its modules from source.
 """
@@ -27,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,18 +98,8 @@ def tuned_configs_summary(run: dict, cold: dict) -> dict:
             "written": run.pop("best_configs_written", 0)}
 
 
-def keep_tuned_configs(inductor_cache: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for config in inductor_cache.rglob("*.best_config"):
-        shutil.copy2(config, folder / config.name)
-
-
-def inductor_cache(work: Path, run: str) -> Path:
-    return work / ("inductor-cold" if run.startswith(("cold", "local")) else f"inductor-{run}")
-
-
 def run_child(args, precision: str, run: str, work: Path) -> dict:
-    inductor = inductor_cache(work, run)
+    inductor = work / ("inductor-cold" if run.startswith(("cold", "local")) else f"inductor-{run}")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
     command = [sys.executable, __file__, args.ckpt, args.out, "--child", "--run", run, "--precision", precision,
                "--shapes", args.shapes, "--device", args.device, "--cache", str(work / "compile_cache.bin"),
@@ -140,7 +128,6 @@ def main() -> None:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep-stderr", action="store_true", help="each run's log (set TORCH_LOGS for more)")
-    parser.add_argument("--keep-configs", action="store_true", help="every tuned config, after each run")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
@@ -159,9 +146,6 @@ def main() -> None:
             for run in args.runs.split(","):  # written after each run: one cut off by a time limit keeps the others
                 results[precision][run] = report_run(args, precision, run, run_child(args, precision, run, Path(work)),
                                                      results[precision])
-                if args.keep_configs:
-                    keep_tuned_configs(inductor_cache(Path(work), run),
-                                       Path(args.out).with_name(f"configs_{precision}_after_{run}"))
                 Path(args.out).write_text(json.dumps({"shapes": args.shapes, "inductor_options": args.inductor_options,
                                                       "results": results}, indent=1))
 
