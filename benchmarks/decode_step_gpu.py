@@ -3,6 +3,8 @@
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
+        [--one-row-kernels on|off|both]   # bf16's one-row step as one_row.py's kernels (the engine's default: on)
+        [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a bf16 variant per table over one_row.BLOCKS
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from higgs_bench.backends.pytorch import one_row
 from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, override_inductor_options
 from higgs_bench.backends.pytorch.engine import load_engine, start_compile_workers
 from higgs_bench.bench.environment import describe
@@ -99,6 +102,10 @@ def main() -> None:
                         help="JSON {weight kind: {option: value}} over the engine's own Inductor settings, every shape")
     parser.add_argument("--workers-ready", action="store_true",
                         help="build with Inductor's compile workers up and ready (engine.start_compile_workers)")
+    parser.add_argument("--one-row-kernels", choices=("on", "off", "both"), default="on",
+                        help="bf16's one-row steps as one_row.py's Triton kernels (both: each, as two variants)")
+    parser.add_argument("--one-row-blocks", type=json.loads, default=[{}],
+                        help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
     args = parser.parse_args()
     override_inductor_options(args.inductor_options)
     workers_ready = start_compile_workers() if args.workers_ready else None
@@ -109,10 +116,17 @@ def main() -> None:
                "compile_workers_ready": workers_ready,
                "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
-    for precision in args.precisions.split(","):
+    on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]
+    bf16_blocks = ([None] if False in on_off else []) + (args.one_row_blocks if True in on_off else [])  # None: off
+    variants = [(p, b) for p in args.precisions.split(",") for b in (bf16_blocks if p == "bf16" else [None])]
+    measured_blocks = dict(one_row.BLOCKS)
+    for precision, blocks in variants:
+        one_row.BLOCKS = measured_blocks | {kind: tuple(b) for kind, b in (blocks or {}).items()}
+        one_row_on = blocks is not None
         weights = None if precision == "bf16" else precision
         batches = [int(b) for b in args.batches.split(",")]
-        speed = Speed(cuda_graph=True, compile_mode=args.mode, max_seq_len=args.max_seq_len)
+        speed = Speed(cuda_graph=True, compile_mode=args.mode, max_seq_len=args.max_seq_len,
+                      one_row_kernels=one_row_on)
         start = time.perf_counter()
         backend, times = load_engine(args.ckpt, device, torch.bfloat16, weights, speed,
                                      [(b, 220) for b in batches])
@@ -125,13 +139,15 @@ def main() -> None:
                 {"loop_ms_per_frame": loop_ms(backend, batch_prompts)}
             row["batches"][batch] = {"step_ms_median": median(ms), "step_ms_min": min(ms), **loop}
         row["floor"] = floor_report(backend.config, 2, weights, device, row["batches"][batches[0]]["step_ms_median"])
-        if weights is not None or args.inductor_options:
+        if weights is not None or args.inductor_options or one_row_on:
             reference = reference or TorchBackend.from_checkpoint(args.ckpt, device=device, dtype=torch.bfloat16)
             row["fidelity"] = fidelity(reference, backend, prompts[:1], args.fidelity_frames)  # batch 1: no new shape
         if args.profile:
             row["top_kernels"] = profile(backend, prompts[:1])
-        results["variants"][precision] = row
-        print(precision, json.dumps(row, default=str), flush=True)
+        name = precision + ("/one-row-kernels" if one_row_on else "") + (json.dumps(blocks) if blocks else "")
+        row["one_row_blocks"] = backend.one_row.blocks if one_row_on else None
+        results["variants"][name] = row
+        print(name, json.dumps(row, default=str), flush=True)
         del backend
         torch.cuda.empty_cache()
         args.out.write_text(json.dumps(results, indent=2, default=str))

@@ -1,15 +1,38 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+if not torch.cuda.is_available():  # Triton kernels (backends/pytorch/one_row.py) run in Triton's interpreter,
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # which Triton reads once, so before anything imports it
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from higgs_bench.bench.config import register
 from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 from higgs_bench.model.random_checkpoint import make_checkpoint
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture
+def compose_cfg():
+    """The main job's config composed from conf/ with the given overrides, as Hydra composes it."""
+    register()
+
+    def make(*overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,26 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
     assert len(compiled.prefill_graphs) == 2  # guard: the captured path ran, with and without audio
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_hf, tiny_fast_forward, prompt_inputs,
+                                                                       dtype):
+    """one_row.py's kernels, launched with PDL and captured, against the same engine's compiled layers: a
+    text-only and a voice-cloning prompt, and a model with a fast-forward layer. Each operation rounds as the
+    network's does; the products' order of summation differs."""
+    for checkpoint in (tiny_hf, tiny_fast_forward):
+        layers, kernels = (TorchBackend.from_checkpoint(checkpoint, device="cuda", dtype=dtype, speed=Speed(
+            cuda_graph=True, compile_mode="default", max_seq_len=512, one_row_kernels=on)) for on in (False, True))
+        assert kernels.one_row.pdl and layers.one_row is None
+        frames = torch.randint(0, 1024, (4, 1, 8), device="cuda")
+        for prompt in (prompt_inputs[0], prompt_inputs[2]):
+            want = [layers.prefill([prompt], 20)] + [layers.step(frame) for frame in frames]
+            got = [kernels.prefill([prompt], 20)] + [kernels.step(frame) for frame in frames]
+            assert torch.equal(got[0], want[0])  # the prefill is the network's, the same in both
+            for mine, theirs in zip(got[1:], want[1:]):
+                assert ((mine - theirs).norm() / theirs.norm()).item() < 1e-2
+        assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
+
+
 def test_compiled_int8_at_several_rows_runs_no_slow_int8pack_kernel(tiny_hf, prompt_inputs):
     """Inductor's weight-only int8 pattern would call torch's _weight_int8pack_mm, 100x slower than cuBLAS at 64
     rows on an H200 (docs/performance.md); the int8 engine turns that pattern off."""

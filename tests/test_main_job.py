@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from hydra import compose, initialize_config_dir
 
-from higgs_bench.bench.config import ConfigError, check_variant, register
+from higgs_bench.bench.config import ConfigError, check_variant
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SMALL = ["scenario.timing_frames=14", "scenario.repeats=1", "scenario.batch_sizes=[1,2]", "scenario.quality_max_frames=60",
@@ -87,17 +86,6 @@ def test_an_unchanged_variant_reuses_its_build(tmp_path):
 def test_wrong_types_are_refused_before_running(tmp_path):
     done = bench(tmp_path, "scenario.repeats=many")
     assert done.returncode != 0 and "repeats" in done.stderr
-
-
-@pytest.fixture
-def compose_cfg():
-    register()
-
-    def make(*overrides):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-
-    return make
 
 
 @pytest.mark.parametrize(

@@ -91,12 +91,14 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 
 @dataclass(frozen=True)
 class Speed:
-    """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), and the KV-cache length
-    limit that sets the buckets (None: each request's exact length, no buckets)."""
+    """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
+    limit that sets the buckets (None: each request's exact length, no buckets), and whether a step of one row
+    runs its layers as one_row.py's Triton kernels (16-bit weights, not quantised)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None
     max_seq_len: int | None = None
+    one_row_kernels: bool = False
 
 
 def compile_options(mode: str, quantised: str | None, device: torch.device, one_row: bool = False) -> dict:
@@ -186,6 +188,7 @@ class TorchBackend:
         self.network.inv_freq = rope_inv_freq(config).to(self.device)  # RoPE frequencies stay in float32
         if quantised:
             quantise(self.network, config, quantised, self.device)
+        self.one_row = self._one_row_layers(quantised)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.prefill_graphs: dict[tuple[int, bool], PrefillGraph] = {}  # by (width, has audio)
         self.state: DecodeState | None = None
@@ -200,6 +203,17 @@ class TorchBackend:
             # gain, and autotuning every width bucket would cost minutes each
             self.prefill_layer = torch.compile(call_prefill_layer, dynamic=False,
                                                options=compile_options("default", quantised, self.device))
+
+    def _one_row_layers(self, quantised: str | None):
+        """one_row.py's layers for steps of one row, when the speed settings ask for them."""
+        if not self.speed.one_row_kernels:
+            return None
+        if quantised or self.dtype not in (torch.bfloat16, torch.float16):
+            raise ConfigError("backend.one_row_kernels runs 16-bit weights that are not quantised (precision=bf16 "
+                              f"or fp16); this engine has {quantised or self.dtype}")
+        from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
+
+        return OneRowLayers(self.network, self.config)
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path, device="cpu", dtype=torch.float32, cuda_graph=False,
@@ -401,8 +415,12 @@ class TorchBackend:
         state.key_audio[rows, columns] = marked
         h = self.network.embed_audio(frame)[:, None]
         mask = state.key_valid[:, None, None, :]
-        hidden = self.network(h, True, state.next_position[:, None], state.caches, columns[:, None], mask, mask,
-                              run_layer=self.decode_layers.get(frame.shape[0] == 1))
+        if self.one_row is not None and frame.shape[0] == 1:
+            cos, sin = self.network.rope(state.next_position[:, None], h.dtype)
+            hidden = self.network.norm(self.one_row.run(h, cos, sin, columns, state.caches, mask))
+        else:
+            hidden = self.network(h, True, state.next_position[:, None], state.caches, columns[:, None], mask, mask,
+                                  run_layer=self.decode_layers.get(frame.shape[0] == 1))
         state.column += 1
         state.next_position += 1
         return self.network.audio_logits(hidden[:, -1])

@@ -1,0 +1,92 @@
+"""The one-row decode step as Triton kernels (backends/pytorch/one_row.py) computes what the network does. On a CPU
+the kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET), in float16, whose arithmetic there is
+numpy's: each operation rounds as the network's does, and only the products' order of summation differs, so
+logits and caches agree to about one float16 step. (The interpreter's bfloat16 conversions truncate, so bfloat16
+is checked on a GPU, tests/test_gpu.py.)"""
+
+import pytest
+import torch
+
+from higgs_bench.backends.pytorch import one_row
+from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
+from higgs_bench.bench.build import torch_speed
+from higgs_bench.errors import ConfigError
+from higgs_bench.generate.loop import generate
+from tests.parity import GREEDY
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's checks; tests/test_gpu.py on CUDA")
+FEW_PROGRAMS = {"qkv": (16, 4), "o": (16, 4), "gate_up": (32, 4), "down": (16, 4)}  # the interpreter is slow
+
+
+def assert_near(mine: torch.Tensor, theirs: torch.Tensor) -> None:
+    """Within a few float16 steps everywhere (a wrong head, pair, norm or cache column moves values by ~1)."""
+    torch.testing.assert_close(mine.float(), theirs.float(), rtol=4e-3, atol=4e-3)
+
+
+def backends(checkpoint, **speed):
+    return [TorchBackend.from_checkpoint(checkpoint, dtype=torch.float16, speed=Speed(max_seq_len=256, **speed,
+                                                                                        one_row_kernels=kernels))
+            for kernels in (False, True)]
+
+
+@pytest.mark.parametrize("blocks", ["measured", "few programs"])
+def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(tiny_hf, prompt_inputs, monkeypatch,
+                                                                              blocks):
+    """Both block tables: the measured one pairs single rows for gate/up and two for RoPE, the other whole halves
+    of a head and several gate/up rows per program."""
+    if blocks == "few programs":
+        monkeypatch.setattr(one_row, "BLOCKS", FEW_PROGRAMS)
+    eager, kernels = backends(tiny_hf)
+    frame = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(0))
+    for backend in (eager, kernels):
+        backend.prefill(prompt_inputs[2:], 20)  # a voice clone: audio positions in the cache already
+    for _ in range(3):
+        assert_near(kernels.step(frame), eager.step(frame))
+    for mine, theirs in zip(kernels.state.caches, eager.state.caches):
+        for a, b in zip(mine, theirs):
+            assert_near(a, b)
+    assert kernels.one_row.blocks == one_row.BLOCKS  # guard: the table asked for is the one that ran
+
+
+def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take_the_kernels(
+        tiny_fast_forward, prompt_inputs, monkeypatch):
+    monkeypatch.setattr(one_row, "BLOCKS", FEW_PROGRAMS)
+    eager, kernels = backends(tiny_fast_forward)
+    rows_seen = []
+    run = kernels.one_row.run
+    kernels.one_row.run = lambda h, *rest: rows_seen.append(h.shape[0]) or run(h, *rest)
+    assert torch.equal(generate(kernels, prompt_inputs[:1], GREEDY, 14).streams,
+                       generate(eager, prompt_inputs[:1], GREEDY, 14).streams)
+    assert rows_seen and set(rows_seen) == {1}
+    rows_seen.clear()
+    generate(kernels, prompt_inputs[:2], GREEDY, 10)
+    assert rows_seen == []  # two rows: the network's own layers
+
+
+def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
+    assert one_row.rows_per_program("o", 3072, 3072, 2) == (8, 8)  # as measured at the 3B shape
+    assert one_row.rows_per_program("down", 3072, 8192, 2) == (1, 8)
+    block, warps = one_row.rows_per_program("o", 4096, 14336, 2)  # wider inputs: fewer rows per program
+    assert block * 16384 * 2 <= one_row.MAX_TILE_BYTES_PER_THREAD * 32 * warps
+    assert one_row.rows_per_program("qkv", 6, 64, 2, pair=2) == (2, 4)  # 6 rows: pairs of 2 divide them
+
+
+@pytest.mark.parametrize("precision, weights", [("fp32", None), ("bf16", "int8")])
+def test_the_kernels_refuse_engines_they_do_not_run(tiny_hf, precision, weights):
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit weights that are not quantised"):
+        TorchBackend.from_checkpoint(tiny_hf, dtype=dtype, quantised=weights,
+                                     speed=Speed(max_seq_len=256, one_row_kernels=True))
+
+
+def test_engines_take_the_kernels_where_they_apply(compose_cfg):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+
+    def kernels(device, *overrides):
+        return torch_speed(compose_cfg("backend=torch", *overrides), device).one_row_kernels
+
+    assert kernels(cuda, "precision=bf16") and kernels(cuda, "precision=fp16")
+    assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=int8"), kernels(cuda, "precision=fp32"),
+                    kernels(cuda, "precision=bf16", "backend.one_row_kernels=false"),
+                    kernels(cuda, "precision=bf16", "backend.compile=false"),
+                    kernels(cuda, "precision=bf16", "backend.cuda_graph=false")])
