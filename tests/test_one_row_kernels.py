@@ -14,7 +14,8 @@ from higgs_bench.errors import ConfigError
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's checks; tests/test_gpu.py on CUDA")
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's checks; tests/test_gpu.py on CUDA"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:triton")]
 FEW_PROGRAMS = {"qkv": (16, 4), "o": (16, 4), "gate_up": (32, 4), "down": (16, 4)}  # the interpreter is slow
 
 
@@ -23,23 +24,27 @@ def assert_near(mine: torch.Tensor, theirs: torch.Tensor) -> None:
     torch.testing.assert_close(mine.float(), theirs.float(), rtol=4e-3, atol=4e-3)
 
 
-def backends(checkpoint, **speed):
-    return [TorchBackend.from_checkpoint(checkpoint, dtype=torch.float16, speed=Speed(max_seq_len=256, **speed,
-                                                                                        one_row_kernels=kernels))
+def backends(checkpoint, max_seq_len=256):
+    return [TorchBackend.from_checkpoint(checkpoint, dtype=torch.float16,
+                                         speed=Speed(max_seq_len=max_seq_len, one_row_kernels=kernels))
             for kernels in (False, True)]
 
 
-@pytest.mark.parametrize("blocks", ["measured", "few programs"])
+@pytest.mark.parametrize("blocks, columns, split_columns", [("measured", 256, 256), ("measured", 256, 64),
+                                                             ("few programs", 2048, 64)])
 def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(tiny_hf, prompt_inputs, monkeypatch,
-                                                                              blocks):
+                                                                              blocks, columns, split_columns):
     """Both block tables: the measured one pairs single rows for gate/up and two for RoPE, the other whole halves
-    of a head and several gate/up rows per program."""
+    of a head and several gate/up rows per program. Attention reads 256 cache columns in one program per head (4
+    blocks, nothing to combine) or in 4 parts of one block (two of them all masked), 2048 in 16 of two blocks."""
     if blocks == "few programs":
         monkeypatch.setattr(one_row, "BLOCKS", FEW_PROGRAMS)
-    eager, kernels = backends(tiny_hf)
+    monkeypatch.setattr(one_row, "ATTENTION_SPLIT_COLUMNS", split_columns)
+    eager, kernels = backends(tiny_hf, max_seq_len=2048)
     frame = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(0))
     for backend in (eager, kernels):
-        backend.prefill(prompt_inputs[2:], 20)  # a voice clone: audio positions in the cache already
+        backend.prefill(prompt_inputs[2:], columns - len(prompt_inputs[2]) - 10)  # a voice clone: audio positions
+    assert kernels.state.key_valid.shape[1] == columns
     for _ in range(3):
         assert_near(kernels.step(frame), eager.step(frame))
     for mine, theirs in zip(kernels.state.caches, eager.state.caches):
@@ -65,7 +70,7 @@ def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take
 
 def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
     assert one_row.rows_per_program("o", 3072, 3072, 2) == (8, 8)  # as measured at the 3B shape
-    assert one_row.rows_per_program("down", 3072, 8192, 2) == (1, 8)
+    assert one_row.rows_per_program("down", 3072, 8192, 2) == (4, 8)
     block, warps = one_row.rows_per_program("o", 4096, 14336, 2)  # wider inputs: fewer rows per program
     assert block * 16384 * 2 <= one_row.MAX_TILE_BYTES_PER_THREAD * 32 * warps
     assert one_row.rows_per_program("qkv", 6, 64, 2, pair=2) == (2, 4)  # 6 rows: pairs of 2 divide them

@@ -1,4 +1,4 @@
-"""The one-row decode step's layers as four Triton kernels and SDPA each, for 16-bit weights on CUDA.
+"""The one-row decode step's layers as five Triton kernels each, for 16-bit weights on CUDA.
 
 At one row every product reads a weight matrix once for one input row, so a step is 112 matrix-vector products
 that each cost a few microseconds above their bytes' time at memory bandwidth, plus a dozen small kernels per
@@ -6,7 +6,8 @@ layer around them (docs/performance.md). Here each product is one kernel in whic
 tile of weight rows at once (all of its reads in flight together) and does the small work around it:
 
 - `qkv_kernel`: the input RMSNorm, the q/k/v product, RoPE on q and k, and k and v written into the cache column;
-- SDPA over the cache (cuDNN), as the compiled layer runs it;
+- `attention_kernel`: decode attention over the cache, split over its columns, the splits combined by the last
+  program of each key/value head;
 - `residual_kernel`: the o product added to the residual stream, in place (and the down product likewise);
 - `gate_up_kernel`: the post-attention RMSNorm, the gate/up product and SiLU(gate) * up.
 
@@ -22,17 +23,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
-# Rows per program and warps, by product, measured at the 3B shape on an H200 (benchmarks/gemv_pdl_probe_gpu.py:
-# the fastest chain of 28 products per kind with PDL). A program holds its tile in registers, so rows are halved
-# for wider inputs until a thread holds at most MAX_TILE_BYTES_PER_THREAD of it.
-BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (1, 8)}
+# Rows per program and warps, by product, measured at the 3B shape on an H200: the fastest chain of 28 products
+# per kind with PDL (benchmarks/gemv_pdl_probe_gpu.py), then down's in the whole step (benchmarks/one_row_gpu.py:
+# 4 rows 1.887 ms, 1 row 1.932 ms). A program holds its tile in registers, so rows are halved for wider inputs
+# until a thread holds at most MAX_TILE_BYTES_PER_THREAD of it.
+BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}
 MAX_TILE_BYTES_PER_THREAD = 256
+# Decode attention: the cache split into parts of at least ATTENTION_SPLIT_COLUMNS columns, at most
+# ATTENTION_SPLITS per key/value head (a program each), each read ATTENTION_BLOCK columns at a time. With 256
+# columns one program per head, which combines nothing, was fastest (H200, 3B step: 1.874 ms, against 1.932 ms
+# with parts of 64 columns and 1.911 ms with 128).
+ATTENTION_SPLIT_COLUMNS, ATTENTION_SPLITS, ATTENTION_BLOCK = 256, 16, 64
 
 
 @triton.jit
@@ -87,9 +93,9 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr,
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
     _wait_for_previous_kernel(PDL)
+    w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-    first = _product(_tile(w_ptr, rows, K, K_PAD), x, dtype)
-    second = _product(_tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD), x, dtype)
+    first, second = _product(w_first, x, dtype), _product(w_second, x, dtype)
     if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
@@ -106,13 +112,73 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr,
 
 
 @triton.jit
+def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale, cache_stride,
+                     COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr, BLOCK_T: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, PDL: tl.constexpr):
+    """Decode attention of one row, split over the cache (flash decoding). Program (kv, split): the GROUP query
+    heads of key/value head kv over columns [split * SPLIT, + SPLIT), by online softmax; its partial output and
+    (max, sum) go to parts/stats. The last program of a kv head to finish (an atomic count) combines them into
+    out, rounded to the activation dtype as SDPA's output is, and resets the count."""
+    dtype: tl.constexpr = q_ptr.dtype.element_ty
+    kv, split = tl.program_id(0), tl.program_id(1)
+    g, d = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
+    in_group = g < GROUP
+    heads = kv * GROUP + g
+    _wait_for_previous_kernel(PDL)
+    q = tl.load(q_ptr + heads[:, None] * HEAD_DIM + d[None, :], mask=in_group[:, None], other=0.0)
+    best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
+    total = tl.zeros((GROUP_PAD,), tl.float32)
+    acc = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
+    for start in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_T):
+        cols = start + tl.arange(0, BLOCK_T)
+        inside = cols < COLUMNS
+        at = kv * cache_stride + cols[:, None] * HEAD_DIM + d[None, :]
+        k = tl.load(k_ptr + at, mask=inside[:, None], other=0.0)
+        v = tl.load(v_ptr + at, mask=inside[:, None], other=0.0)
+        bias = tl.load(bias_ptr + cols, mask=inside, other=float("-inf")).to(tl.float32)
+        scores = tl.dot(q, tl.trans(k)) * scale + bias[None, :]
+        new_best = tl.maximum(best, tl.max(scores, axis=1))
+        shift = tl.where(new_best == float("-inf"), 0.0, new_best)  # a block with every column masked
+        weights = tl.exp(scores - shift[:, None])
+        kept = tl.exp(best - shift)
+        total = total * kept + tl.sum(weights, axis=1)
+        acc = acc * kept[:, None] + tl.dot(weights.to(dtype), v)
+        best = new_best
+    if SPLITS == 1:
+        tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (acc / total[:, None]).to(dtype),
+                 mask=in_group[:, None])
+        return
+    part = (kv * SPLITS + split) * GROUP_PAD + g
+    tl.store(parts_ptr + part[:, None] * HEAD_DIM + d[None, :], acc)
+    tl.store(stats_ptr + 2 * part, best)
+    tl.store(stats_ptr + 2 * part + 1, total)
+    if tl.atomic_add(count_ptr + kv, 1) == SPLITS - 1:  # acquire: every split's stores of this kv head are seen
+        overall = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
+        for other in range(SPLITS):
+            overall = tl.maximum(overall, tl.load(stats_ptr + 2 * ((kv * SPLITS + other) * GROUP_PAD + g),
+                                                  cache_modifier=".cg"))
+        overall = tl.where(overall == float("-inf"), 0.0, overall)
+        out = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
+        norm = tl.zeros((GROUP_PAD,), tl.float32)
+        for other in range(SPLITS):
+            part = (kv * SPLITS + other) * GROUP_PAD + g
+            weight = tl.exp(tl.load(stats_ptr + 2 * part, cache_modifier=".cg") - overall)
+            norm += weight * tl.load(stats_ptr + 2 * part + 1, cache_modifier=".cg")
+            out += weight[:, None] * tl.load(parts_ptr + part[:, None] * HEAD_DIM + d[None, :], cache_modifier=".cg")
+        tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (out / norm[:, None]).to(dtype),
+                 mask=in_group[:, None])
+        tl.atomic_xchg(count_ptr + kv, 0)
+
+
+@triton.jit
 def residual_kernel(x_ptr, w_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
                     PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
-    out = _product(_tile(w_ptr, rows, K, K_PAD), _row(x_ptr, K, K_PAD).to(tl.float32), dtype)
+    w = _tile(w_ptr, rows, K, K_PAD)
+    out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
@@ -124,9 +190,9 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, act_ptr, INTERMEDIATE: tl.conste
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     _wait_for_previous_kernel(PDL)
+    w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-    gate = _product(_tile(w_ptr, i, K, K_PAD), x, dtype)
-    up = _product(_tile(w_ptr, i + INTERMEDIATE, K, K_PAD), x, dtype)
+    gate, up = _product(w_gate, x, dtype), _product(w_up, x, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
@@ -162,6 +228,7 @@ class OneRowLayers:
         self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
         dtype = network.layers[0].self_attn.qkv_proj.weight.dtype
         hidden, inter, item = cfg.hidden_size, cfg.intermediate_size, dtype.itemsize
+        self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
         self.blocks = {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, item, pair=2),
                        "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, item),
                        "gate_up": rows_per_program("gate_up", inter, hidden, item, pair=2),
@@ -174,7 +241,7 @@ class OneRowLayers:
         columns, head_dim] each, mask [1, 1, 1, columns] -> h after every layer."""
         cfg = self.cfg
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q = h.new_empty(1, heads, 1, head_dim)
+        q, attended = h.new_empty(heads * head_dim), h.new_empty(heads * head_dim)
         act = h.new_empty(cfg.intermediate_size)
         launch = {"launch_pdl": True} if self.pdl else {}
         # the bool mask as the additive one SDPA would make of it in every layer (three small kernels each)
@@ -188,14 +255,27 @@ class OneRowLayers:
                 h, weights.input_norm, cfg.rms_norm_eps, weights.qkv, cos, sin, column, q, cache_k,
                 cache_v, cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads,
                 KV_HEADS=kv_heads, HALF_BLOCK=block // 2, PDL=self.pdl, num_warps=warps, **launch)
-            attended = F.scaled_dot_product_attention(q, cache_k, cache_v, bias, enable_gqa=True)
-            self._residual("o", attended.reshape(-1), weights.o, h, launch)
+            self._attend(q, cache_k, cache_v, bias, attended, launch)
+            self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, weights.gate_up, act, INTERMEDIATE=cfg.intermediate_size,
                 K=hidden, K_PAD=hidden_pad, HALF_BLOCK=block // 2, PDL=self.pdl, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
+
+    def _attend(self, q, cache_k, cache_v, bias, out, launch: dict) -> None:
+        columns, head_dim = cache_k.shape[2], self.cfg.head_dim
+        split = max(ATTENTION_SPLIT_COLUMNS, triton.next_power_of_2(triton.cdiv(columns, ATTENTION_SPLITS)))
+        split = min(split, triton.cdiv(columns, ATTENTION_BLOCK) * ATTENTION_BLOCK)  # no block past the cache
+        splits, group = triton.cdiv(columns, split), self.cfg.num_heads // self.cfg.num_kv_heads
+        group_pad = max(16, triton.next_power_of_2(group))  # tl.dot's smallest tile
+        parts = q.new_empty(self.cfg.num_kv_heads * splits * group_pad * head_dim, dtype=torch.float32)
+        stats = q.new_empty(self.cfg.num_kv_heads * splits * group_pad * 2, dtype=torch.float32)
+        attention_kernel[(self.cfg.num_kv_heads, splits)](
+            q, cache_k, cache_v, bias, parts, stats, self.arrivals, out, head_dim ** -0.5, cache_k.stride(1),
+            COLUMNS=columns, SPLIT=split, SPLITS=splits, BLOCK_T=ATTENTION_BLOCK, HEAD_DIM=head_dim, GROUP=group,
+            GROUP_PAD=group_pad, PDL=self.pdl, num_warps=4, **launch)
 
     def _residual(self, kind: str, x: torch.Tensor, w: torch.Tensor, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
