@@ -3,8 +3,8 @@
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
-        [--one-row-kernels on|off|both]   # bf16's one-row step as one_row.py's kernels (the engine's default: on)
-        [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a bf16 variant per table over one_row.BLOCKS
+        [--one-row-kernels on|off|both]   # bf16's and int8's one-row steps as one_row.py's kernels (default: on)
+        [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -40,6 +40,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Please call Stella and
          "It was a bright cold day in April, and the clocks were striking thirteen."]
 SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95, ras_win_len=7, ras_win_max_num_repeat=2, seed=0)
 STEPS, FRAMES = 150, 150  # with ~60 prompt positions every request lands in the 256-column cache bucket
+ONE_ROW = ("bf16", "int8")  # the precisions whose one-row steps can run one_row.py's kernels
 
 
 def step_ms(backend, prompts, steps=STEPS) -> list[float]:
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--workers-ready", action="store_true",
                         help="build with Inductor's compile workers up and ready (engine.start_compile_workers)")
     parser.add_argument("--one-row-kernels", choices=("on", "off", "both"), default="on",
-                        help="bf16's one-row steps as one_row.py's Triton kernels (both: each, as two variants)")
+                        help="bf16's and int8's one-row steps as one_row.py's kernels (both: each, as two variants)")
     parser.add_argument("--one-row-blocks", type=json.loads, default=[{}],
                         help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
     args = parser.parse_args()
@@ -117,8 +118,8 @@ def main() -> None:
                "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]
-    bf16_blocks = ([None] if False in on_off else []) + (args.one_row_blocks if True in on_off else [])  # None: off
-    variants = [(p, b) for p in args.precisions.split(",") for b in (bf16_blocks if p == "bf16" else [None])]
+    kernel_blocks = ([None] if False in on_off else []) + (args.one_row_blocks if True in on_off else [])  # None: off
+    variants = [(p, b) for p in args.precisions.split(",") for b in (kernel_blocks if p in ONE_ROW else [None])]
     measured_blocks = dict(one_row.BLOCKS)
     for precision, blocks in variants:
         one_row.BLOCKS = measured_blocks | {kind: tuple(b) for kind, b in (blocks or {}).items()}

@@ -24,23 +24,27 @@ def assert_near(mine: torch.Tensor, theirs: torch.Tensor) -> None:
     torch.testing.assert_close(mine.float(), theirs.float(), rtol=4e-3, atol=4e-3)
 
 
-def backends(checkpoint, max_seq_len=256):
-    return [TorchBackend.from_checkpoint(checkpoint, dtype=torch.float16,
+def backends(checkpoint, max_seq_len=256, quantised=None):
+    return [TorchBackend.from_checkpoint(checkpoint, dtype=torch.float16, quantised=quantised,
                                          speed=Speed(max_seq_len=max_seq_len, one_row_kernels=kernels))
             for kernels in (False, True)]
 
 
-@pytest.mark.parametrize("blocks, columns, split_columns", [("measured", 256, 256), ("measured", 256, 64),
-                                                             ("few programs", 2048, 64)])
+@pytest.mark.parametrize("blocks, columns, split_columns, quantised", [
+    ("measured", 256, 256, None), ("measured", 256, 64, None), ("few programs", 2048, 64, None),
+    ("measured", 256, 256, "int8")])
 def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(tiny_hf, prompt_inputs, monkeypatch,
-                                                                              blocks, columns, split_columns):
+                                                                              blocks, columns, split_columns,
+                                                                              quantised):
     """Both block tables: the measured one pairs single rows for gate/up and two for RoPE, the other whole halves
     of a head and several gate/up rows per program. Attention reads 256 cache columns in one program per head (4
-    blocks, nothing to combine) or in 4 parts of one block (two of them all masked), 2048 in 16 of two blocks."""
+    blocks, nothing to combine) or in 4 parts of one block (two of them all masked), 2048 in 16 of two blocks.
+    int8: torchao's weight-only int8 linears (quantize.py), each product then scaled per row as torchao does."""
     if blocks == "few programs":
         monkeypatch.setattr(one_row, "BLOCKS", FEW_PROGRAMS)
     monkeypatch.setattr(one_row, "ATTENTION_SPLIT_COLUMNS", split_columns)
-    eager, kernels = backends(tiny_hf, max_seq_len=2048)
+    eager, kernels = backends(tiny_hf, max_seq_len=2048, quantised=quantised)
+    assert all(layer.qkv.scale is not None for layer in kernels.one_row.layers) == (quantised == "int8")
     frame = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(0))
     for backend in (eager, kernels):
         backend.prefill(prompt_inputs[2:], columns - len(prompt_inputs[2]) - 10)  # a voice clone: audio positions
@@ -76,10 +80,10 @@ def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
     assert one_row.rows_per_program("qkv", 6, 64, 2, pair=2) == (2, 4)  # 6 rows: pairs of 2 divide them
 
 
-@pytest.mark.parametrize("precision, weights", [("fp32", None), ("bf16", "int8")])
+@pytest.mark.parametrize("precision, weights", [("fp32", None), ("fp32", "int8")])
 def test_the_kernels_refuse_engines_they_do_not_run(tiny_hf, precision, weights):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit weights that are not quantised"):
+    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit or int8 weights"):
         TorchBackend.from_checkpoint(tiny_hf, dtype=dtype, quantised=weights,
                                      speed=Speed(max_seq_len=256, one_row_kernels=True))
 
@@ -90,8 +94,8 @@ def test_engines_take_the_kernels_where_they_apply(compose_cfg):
     def kernels(device, *overrides):
         return torch_speed(compose_cfg("backend=torch", *overrides), device).one_row_kernels
 
-    assert kernels(cuda, "precision=bf16") and kernels(cuda, "precision=fp16")
-    assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=int8"), kernels(cuda, "precision=fp32"),
+    assert kernels(cuda, "precision=bf16") and kernels(cuda, "precision=fp16") and kernels(cuda, "precision=int8")
+    assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=fp8"), kernels(cuda, "precision=fp32"),
                     kernels(cuda, "precision=bf16", "backend.one_row_kernels=false"),
                     kernels(cuda, "precision=bf16", "backend.compile=false"),
                     kernels(cuda, "precision=bf16", "backend.cuda_graph=false")])

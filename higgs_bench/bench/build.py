@@ -39,10 +39,10 @@ def variant_name(cfg) -> str:
 
 def torch_speed(cfg, device: torch.device) -> Speed:
     """The torch backend's decode-step settings: compile is on by default on CUDA (backend.compile=null), and
-    with it and CUDA graphs, one-row steps of 16-bit engines that are not quantised run one_row.py's kernels."""
+    with it and CUDA graphs, one-row steps of 16-bit and int8 engines run one_row.py's kernels."""
     compile_on = cfg.backend.compile if cfg.backend.compile is not None else device.type == "cuda"
     cuda_graph = cfg.backend.cuda_graph and device.type == "cuda"
-    one_row = (cfg.backend.one_row_kernels and compile_on and cuda_graph and cfg.precision.weights is None
+    one_row = (cfg.backend.one_row_kernels and compile_on and cuda_graph and cfg.precision.weights in (None, "int8")
                and cfg.precision.dtype in ("bf16", "fp16") and importlib.util.find_spec("triton") is not None)
     return Speed(cuda_graph=cuda_graph, compile_mode=cfg.backend.compile_mode if compile_on else None,
                  max_seq_len=cfg.engine.max_seq_len, one_row_kernels=bool(one_row))

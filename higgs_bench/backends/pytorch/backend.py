@@ -93,7 +93,7 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 class Speed:
     """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
     limit that sets the buckets (None: each request's exact length, no buckets), and whether a step of one row
-    runs its layers as one_row.py's Triton kernels (16-bit weights, not quantised)."""
+    runs its layers as one_row.py's Triton kernels (16-bit or int8 weights)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None
@@ -208,9 +208,9 @@ class TorchBackend:
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""
         if not self.speed.one_row_kernels:
             return None
-        if quantised or self.dtype not in (torch.bfloat16, torch.float16):
-            raise ConfigError("backend.one_row_kernels runs 16-bit weights that are not quantised (precision=bf16 "
-                              f"or fp16); this engine has {quantised or self.dtype}")
+        if quantised not in (None, "int8") or self.dtype not in (torch.bfloat16, torch.float16):
+            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit or int8 weights "
+                              f"(precision=bf16, fp16 or int8); this engine has {quantised or self.dtype}")
         from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
 
         return OneRowLayers(self.network, self.config)

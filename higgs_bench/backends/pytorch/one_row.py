@@ -1,4 +1,4 @@
-"""The one-row decode step's layers as five Triton kernels each, for 16-bit weights on CUDA.
+"""The one-row decode step's layers as five Triton kernels each, for 16-bit or int8 (weight-only) weights.
 
 At one row every product reads a weight matrix once for one input row, so a step is 112 matrix-vector products
 that each cost a few microseconds above their bytes' time at memory bandwidth, plus a dozen small kernels per
@@ -76,15 +76,19 @@ def _rms_normed(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtyp
 
 
 @triton.jit
-def _product(w, x, dtype: tl.constexpr):
-    """Each tile row times x (float32), summed in float32, rounded to `dtype`."""
-    return _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
+def _product(w, x, scale_ptr, rows, SCALED: tl.constexpr, dtype: tl.constexpr):
+    """Each tile row times x (float32), summed in float32, rounded to `dtype`; for int8 weights then times each
+    row's scale, rounded (torchao's weight-only int8 product: x @ W.to(dtype).T, then * scale.to(dtype))."""
+    out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
+    if SCALED:
+        out = _rounded(out * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
+    return out
 
 
 @triton.jit
-def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr, cache_stride,
-               K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, PDL: tl.constexpr):
+def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
+               cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
+               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -95,7 +99,8 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr,
     _wait_for_previous_kernel(PDL)
     w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-    first, second = _product(w_first, x, dtype), _product(w_second, x, dtype)
+    first = _product(w_first, x, scale_ptr, rows, SCALED, dtype)
+    second = _product(w_second, x, scale_ptr, rows + HEAD_DIM // 2, SCALED, dtype)
     if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
@@ -171,20 +176,20 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_
 
 
 @triton.jit
-def residual_kernel(x_ptr, w_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    PDL: tl.constexpr):
+def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
+                    SCALED: tl.constexpr, PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
     w = _tile(w_ptr, rows, K, K_PAD)
-    out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), dtype)
+    out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), scale_ptr, rows, SCALED, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
 @triton.jit
-def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
-                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, PDL: tl.constexpr):
+def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
+                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -192,7 +197,8 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, act_ptr, INTERMEDIATE: tl.conste
     _wait_for_previous_kernel(PDL)
     w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-    gate, up = _product(w_gate, x, dtype), _product(w_up, x, dtype)
+    gate = _product(w_gate, x, scale_ptr, i, SCALED, dtype)
+    up = _product(w_up, x, scale_ptr, i + INTERMEDIATE, SCALED, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
@@ -208,11 +214,29 @@ def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int
 
 
 @dataclass
+class Product:
+    """A linear's weight as the kernels read it: 16-bit values, or torchao's int8 values and per-row scales."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, weight: torch.Tensor) -> Product:
+        if hasattr(weight, "qdata"):  # torchao Int8Tensor (weight-only, per row), quantize.py
+            return cls(weight.qdata, weight.scale.reshape(-1))
+        return cls(weight)
+
+    def args(self) -> tuple:
+        """weight, scale pointers and SCALED, as the kernels take them (an unused scale pointer is the weight's)."""
+        return self.weight, self.weight if self.scale is None else self.scale, self.scale is not None
+
+
+@dataclass
 class LayerWeights:
-    qkv: torch.Tensor
-    o: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    qkv: Product
+    o: Product
+    gate_up: Product
+    down: Product
     input_norm: torch.Tensor
     post_norm: torch.Tensor
 
@@ -226,8 +250,8 @@ class OneRowLayers:
         self.layers = [None if kind == SKIP else _weights(layer, kind) for layer, kind in
                        zip(network.layers, cfg.layer_kinds)]
         self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
-        dtype = network.layers[0].self_attn.qkv_proj.weight.dtype
-        hidden, inter, item = cfg.hidden_size, cfg.intermediate_size, dtype.itemsize
+        item = next(layer for layer in self.layers if layer).qkv.weight.element_size()
+        hidden, inter = cfg.hidden_size, cfg.intermediate_size
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
         self.blocks = {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, item, pair=2),
                        "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, item),
@@ -251,16 +275,18 @@ class OneRowLayers:
             if weights is None:
                 continue  # fast-forward: an all-audio step skips the layer
             block, warps = self.blocks["qkv"]
+            w, scale, scaled = weights.qkv.args()
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
-                h, weights.input_norm, cfg.rms_norm_eps, weights.qkv, cos, sin, column, q, cache_k,
-                cache_v, cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads,
-                KV_HEADS=kv_heads, HALF_BLOCK=block // 2, PDL=self.pdl, num_warps=warps, **launch)
+                h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
+                cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
+                HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
             self._attend(q, cache_k, cache_v, bias, attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
+            w, scale, scaled = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
-                h, weights.post_norm, cfg.rms_norm_eps, weights.gate_up, act, INTERMEDIATE=cfg.intermediate_size,
-                K=hidden, K_PAD=hidden_pad, HALF_BLOCK=block // 2, PDL=self.pdl, num_warps=warps, **launch)
+                h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
@@ -277,11 +303,12 @@ class OneRowLayers:
             COLUMNS=columns, SPLIT=split, SPLITS=splits, BLOCK_T=ATTENTION_BLOCK, HEAD_DIM=head_dim, GROUP=group,
             GROUP_PAD=group_pad, PDL=self.pdl, num_warps=4, **launch)
 
-    def _residual(self, kind: str, x: torch.Tensor, w: torch.Tensor, h: torch.Tensor, launch: dict) -> None:
+    def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
+        w, scale, scaled = product.args()
         rows, inputs = w.shape
-        residual_kernel[(rows // block,)](x, w, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          PDL=self.pdl, num_warps=warps, **launch)
+        residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
+                                          SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
@@ -290,5 +317,5 @@ def _weights(layer, kind: str) -> LayerWeights:
     mlp = layer.audio_mlp if audio else layer.mlp
     norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
         ("input_layernorm", "post_attention_layernorm")
-    return LayerWeights(layer.self_attn.qkv_proj.weight, layer.self_attn.o_proj.weight, mlp.gate_up_proj.weight,
-                        mlp.down_proj.weight, *(getattr(layer, norm).weight for norm in norms))
+    linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+    return LayerWeights(*(Product.of(linear.weight) for linear in linears), *(getattr(layer, n).weight for n in norms))
