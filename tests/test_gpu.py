@@ -169,13 +169,13 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
 @pytest.mark.parametrize("dtype, quantised", [(torch.bfloat16, None), (torch.float16, None), (torch.bfloat16, "int8")])
 def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_hf, tiny_fast_forward, prompt_inputs,
                                                                        dtype, quantised):
-    """one_row.py's kernels, launched with PDL and captured, against the same engine's compiled layers: a
-    text-only and a voice-cloning prompt, and a model with a fast-forward layer. Each operation rounds as the
-    network's does; the products' order of summation differs."""
+    """one_row.py's kernels, launched with PDL and captured, against the same engine's layers (captured, not
+    compiled: int8's compiled layers tune for minutes): a text-only and a voice-cloning prompt, and a model with
+    a fast-forward layer. Each operation rounds as the network's does; the products' order of summation differs."""
     for checkpoint in (tiny_hf, tiny_fast_forward):
         layers, kernels = (TorchBackend.from_checkpoint(checkpoint, device="cuda", dtype=dtype, quantised=quantised,
-                                                        speed=Speed(cuda_graph=True, compile_mode="default",
-                                                                    max_seq_len=512, one_row_kernels=on))
+                                                        speed=Speed(cuda_graph=True, max_seq_len=512,
+                                                                    one_row_kernels=on))
                            for on in (False, True))
         assert kernels.one_row.pdl and layers.one_row is None
         frames = torch.randint(0, 1024, (4, 1, 8), device="cuda")
