@@ -14,7 +14,7 @@ from higgs_bench.errors import ConfigError
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
-pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's checks; tests/test_gpu.py on CUDA"),
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's; on CUDA see tests/test_gpu.py"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:triton")]
 FEW_PROGRAMS = {"qkv": (16, 4), "o": (16, 4), "gate_up": (32, 4), "down": (16, 4)}  # the interpreter is slow
 
