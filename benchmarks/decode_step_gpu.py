@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from higgs_bench.backends.pytorch import one_row
-from higgs_bench.backends.pytorch.backend import CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, override_inductor_options
+from higgs_bench.backends.pytorch.backend import (CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, one_row_kernels_run,
+                                                  override_inductor_options)
 from higgs_bench.backends.pytorch.engine import load_engine, start_compile_workers
 from higgs_bench.bench.environment import describe
 from higgs_bench.bench.fidelity import fidelity
@@ -40,7 +41,6 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Please call Stella and
          "It was a bright cold day in April, and the clocks were striking thirteen."]
 SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95, ras_win_len=7, ras_win_max_num_repeat=2, seed=0)
 STEPS, FRAMES = 150, 150  # with ~60 prompt positions every request lands in the 256-column cache bucket
-ONE_ROW = ("bf16", "int8")  # the precisions whose one-row steps can run one_row.py's kernels
 
 
 def step_ms(backend, prompts, steps=STEPS) -> list[float]:
@@ -83,6 +83,11 @@ def loop_ab(backend, prompts, old_loop: Path, rounds: int = 5) -> dict:
     return {"loop_ms_per_frame": median(new_ms), "loop_ms_per_frame_old_loop": median(old_ms)}
 
 
+def weight_kind(precision: str) -> str | None:
+    """The engine's quantised weights for a --precisions name (bf16: none)."""
+    return None if precision == "bf16" else precision
+
+
 def median(values):
     return sorted(values)[len(values) // 2]
 
@@ -119,12 +124,13 @@ def main() -> None:
     reference = None
     on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]
     kernel_blocks = ([None] if False in on_off else []) + (args.one_row_blocks if True in on_off else [])  # None: off
-    variants = [(p, b) for p in args.precisions.split(",") for b in (kernel_blocks if p in ONE_ROW else [None])]
+    variants = [(p, b) for p in args.precisions.split(",")
+                for b in (kernel_blocks if one_row_kernels_run(torch.bfloat16, weight_kind(p)) else [None])]
     measured_blocks = dict(one_row.BLOCKS)
     for precision, blocks in variants:
         one_row.BLOCKS = measured_blocks | {kind: tuple(b) for kind, b in (blocks or {}).items()}
         one_row_on = blocks is not None
-        weights = None if precision == "bf16" else precision
+        weights = weight_kind(precision)
         batches = [int(b) for b in args.batches.split(",")]
         speed = Speed(cuda_graph=True, compile_mode=args.mode, max_seq_len=args.max_seq_len,
                       one_row_kernels=one_row_on)

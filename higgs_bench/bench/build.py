@@ -19,7 +19,7 @@ from torch._inductor.utils import fresh_inductor_cache
 
 from higgs_bench.backends import pytorch as torch_backend_package
 from higgs_bench.backends import trtllm as trtllm_package
-from higgs_bench.backends.pytorch.backend import Speed, cache_length
+from higgs_bench.backends.pytorch.backend import Speed, cache_length, one_row_kernels_run
 from higgs_bench.backends.pytorch.engine import COMPILE_CACHE, artefact_damage, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.backends.trtllm import require_tensorrt_llm
@@ -42,8 +42,8 @@ def torch_speed(cfg, device: torch.device) -> Speed:
     with it and CUDA graphs, one-row steps of 16-bit and int8 engines run one_row.py's kernels."""
     compile_on = cfg.backend.compile if cfg.backend.compile is not None else device.type == "cuda"
     cuda_graph = cfg.backend.cuda_graph and device.type == "cuda"
-    one_row = (cfg.backend.one_row_kernels and compile_on and cuda_graph and cfg.precision.weights in (None, "int8")
-               and cfg.precision.dtype in ("bf16", "fp16") and importlib.util.find_spec("triton") is not None)
+    one_row = (cfg.backend.one_row_kernels and compile_on and cuda_graph and importlib.util.find_spec("triton")
+               and one_row_kernels_run(dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights))
     return Speed(cuda_graph=cuda_graph, compile_mode=cfg.backend.compile_mode if compile_on else None,
                  max_seq_len=cfg.engine.max_seq_len, one_row_kernels=bool(one_row))
 

@@ -101,6 +101,11 @@ class Speed:
     one_row_kernels: bool = False
 
 
+def one_row_kernels_run(dtype: torch.dtype, quantised: str | None) -> bool:
+    """Whether one_row.py's kernels run an engine of this activation dtype and weight kind."""
+    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8")
+
+
 def compile_options(mode: str, quantised: str | None, device: torch.device, one_row: bool = False) -> dict:
     """Inductor options of a compile mode, with ours on top (those of the one-row decode step, or of the rest)."""
     if mode not in COMPILE_MODES:
@@ -208,7 +213,7 @@ class TorchBackend:
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""
         if not self.speed.one_row_kernels:
             return None
-        if quantised not in (None, "int8") or self.dtype not in (torch.bfloat16, torch.float16):
+        if not one_row_kernels_run(self.dtype, quantised):
             raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit or int8 weights "
                               f"(precision=bf16, fp16 or int8); this engine has {quantised or self.dtype}")
         from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
