@@ -1,18 +1,22 @@
 """Where the bf16 one-row step of Triton kernels (backends/pytorch/one_row.py) spends its time, at the 3B shape.
 
-    python benchmarks/one_row_gpu.py CKPT OUT.json [--blocks '[{"o": [4, 4]}, ...]'] [--attention-split-columns '[256]']
+    python benchmarks/one_row_gpu.py CKPT OUT.json [--shares] [--rounds 5]
+        [--variants '[{"BLOCKS": {"o": [4, 4]}}, {"LOAD_FIRST": ["o"], "PREFETCH_CACHE": true}]']
 
 Kernels launched with PDL overlap, so a profiler's per-kernel times count the waits twice. Here each variant is
-the whole captured step, timed with CUDA events over graph replays (median of 150): the engine as built; without
-PDL; with one kind of kernel left out (its launches do nothing: the numbers are garbage, the time is what the
-others take without it, so the difference is that kernel's share in the chain); with other block tables; and
-with other least numbers of cache columns per attention program.
+the whole step, captured afresh and timed with CUDA events over graph replays (median of 150): the engine as
+built; with `--shares`, without PDL and with one kind of kernel left out (its launches do nothing: the numbers
+are garbage, the time is what the others take without it, so the difference is that kernel's share in the
+chain); and with other values of one_row's settings (BLOCKS, ATTENTION_SPLIT_COLUMNS, LOAD_FIRST,
+PREFETCH_CACHE, ...), a variant each. One capture of the same step can time a few percent off another, so the
+variants take turns over several rounds and each reports the median of its rounds, with the range.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,6 +41,61 @@ class NoLaunch:
         return lambda *args, **kwargs: None
 
 
+@contextmanager
+def unchanged(backend):
+    yield
+
+
+@contextmanager
+def without_pdl(backend):
+    backend.one_row.pdl = False
+    yield
+    backend.one_row.pdl = True
+
+
+@contextmanager
+def kernel_left_out(backend, name: str):
+    kernel = getattr(one_row, name)
+    setattr(one_row, name, NoLaunch())
+    yield
+    setattr(one_row, name, kernel)
+
+
+@contextmanager
+def product_left_out(backend, product: str):
+    residual = backend.one_row._residual
+    backend.one_row._residual = lambda kind, *rest: kind == product or residual(kind, *rest)
+    yield
+    backend.one_row._residual = residual
+
+
+@contextmanager
+def settings(backend, values: dict):
+    """one_row's settings changed (lists as tuples; BLOCKS merged over the built table), then restored."""
+    built = {name: getattr(one_row, name) for name in values}
+    for name, value in values.items():
+        if name == "BLOCKS":
+            value = built[name] | {kind: tuple(b) for kind, b in value.items()}
+        setattr(one_row, name, tuple(value) if isinstance(value, list) else value)
+    backend.one_row = one_row.OneRowLayers(backend.network, backend.config)
+    try:
+        yield
+    finally:
+        for name, value in built.items():
+            setattr(one_row, name, value)
+        backend.one_row = one_row.OneRowLayers(backend.network, backend.config)
+
+
+def variants(shares: bool, others: list[dict]) -> dict:
+    """name -> (context manager, its argument)."""
+    chosen = {"engine": (unchanged, None)}
+    if shares:
+        chosen["without PDL"] = (without_pdl, None)
+        chosen |= {f"without {name}": (kernel_left_out, name) for name in KERNELS}
+        chosen |= {f"without the {p} product": (product_left_out, p) for p in ("o", "down")}
+    return chosen | {f"variant {json.dumps(values)}": (settings, values) for values in others}
+
+
 def timed(backend, prompt) -> float:
     backend.states.clear()  # a fresh capture of the step as it is now
     backend.warm([SHAPE])
@@ -47,44 +106,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--blocks", type=json.loads, default=[], help="JSON list of tables over one_row.BLOCKS")
-    parser.add_argument("--attention-split-columns", type=json.loads, default=[],
-                        help="JSON list of values of one_row.ATTENTION_SPLIT_COLUMNS, a variant each")
+    parser.add_argument("--shares", action="store_true", help="also without PDL, and without each kind of kernel")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", type=json.loads, default=[],
+                        help="JSON list of objects, each one_row's settings for one variant (BLOCKS is merged)")
     args = parser.parse_args()
     device = torch.device("cuda")
     speed = Speed(cuda_graph=True, compile_mode="default", max_seq_len=256, one_row_kernels=True)
     backend, _ = load_engine(args.ckpt, device, torch.bfloat16, None, speed, [SHAPE])
     prompt = expand_prompt(encode_messages(load_tokenizer(args.ckpt), tts_messages(TEXTS[0])), backend.config)
-    step = {"engine": timed(backend, prompt)}
+    chosen = variants(args.shares, args.variants)
+    rounds, errors = {name: [] for name in chosen}, {}
+    for _ in range(args.rounds):
+        for name, (context, argument) in chosen.items():
+            try:
+                with context(backend, argument):
+                    rounds[name].append(timed(backend, prompt))
+            except Exception as error:  # a variant that fails is a row with its error; the others go on
+                errors[name] = f"{type(error).__name__}: {error}"[:2000]
+    step = {name: median(ms) for name, ms in rounds.items() if ms}
     record = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "blocks": backend.one_row.blocks,
-              "floor": floor_report(backend.config, 2, None, device, step["engine"]), "step_ms": step}
-    backend.one_row.pdl = False
-    step["without PDL"] = timed(backend, prompt)
-    backend.one_row.pdl = True
-    for name in KERNELS:
-        kernel = getattr(one_row, name)
-        setattr(one_row, name, NoLaunch())
-        step[f"without {name}"] = timed(backend, prompt)
-        setattr(one_row, name, kernel)
-    residual = backend.one_row._residual
-    for product in ("o", "down"):
-        backend.one_row._residual = lambda kind, *rest, left_out=product: kind == left_out or residual(kind, *rest)
-        step[f"without the {product} product"] = timed(backend, prompt)
-    backend.one_row._residual = residual
-    measured = dict(one_row.BLOCKS)
-    for blocks in args.blocks:
-        one_row.BLOCKS = measured | {kind: tuple(b) for kind, b in blocks.items()}
-        backend.one_row = one_row.OneRowLayers(backend.network, backend.config)
-        step[f"blocks {json.dumps(blocks)}"] = timed(backend, prompt)
-    one_row.BLOCKS = measured
-    backend.one_row = one_row.OneRowLayers(backend.network, backend.config)
-    least = one_row.ATTENTION_SPLIT_COLUMNS
-    for columns in args.attention_split_columns:
-        one_row.ATTENTION_SPLIT_COLUMNS = columns
-        step[f"attention split columns {columns}"] = timed(backend, prompt)
-    one_row.ATTENTION_SPLIT_COLUMNS = least
+              "settings": {name: getattr(one_row, name) for name in ("BLOCKS", "ATTENTION_SPLIT_COLUMNS",
+                                                                      "LOAD_FIRST", "PREFETCH_CACHE")},
+              "floor": floor_report(backend.config, 2, None, device, step["engine"]), "step_ms": step,
+              "step_ms_rounds": rounds, "errors": errors}
+    for name, error in errors.items():
+        print(f"{name:60s} failed: {error}")
     for name, ms in step.items():
-        print(f"{name:50s} {ms:.3f} ms ({ms - step['engine']:+.3f})")
+        print(f"{name:60s} {ms:.3f} ms ({ms - step['engine']:+.3f}; rounds {min(rounds[name]):.3f}-"
+              f"{max(rounds[name]):.3f})")
     args.out.write_text(json.dumps(record, indent=1))
 
 

@@ -166,12 +166,18 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
     assert len(compiled.prefill_graphs) == 2  # guard: the captured path ran, with and without audio
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("dtype, quantised", [(torch.bfloat16, None), (torch.float16, None), (torch.bfloat16, "int8")])
 def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_hf, tiny_fast_forward, prompt_inputs,
-                                                                       dtype, quantised):
+                                                                       dtype, quantised, overlap, monkeypatch):
     """one_row.py's kernels, launched with PDL and captured, against the same engine's layers (captured, not
     compiled: int8's compiled layers tune for minutes): a text-only and a voice-cloning prompt, and a model with
-    a fast-forward layer. Each operation rounds as the network's does; the products' order of summation differs."""
+    a fast-forward layer. Each operation rounds as the network's does; the products' order of summation differs.
+    With `overlap`, every product loads its weights before waiting for the kernel ahead, and attention
+    prefetches its cache columns (one_row.LOAD_FIRST, PREFETCH_CACHE)."""
+    settings = "higgs_bench.backends.pytorch.one_row."  # imports Triton, which CUDA torch brings
+    monkeypatch.setattr(settings + "LOAD_FIRST", ("qkv", "o", "gate_up", "down") if overlap else ())
+    monkeypatch.setattr(settings + "PREFETCH_CACHE", overlap)
     for checkpoint in (tiny_hf, tiny_fast_forward):
         layers, kernels = (TorchBackend.from_checkpoint(checkpoint, device="cuda", dtype=dtype, quantised=quantised,
                                                         speed=Speed(cuda_graph=True, max_seq_len=512,

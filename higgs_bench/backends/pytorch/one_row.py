@@ -39,6 +39,12 @@ MAX_TILE_BYTES_PER_THREAD = 256
 # columns one program per head, which combines nothing, was fastest (H200, 3B step: 1.874 ms, against 1.932 ms
 # with parts of 64 columns and 1.911 ms with 128).
 ATTENTION_SPLIT_COLUMNS, ATTENTION_SPLITS, ATTENTION_BLOCK = 256, 16, 64
+# Overlap with the kernel ahead, on CUDA (PDL). Products in LOAD_FIRST load their weight tile before waiting for
+# it (their weights do not depend on it); with PREFETCH_CACHE attention asks L2 for its cache columns before
+# waiting for q/k/v (only this step's column is then rewritten, in L2, which every load reads through).
+LOAD_FIRST = ()
+PREFETCH_CACHE = False
+CACHE_LINE_BYTES = 128
 
 
 @triton.jit
@@ -46,6 +52,13 @@ def _wait_for_previous_kernel(PDL: tl.constexpr):
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def _prefetch_to_l2(pointers):
+    """Asks L2 for the cache lines at `pointers` without waiting for them (PTX prefetch; CUDA only)."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [pointers], dtype=tl.int32,
+                              is_pure=False, pack=1)
 
 
 @triton.jit
@@ -88,7 +101,8 @@ def _product(w, x, scale_ptr, rows, SCALED: tl.constexpr, dtype: tl.constexpr):
 @triton.jit
 def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
                cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
+               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr,
+               LOAD_FIRST: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -96,8 +110,9 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     head = tl.program_id(0) // per_head
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
-    _wait_for_previous_kernel(PDL)
+    _wait_for_previous_kernel(PDL and not LOAD_FIRST)
     w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
+    _wait_for_previous_kernel(PDL and LOAD_FIRST)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
     first = _product(w_first, x, scale_ptr, rows, SCALED, dtype)
     second = _product(w_second, x, scale_ptr, rows + HEAD_DIM // 2, SCALED, dtype)
@@ -119,7 +134,8 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
 @triton.jit
 def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale, cache_stride,
                      COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr, BLOCK_T: tl.constexpr,
-                     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, PDL: tl.constexpr):
+                     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, PDL: tl.constexpr,
+                     PREFETCH: tl.constexpr, LINES: tl.constexpr):
     """Decode attention of one row, split over the cache (flash decoding). Program (kv, split): the GROUP query
     heads of key/value head kv over columns [split * SPLIT, + SPLIT), by online softmax; its partial output and
     (max, sum) go to parts/stats. The last program of a kv head to finish (an atomic count) combines them into
@@ -129,6 +145,12 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_
     g, d = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
     in_group = g < GROUP
     heads = kv * GROUP + g
+    if PREFETCH:  # this program's columns, LINES cache lines each
+        for start in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_T):
+            cols = tl.minimum(start + tl.arange(0, BLOCK_T), COLUMNS - 1)
+            lines = kv * cache_stride + cols[:, None] * HEAD_DIM + (tl.arange(0, LINES) * (HEAD_DIM // LINES))[None, :]
+            _prefetch_to_l2(k_ptr + lines)
+            _prefetch_to_l2(v_ptr + lines)
     _wait_for_previous_kernel(PDL)
     q = tl.load(q_ptr + heads[:, None] * HEAD_DIM + d[None, :], mask=in_group[:, None], other=0.0)
     best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
@@ -177,25 +199,28 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_
 
 @triton.jit
 def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    SCALED: tl.constexpr, PDL: tl.constexpr):
+                    SCALED: tl.constexpr, PDL: tl.constexpr, LOAD_FIRST: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    _wait_for_previous_kernel(PDL)
+    _wait_for_previous_kernel(PDL and not LOAD_FIRST)
     w = _tile(w_ptr, rows, K, K_PAD)
+    _wait_for_previous_kernel(PDL and LOAD_FIRST)
     out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), scale_ptr, rows, SCALED, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
 @triton.jit
 def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
-                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
+                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr,
+                   LOAD_FIRST: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
-    _wait_for_previous_kernel(PDL)
+    _wait_for_previous_kernel(PDL and not LOAD_FIRST)
     w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
+    _wait_for_previous_kernel(PDL and LOAD_FIRST)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
     gate = _product(w_gate, x, scale_ptr, i, SCALED, dtype)
     up = _product(w_up, x, scale_ptr, i + INTERMEDIATE, SCALED, dtype)
@@ -250,6 +275,7 @@ class OneRowLayers:
         self.layers = [None if kind == SKIP else _weights(layer, kind) for layer, kind in
                        zip(network.layers, cfg.layer_kinds)]
         self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
+        self.load_first, self.prefetch_cache = LOAD_FIRST, PREFETCH_CACHE and self.pdl
         item = next(layer for layer in self.layers if layer).qkv.weight.element_size()
         hidden, inter = cfg.hidden_size, cfg.intermediate_size
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
@@ -279,19 +305,22 @@ class OneRowLayers:
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
+                HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, LOAD_FIRST="qkv" in self.load_first,
+                num_warps=warps, **launch)
             self._attend(q, cache_k, cache_v, bias, attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
             w, scale, scaled = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl,
+                LOAD_FIRST="gate_up" in self.load_first, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
     def _attend(self, q, cache_k, cache_v, bias, out, launch: dict) -> None:
         columns, head_dim = cache_k.shape[2], self.cfg.head_dim
+        lines = max(1, head_dim * cache_k.element_size() // CACHE_LINE_BYTES)
         split = max(ATTENTION_SPLIT_COLUMNS, triton.next_power_of_2(triton.cdiv(columns, ATTENTION_SPLITS)))
         split = min(split, triton.cdiv(columns, ATTENTION_BLOCK) * ATTENTION_BLOCK)  # no block past the cache
         splits, group = triton.cdiv(columns, split), self.cfg.num_heads // self.cfg.num_kv_heads
@@ -301,14 +330,15 @@ class OneRowLayers:
         attention_kernel[(self.cfg.num_kv_heads, splits)](
             q, cache_k, cache_v, bias, parts, stats, self.arrivals, out, head_dim ** -0.5, cache_k.stride(1),
             COLUMNS=columns, SPLIT=split, SPLITS=splits, BLOCK_T=ATTENTION_BLOCK, HEAD_DIM=head_dim, GROUP=group,
-            GROUP_PAD=group_pad, PDL=self.pdl, num_warps=4, **launch)
+            GROUP_PAD=group_pad, PDL=self.pdl, PREFETCH=self.prefetch_cache, LINES=lines, num_warps=4, **launch)
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
         w, scale, scaled = product.args()
         rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
+                                          SCALED=scaled, PDL=self.pdl, LOAD_FIRST=kind in self.load_first,
+                                          num_warps=warps, **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
