@@ -7,7 +7,7 @@ Kernels launched with PDL overlap, so a profiler's per-kernel times count the wa
 the whole step, captured afresh and timed with CUDA events over graph replays (median of 150): the engine as
 built; with `--shares`, without PDL and with one kind of kernel left out (its launches do nothing: the numbers
 are garbage, the time is what the others take without it, so the difference is that kernel's share in the
-chain); and with other values of one_row's settings (BLOCKS, ATTENTION_SPLIT_COLUMNS, LOAD_FIRST,
+chain), or all of them (what the step spends outside the layers); and with other values of one_row's settings (BLOCKS, ATTENTION_SPLIT_COLUMNS, LOAD_FIRST,
 PREFETCH_CACHE, ...), a variant each. One capture of the same step can time a few percent off another, so the
 variants take turns over several rounds and each reports the median of its rounds, with the range.
 """
@@ -42,23 +42,25 @@ class NoLaunch:
 
 
 @contextmanager
-def unchanged(backend):
+def unchanged(backend, _):
     yield
 
 
 @contextmanager
-def without_pdl(backend):
+def without_pdl(backend, _):
     backend.one_row.pdl = False
     yield
     backend.one_row.pdl = True
 
 
 @contextmanager
-def kernel_left_out(backend, name: str):
-    kernel = getattr(one_row, name)
-    setattr(one_row, name, NoLaunch())
+def kernels_left_out(backend, names: tuple[str, ...]):
+    kernels = {name: getattr(one_row, name) for name in names}
+    for name in names:
+        setattr(one_row, name, NoLaunch())
     yield
-    setattr(one_row, name, kernel)
+    for name, kernel in kernels.items():
+        setattr(one_row, name, kernel)
 
 
 @contextmanager
@@ -91,7 +93,8 @@ def variants(shares: bool, others: list[dict]) -> dict:
     chosen = {"engine": (unchanged, None)}
     if shares:
         chosen["without PDL"] = (without_pdl, None)
-        chosen |= {f"without {name}": (kernel_left_out, name) for name in KERNELS}
+        chosen |= {f"without {name}": (kernels_left_out, (name,)) for name in KERNELS}
+        chosen["without every layer kernel"] = (kernels_left_out, KERNELS + ("residual_kernel",))
         chosen |= {f"without the {p} product": (product_left_out, p) for p in ("o", "down")}
     return chosen | {f"variant {json.dumps(values)}": (settings, values) for values in others}
 
@@ -125,6 +128,8 @@ def main() -> None:
             except Exception as error:  # a variant that fails is a row with its error; the others go on
                 errors[name] = f"{type(error).__name__}: {error}"[:2000]
     step = {name: median(ms) for name, ms in rounds.items() if ms}
+    if "engine" not in step:
+        raise RuntimeError(f"the engine's step failed: {errors['engine']}")
     record = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "blocks": backend.one_row.blocks,
               "settings": {name: getattr(one_row, name) for name in ("BLOCKS", "ATTENTION_SPLIT_COLUMNS",
                                                                       "LOAD_FIRST", "PREFETCH_CACHE")},

@@ -30,19 +30,21 @@ def backends(checkpoint, max_seq_len=256, quantised=None):
             for kernels in (False, True)]
 
 
-@pytest.mark.parametrize("blocks, columns, split_columns, quantised", [
-    ("measured", 256, 256, None), ("measured", 256, 64, None), ("few programs", 2048, 64, None),
-    ("measured", 256, 256, "int8")])
+@pytest.mark.parametrize("blocks, columns, split_columns, attention_block, quantised", [
+    ("measured", 256, 256, 256, None), ("measured", 256, 256, 64, None), ("measured", 256, 64, 64, None),
+    ("few programs", 2048, 64, 64, None), ("measured", 256, 256, 256, "int8")])
 def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(tiny_hf, prompt_inputs, monkeypatch,
                                                                               blocks, columns, split_columns,
-                                                                              quantised):
+                                                                              attention_block, quantised):
     """Both block tables: the measured one pairs single rows for gate/up and two for RoPE, the other whole halves
-    of a head and several gate/up rows per program. Attention reads 256 cache columns in one program per head (4
-    blocks, nothing to combine) or in 4 parts of one block (two of them all masked), 2048 in 16 of two blocks.
-    int8: torchao's weight-only int8 linears (quantize.py), each product then scaled per row as torchao does."""
+    of a head and several gate/up rows per program. Attention reads 256 cache columns in one program per head (one
+    block, or 4 blocks rescaled one after another, nothing to combine) or in 4 parts of one block (two of them all
+    masked), 2048 in 16 of two blocks. int8: torchao's weight-only int8 linears (quantize.py), each product then
+    scaled per row as torchao does."""
     if blocks == "few programs":
         monkeypatch.setattr(one_row, "BLOCKS", FEW_PROGRAMS)
     monkeypatch.setattr(one_row, "ATTENTION_SPLIT_COLUMNS", split_columns)
+    monkeypatch.setattr(one_row, "ATTENTION_BLOCK", attention_block)
     eager, kernels = backends(tiny_hf, max_seq_len=2048, quantised=quantised)
     assert all(layer.qkv.scale is not None for layer in kernels.one_row.layers) == (quantised == "int8")
     frame = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(0))
@@ -55,6 +57,7 @@ def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(ti
         for a, b in zip(mine, theirs):
             assert_near(a, b)
     assert kernels.one_row.blocks == one_row.BLOCKS  # guard: the table asked for is the one that ran
+    assert kernels.one_row.attention_block == attention_block
 
 
 def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take_the_kernels(

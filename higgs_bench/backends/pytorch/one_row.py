@@ -35,10 +35,14 @@ from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}
 MAX_TILE_BYTES_PER_THREAD = 256
 # Decode attention: the cache split into parts of at least ATTENTION_SPLIT_COLUMNS columns, at most
-# ATTENTION_SPLITS per key/value head (a program each), each read ATTENTION_BLOCK columns at a time. With 256
-# columns one program per head, which combines nothing, was fastest (H200, 3B step: 1.874 ms, against 1.932 ms
-# with parts of 64 columns and 1.911 ms with 128).
-ATTENTION_SPLIT_COLUMNS, ATTENTION_SPLITS, ATTENTION_BLOCK = 256, 16, 64
+# ATTENTION_SPLITS per key/value head (a program each), each read ATTENTION_BLOCK columns at a time through
+# ATTENTION_STAGES buffers of shared memory (Triton's pipelining: copies in flight while the program waits).
+# Measured in the 3B step at 256 columns (H200, benchmarks/one_row_gpu.py, medians of 5 captures): one program
+# per head, which combines nothing, 1.880 ms with 64-column blocks, 1.825-1.836 ms with 128, 1.808 ms with 256 in
+# 2 stages (1.930 ms in 1 stage: loads to registers); parts of 64 or 128 columns gained nothing. The block is
+# halved where the GPU has less shared memory than its stages need.
+ATTENTION_SPLIT_COLUMNS, ATTENTION_SPLITS, ATTENTION_BLOCK, ATTENTION_WARPS, ATTENTION_STAGES = 256, 16, 256, 4, 2
+ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions take besides the stages' k and v
 # Overlap with the kernel ahead, on CUDA (PDL). Products in LOAD_FIRST load their weight tile before waiting for
 # it (their weights do not depend on it); with PREFETCH_CACHE attention asks L2 for its cache columns before
 # waiting for q/k/v (only this step's column is then rewritten, in L2, which every load reads through).
@@ -132,7 +136,7 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
 
 
 @triton.jit
-def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale, cache_stride,
+def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale, cache_stride,
                      COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr, BLOCK_T: tl.constexpr,
                      HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, PDL: tl.constexpr,
                      PREFETCH: tl.constexpr, LINES: tl.constexpr):
@@ -162,8 +166,8 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, parts_ptr, stats_ptr, count_
         at = kv * cache_stride + cols[:, None] * HEAD_DIM + d[None, :]
         k = tl.load(k_ptr + at, mask=inside[:, None], other=0.0)
         v = tl.load(v_ptr + at, mask=inside[:, None], other=0.0)
-        bias = tl.load(bias_ptr + cols, mask=inside, other=float("-inf")).to(tl.float32)
-        scores = tl.dot(q, tl.trans(k)) * scale + bias[None, :]
+        kept_columns = tl.load(mask_ptr + cols, mask=inside, other=0) != 0
+        scores = tl.where(kept_columns[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
         new_best = tl.maximum(best, tl.max(scores, axis=1))
         shift = tl.where(new_best == float("-inf"), 0.0, new_best)  # a block with every column masked
         weights = tl.exp(scores - shift[:, None])
@@ -228,6 +232,19 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
 
+def attention_block(head_dim: int, itemsize: int, device: torch.device) -> int:
+    """ATTENTION_BLOCK, halved until its stages' k and v fit the GPU's shared memory for one program."""
+    block = ATTENTION_BLOCK
+    if device.type != "cuda":
+        return block  # Triton's interpreter
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    limit = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    while block > 16 and max(1, ATTENTION_STAGES - 1) * 2 * block * head_dim * itemsize > \
+            limit - ATTENTION_SHARED_MEMORY_SPARE:
+        block //= 2
+    return block
+
+
 def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int = 1) -> tuple[int, int]:
     """(rows per program, warps) for a product: BLOCKS' choice, halved until its tile fits the register budget
     and the rows (in groups of `pair`) divide evenly."""
@@ -278,6 +295,8 @@ class OneRowLayers:
         self.load_first, self.prefetch_cache = LOAD_FIRST, PREFETCH_CACHE and self.pdl
         item = next(layer for layer in self.layers if layer).qkv.weight.element_size()
         hidden, inter = cfg.hidden_size, cfg.intermediate_size
+        cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
+        self.attention_block = attention_block(cfg.head_dim, cache_item, network.inv_freq.device)
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
         self.blocks = {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, item, pair=2),
                        "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, item),
@@ -294,8 +313,6 @@ class OneRowLayers:
         q, attended = h.new_empty(heads * head_dim), h.new_empty(heads * head_dim)
         act = h.new_empty(cfg.intermediate_size)
         launch = {"launch_pdl": True} if self.pdl else {}
-        # the bool mask as the additive one SDPA would make of it in every layer (three small kernels each)
-        bias = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill_(~mask, float("-inf"))
         hidden, hidden_pad = cfg.hidden_size, triton.next_power_of_2(cfg.hidden_size)
         for weights, (cache_k, cache_v) in zip(self.layers, caches):
             if weights is None:
@@ -307,7 +324,7 @@ class OneRowLayers:
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
                 HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, LOAD_FIRST="qkv" in self.load_first,
                 num_warps=warps, **launch)
-            self._attend(q, cache_k, cache_v, bias, attended, launch)
+            self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
             w, scale, scaled = weights.gate_up.args()
@@ -318,19 +335,21 @@ class OneRowLayers:
             self._residual("down", act, weights.down, h, launch)
         return h
 
-    def _attend(self, q, cache_k, cache_v, bias, out, launch: dict) -> None:
+    def _attend(self, q, cache_k, cache_v, mask, out, launch: dict) -> None:
         columns, head_dim = cache_k.shape[2], self.cfg.head_dim
         lines = max(1, head_dim * cache_k.element_size() // CACHE_LINE_BYTES)
-        split = max(ATTENTION_SPLIT_COLUMNS, triton.next_power_of_2(triton.cdiv(columns, ATTENTION_SPLITS)))
-        split = min(split, triton.cdiv(columns, ATTENTION_BLOCK) * ATTENTION_BLOCK)  # no block past the cache
+        block = self.attention_block
+        split = max(ATTENTION_SPLIT_COLUMNS, block, triton.next_power_of_2(triton.cdiv(columns, ATTENTION_SPLITS)))
+        split = min(split, triton.cdiv(columns, block) * block)  # no block past the cache
         splits, group = triton.cdiv(columns, split), self.cfg.num_heads // self.cfg.num_kv_heads
         group_pad = max(16, triton.next_power_of_2(group))  # tl.dot's smallest tile
         parts = q.new_empty(self.cfg.num_kv_heads * splits * group_pad * head_dim, dtype=torch.float32)
         stats = q.new_empty(self.cfg.num_kv_heads * splits * group_pad * 2, dtype=torch.float32)
         attention_kernel[(self.cfg.num_kv_heads, splits)](
-            q, cache_k, cache_v, bias, parts, stats, self.arrivals, out, head_dim ** -0.5, cache_k.stride(1),
-            COLUMNS=columns, SPLIT=split, SPLITS=splits, BLOCK_T=ATTENTION_BLOCK, HEAD_DIM=head_dim, GROUP=group,
-            GROUP_PAD=group_pad, PDL=self.pdl, PREFETCH=self.prefetch_cache, LINES=lines, num_warps=4, **launch)
+            q, cache_k, cache_v, mask, parts, stats, self.arrivals, out, head_dim ** -0.5, cache_k.stride(1),
+            COLUMNS=columns, SPLIT=split, SPLITS=splits, BLOCK_T=block, HEAD_DIM=head_dim, GROUP=group,
+            GROUP_PAD=group_pad, PDL=self.pdl, PREFETCH=self.prefetch_cache, LINES=lines,
+            num_warps=ATTENTION_WARPS, num_stages=ATTENTION_STAGES, **launch)
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
