@@ -7,9 +7,10 @@ Kernels launched with PDL overlap, so a profiler's per-kernel times count the wa
 the whole step, captured afresh and timed with CUDA events over graph replays (median of 150): the engine as
 built; with `--shares`, without PDL and with one kind of kernel left out (its launches do nothing: the numbers
 are garbage, the time is what the others take without it, so the difference is that kernel's share in the
-chain), or all of them (what the step spends outside the layers); and with other values of one_row's settings (BLOCKS, ATTENTION_SPLIT_COLUMNS, LOAD_FIRST,
-PREFETCH_CACHE, ...), a variant each. One capture of the same step can time a few percent off another, so the
-variants take turns over several rounds and each reports the median of its rounds, with the range.
+chain), or all of them (what the step spends outside the layers); and with other values of one_row's settings
+(BLOCKS, ATTENTION_BLOCK, ATTENTION_STAGES, LOAD_FIRST, PREFETCH_CACHE, ...), a variant each. One capture of the
+same step can time a few percent off another, so the variants take turns over several rounds and each reports
+the median of its rounds, with the range.
 """
 
 from __future__ import annotations

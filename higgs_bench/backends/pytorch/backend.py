@@ -147,6 +147,40 @@ def cache_length(total: int, max_seq_len: int | None) -> int:
     return min(bucket, max_seq_len)
 
 
+def mark_columns(column: torch.Tensor, key_valid: torch.Tensor, key_audio: torch.Tensor) -> torch.Tensor:
+    """Each row's cache column for this step (a free slot's clamped to the cache), marked valid and audio."""
+    rows = torch.arange(column.shape[0], device=column.device)
+    columns = column.clamp(max=key_valid.shape[1] - 1)
+    marked = torch.ones_like(columns, dtype=torch.bool)  # on the device: a host True cannot be captured
+    key_valid[rows, columns] = marked
+    key_audio[rows, columns] = marked
+    return columns
+
+
+def step_logits(network: HiggsNetwork, hidden: torch.Tensor, column: torch.Tensor,
+                next_position: torch.Tensor) -> torch.Tensor:
+    """A decode step's end: each row moves on a column and a position; the audio logits of its last state."""
+    column += 1
+    next_position += 1
+    return network.audio_logits(hidden[:, -1])
+
+
+def one_row_inputs(network: HiggsNetwork, frame: torch.Tensor, column: torch.Tensor, key_valid: torch.Tensor,
+                   key_audio: torch.Tensor, next_position: torch.Tensor):
+    """A one-row step's work before one_row.py's layers: its column marked, the frame embedded, RoPE at its
+    position -> h [1, 1, H], cos, sin, columns [1]."""
+    columns = mark_columns(column, key_valid, key_audio)
+    h = network.embed_audio(frame)[:, None]
+    cos, sin = network.rope(next_position[:, None], h.dtype)
+    return h, cos, sin, columns
+
+
+def one_row_logits(network: HiggsNetwork, hidden: torch.Tensor, column: torch.Tensor,
+                   next_position: torch.Tensor) -> torch.Tensor:
+    """A one-row step's work after one_row.py's layers: the final norm, then step_logits."""
+    return step_logits(network, network.norm(hidden), column, next_position)
+
+
 @dataclass
 class DecodeState:
     """Everything a decode step touches, allocated once per (batch, cache length) and reused, so that a
@@ -194,6 +228,7 @@ class TorchBackend:
         if quantised:
             quantise(self.network, config, quantised, self.device)
         self.one_row = self._one_row_layers(quantised)
+        self.one_row_ends = (one_row_inputs, one_row_logits)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.prefill_graphs: dict[tuple[int, bool], PrefillGraph] = {}  # by (width, has audio)
         self.state: DecodeState | None = None
@@ -208,6 +243,9 @@ class TorchBackend:
             # gain, and autotuning every width bucket would cost minutes each
             self.prefill_layer = torch.compile(call_prefill_layer, dynamic=False,
                                                options=compile_options("default", quantised, self.device))
+            # about 20 small kernels in eager (76 us of a 1.82 ms one-row step on an H200, docs/performance.md)
+            self.one_row_ends = tuple(torch.compile(end, dynamic=False, options=compile_options(
+                "default", None, self.device)) for end in self.one_row_ends)
 
     def _one_row_layers(self, quantised: str | None):
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""
@@ -413,22 +451,23 @@ class TorchBackend:
         """One audio frame per row, each at its own cache column. Fixed shapes: attention spans the whole cache,
         masked to each row's valid columns. A free slot's column is clamped to the cache (its writes are
         forgotten when a request joins it)."""
-        rows = torch.arange(frame.shape[0], device=frame.device)
-        columns = state.column.clamp(max=state.key_valid.shape[1] - 1)
-        marked = torch.ones_like(columns, dtype=torch.bool)  # on the device: a host True cannot be captured
-        state.key_valid[rows, columns] = marked
-        state.key_audio[rows, columns] = marked
+        if self.one_row is not None and frame.shape[0] == 1:
+            return self._one_row_step(state, frame)
+        columns = mark_columns(state.column, state.key_valid, state.key_audio)
         h = self.network.embed_audio(frame)[:, None]
         mask = state.key_valid[:, None, None, :]
-        if self.one_row is not None and frame.shape[0] == 1:
-            cos, sin = self.network.rope(state.next_position[:, None], h.dtype)
-            hidden = self.network.norm(self.one_row.run(h, cos, sin, columns, state.caches, mask))
-        else:
-            hidden = self.network(h, True, state.next_position[:, None], state.caches, columns[:, None], mask, mask,
-                                  run_layer=self.decode_layers.get(frame.shape[0] == 1))
-        state.column += 1
-        state.next_position += 1
-        return self.network.audio_logits(hidden[:, -1])
+        hidden = self.network(h, True, state.next_position[:, None], state.caches, columns[:, None], mask, mask,
+                              run_layer=self.decode_layers.get(frame.shape[0] == 1))
+        return step_logits(self.network, hidden, state.column, state.next_position)
+
+    def _one_row_step(self, state: DecodeState, frame: torch.Tensor) -> torch.Tensor:
+        """decode_step of one row through one_row.py's layers; the work before and after them compiled when the
+        engine is."""
+        inputs, logits = self.one_row_ends
+        h, cos, sin, columns = inputs(self.network, frame, state.column, state.key_valid, state.key_audio,
+                                      state.next_position)
+        hidden = self.one_row.run(h, cos, sin, columns, state.caches, state.key_valid[:, None, None, :])
+        return logits(self.network, hidden, state.column, state.next_position)
 
     def _capture(self, state: DecodeState) -> None:
         """Record the decode step in a CUDA graph (after two warm-up steps whose effects are undone)."""
