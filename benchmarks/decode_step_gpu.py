@@ -43,9 +43,10 @@ SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95, ras_win_len=7, ras_win_ma
 STEPS, FRAMES = 150, 150  # with ~60 prompt positions every request lands in the 256-column cache bucket
 
 
-def step_ms(backend, prompts, steps=STEPS) -> list[float]:
+def step_ms(backend, prompts, steps=STEPS, reserve=0) -> list[float]:
+    """Each of `steps` graph replays timed (after 10 untimed), with at least `reserve` frames' cache columns."""
     frame = torch.randint(0, 1024, (len(prompts), 8), device=backend.device)
-    backend.prefill(prompts, steps + 10)
+    backend.prefill(prompts, max(steps + 10, reserve))
     for _ in range(10):
         backend.step(frame)
     events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]

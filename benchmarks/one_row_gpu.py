@@ -1,6 +1,6 @@
 """Where the bf16 one-row step of Triton kernels (backends/pytorch/one_row.py) spends its time, at the 3B shape.
 
-    python benchmarks/one_row_gpu.py CKPT OUT.json [--shares] [--rounds 5]
+    python benchmarks/one_row_gpu.py CKPT OUT.json [--shares] [--rounds 5] [--columns 256]
         [--variants '[{"BLOCKS": {"o": [4, 4]}}, {"LOAD_FIRST": ["o"], "PREFETCH_CACHE": true}]']
 
 Kernels launched with PDL overlap, so a profiler's per-kernel times count the waits twice. Here each variant is
@@ -31,8 +31,9 @@ from higgs_bench.generate.inputs import expand_prompt
 from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
+SETTINGS = ("BLOCKS", "ATTENTION_SPLIT_COLUMNS", "ATTENTION_BLOCK", "ATTENTION_STAGES", "ATTENTION_WARPS",
+            "LOAD_FIRST", "PREFETCH_CACHE")  # one_row's, as the record notes them
 KERNELS = ("qkv_kernel", "attention_kernel", "gate_up_kernel")  # and the residual kernel's two products
-SHAPE = (1, 220)  # one row, 256 cache columns
 
 
 class NoLaunch:
@@ -100,10 +101,12 @@ def variants(shares: bool, others: list[dict]) -> dict:
     return chosen | {f"variant {json.dumps(values)}": (settings, values) for values in others}
 
 
-def timed(backend, prompt) -> float:
+def timed(backend, prompt, columns: int) -> float:
     backend.states.clear()  # a fresh capture of the step as it is now
-    backend.warm([SHAPE])
-    return median(step_ms(backend, [prompt]))
+    backend.warm([(1, columns)])
+    ms = step_ms(backend, [prompt], reserve=int(columns * 0.6))  # a prompt of < 40 % of the columns
+    assert backend.state.key_valid.shape[1] == columns, "the prompt fills another cache bucket"
+    return median(ms)
 
 
 def main() -> None:
@@ -112,12 +115,13 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--shares", action="store_true", help="also without PDL, and without each kind of kernel")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--columns", type=int, default=256, help="cache columns: a power of two from 256")
     parser.add_argument("--variants", type=json.loads, default=[],
                         help="JSON list of objects, each one_row's settings for one variant (BLOCKS is merged)")
     args = parser.parse_args()
     device = torch.device("cuda")
-    speed = Speed(cuda_graph=True, compile_mode="default", max_seq_len=256, one_row_kernels=True)
-    backend, _ = load_engine(args.ckpt, device, torch.bfloat16, None, speed, [SHAPE])
+    speed = Speed(cuda_graph=True, compile_mode="default", max_seq_len=args.columns, one_row_kernels=True)
+    backend, _ = load_engine(args.ckpt, device, torch.bfloat16, None, speed, [(1, args.columns)])
     prompt = expand_prompt(encode_messages(load_tokenizer(args.ckpt), tts_messages(TEXTS[0])), backend.config)
     chosen = variants(args.shares, args.variants)
     rounds, errors = {name: [] for name in chosen}, {}
@@ -125,15 +129,15 @@ def main() -> None:
         for name, (context, argument) in chosen.items():
             try:
                 with context(backend, argument):
-                    rounds[name].append(timed(backend, prompt))
+                    rounds[name].append(timed(backend, prompt, args.columns))
             except Exception as error:  # a variant that fails is a row with its error; the others go on
                 errors[name] = f"{type(error).__name__}: {error}"[:2000]
     step = {name: median(ms) for name, ms in rounds.items() if ms}
     if "engine" not in step:
         raise RuntimeError(f"the engine's step failed: {errors['engine']}")
-    record = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "blocks": backend.one_row.blocks,
-              "settings": {name: getattr(one_row, name) for name in ("BLOCKS", "ATTENTION_SPLIT_COLUMNS",
-                                                                      "LOAD_FIRST", "PREFETCH_CACHE")},
+    record = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "columns": args.columns,
+              "blocks": backend.one_row.blocks,
+              "settings": {name: getattr(one_row, name) for name in SETTINGS},
               "floor": floor_report(backend.config, 2, None, device, step["engine"]), "step_ms": step,
               "step_ms_rounds": rounds, "errors": errors}
     for name, error in errors.items():
