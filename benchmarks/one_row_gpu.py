@@ -1,14 +1,14 @@
 """Where the bf16 one-row step of Triton kernels (backends/pytorch/one_row.py) spends its time, at the 3B shape.
 
     python benchmarks/one_row_gpu.py CKPT OUT.json [--shares] [--rounds 5] [--columns 256]
-        [--variants '[{"BLOCKS": {"o": [4, 4]}}, {"LOAD_FIRST": ["o"], "PREFETCH_CACHE": true}]']
+        [--variants '[{"BLOCKS": {"o": [4, 4]}}, {"ATTENTION_BLOCK": 128, "PREFETCH_CACHE": false}]']
 
 Kernels launched with PDL overlap, so a profiler's per-kernel times count the waits twice. Here each variant is
 the whole step, captured afresh and timed with CUDA events over graph replays (median of 150): the engine as
 built; with `--shares`, without PDL and with one kind of kernel left out (its launches do nothing: the numbers
 are garbage, the time is what the others take without it, so the difference is that kernel's share in the
 chain), or all of them (what the step spends outside the layers); and with other values of one_row's settings
-(BLOCKS, ATTENTION_BLOCK, ATTENTION_STAGES, LOAD_FIRST, PREFETCH_CACHE, ...), a variant each. One capture of the
+(BLOCKS, ATTENTION_BLOCK, ATTENTION_STAGES, PREFETCH_CACHE, ...), a variant each. One capture of the
 same step can time a few percent off another, so the variants take turns over several rounds and each reports
 the median of its rounds, with the range.
 """
@@ -32,7 +32,7 @@ from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
 SETTINGS = ("BLOCKS", "ATTENTION_SPLIT_COLUMNS", "ATTENTION_BLOCK", "ATTENTION_STAGES", "ATTENTION_WARPS",
-            "LOAD_FIRST", "PREFETCH_CACHE")  # one_row's, as the record notes them
+            "PREFETCH_CACHE")  # one_row's, as the record notes them
 KERNELS = ("qkv_kernel", "attention_kernel", "gate_up_kernel")  # and the residual kernel's two products
 
 

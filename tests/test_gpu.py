@@ -170,22 +170,21 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
 ONE_ROW_BOUNDS = {None: 1e-2, "int8": 1e-2, "fp8": 0.1}
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("prefetch", [False, True])
 @pytest.mark.parametrize("dtype, quantised", [(torch.bfloat16, None), (torch.float16, None), (torch.bfloat16, "int8"),
                                               (torch.bfloat16, "fp8")])
 def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_hf, tiny_fast_forward, prompt_inputs,
-                                                                       dtype, quantised, overlap, monkeypatch):
+                                                                       dtype, quantised, prefetch, monkeypatch):
     """one_row.py's kernels, launched with PDL and captured, against the same engine's layers (captured, not
     compiled): a text-only and a voice-cloning prompt, and a model with a fast-forward layer. Each operation
     rounds as the network's does; the products' order of summation differs. 16-bit engines are compiled as
     torch_speed builds them (the step's work around the kernels, and the prefill); the quantised ones' compiled
-    layers would tune for minutes. With `overlap`, every product loads its weights before waiting for the kernel ahead, and
-    attention prefetches its cache columns (one_row.LOAD_FIRST, PREFETCH_CACHE)."""
+    layers would tune for minutes. With and without attention's prefetch of its cache columns
+    (one_row.PREFETCH_CACHE)."""
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
     settings = "higgs_bench.backends.pytorch.one_row."  # imports Triton, which CUDA torch brings
-    monkeypatch.setattr(settings + "LOAD_FIRST", ("qkv", "o", "gate_up", "down") if overlap else ())
-    monkeypatch.setattr(settings + "PREFETCH_CACHE", overlap)
+    monkeypatch.setattr(settings + "PREFETCH_CACHE", prefetch)
     compiled = quantised is None
     for checkpoint in (tiny_hf, tiny_fast_forward):
         layers, kernels = (TorchBackend.from_checkpoint(checkpoint, device="cuda", dtype=dtype, quantised=quantised,

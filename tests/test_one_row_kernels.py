@@ -124,6 +124,5 @@ def test_fp8_products_quantise_their_input_row_as_torchao_does():
     got = residual.clone()
     w, w_scale, storage = one_row.Product.of(type("Float8Tensor", (), {"qdata": qdata, "scale": scale})()).args()
     assert storage == one_row.FP8_WEIGHTS.value
-    one_row.residual_kernel[(4,)](x, w, w_scale, got, K=96, K_PAD=128, BLOCK=16, WEIGHTS=storage, PDL=False,
-                                  LOAD_FIRST=False)
+    one_row.residual_kernel[(4,)](x, w, w_scale, got, K=96, K_PAD=128, BLOCK=16, WEIGHTS=storage, PDL=False)
     torch.testing.assert_close(got, want, rtol=2e-3, atol=0)  # one float16 step: the sums' order differs

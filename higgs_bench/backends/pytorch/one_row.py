@@ -1,4 +1,4 @@
-"""The one-row decode step's layers as five Triton kernels each, for 16-bit or int8 (weight-only) weights.
+"""The one-row decode step's layers as five Triton kernels each, for 16-bit, int8 (weight-only) or fp8 weights.
 
 At one row every product reads a weight matrix once for one input row, so a step is 112 matrix-vector products
 that each cost a few microseconds above their bytes' time at memory bandwidth, plus a dozen small kernels per
@@ -43,11 +43,11 @@ MAX_TILE_BYTES_PER_THREAD = 256
 # halved where the GPU has less shared memory than its stages need.
 ATTENTION_SPLIT_COLUMNS, ATTENTION_SPLITS, ATTENTION_BLOCK, ATTENTION_WARPS, ATTENTION_STAGES = 256, 16, 256, 4, 2
 ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions take besides the stages' k and v
-# Overlap with the kernel ahead, on CUDA (PDL). Products in LOAD_FIRST load their weight tile before waiting for
-# it (their weights do not depend on it); with PREFETCH_CACHE attention asks L2 for its cache columns before
-# waiting for q/k/v (only this step's column is then rewritten, in L2, which every load reads through).
-LOAD_FIRST = ()
-PREFETCH_CACHE = False
+# With PREFETCH_CACHE attention asks L2 for its cache columns before waiting for q/k/v (only this step's column
+# is then rewritten, in L2, which every load reads through): 0.2-0.5 % off the 3B step in two runs (H200). Loading
+# a product's weights before waiting for the kernel ahead made the step slower for every product (o: +3 %),
+# even behind attention: its reads delay attention's, which the step waits for.
+PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
 # How a product's weights are stored (the kernels' WEIGHTS)
 SIXTEEN_BIT_WEIGHTS, INT8_WEIGHTS, FP8_WEIGHTS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -127,8 +127,7 @@ def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, dtype: tl.co
 @triton.jit
 def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
                cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr,
-               LOAD_FIRST: tl.constexpr):
+               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -136,9 +135,8 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     head = tl.program_id(0) // per_head
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
-    _wait_for_previous_kernel(PDL and not LOAD_FIRST)
+    _wait_for_previous_kernel(PDL)
     w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
-    _wait_for_previous_kernel(PDL and LOAD_FIRST)
     x, x_scale = _activation(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS, w_ptr.dtype.element_ty)
     first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
     second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, dtype)
@@ -225,13 +223,12 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
 
 @triton.jit
 def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    WEIGHTS: tl.constexpr, PDL: tl.constexpr, LOAD_FIRST: tl.constexpr):
+                    WEIGHTS: tl.constexpr, PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    _wait_for_previous_kernel(PDL and not LOAD_FIRST)
+    _wait_for_previous_kernel(PDL)
     w = _tile(w_ptr, rows, K, K_PAD)
-    _wait_for_previous_kernel(PDL and LOAD_FIRST)
     x, x_scale = _activation(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS, w_ptr.dtype.element_ty)
     out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
@@ -239,15 +236,13 @@ def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.c
 
 @triton.jit
 def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
-                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr,
-                   LOAD_FIRST: tl.constexpr):
+                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
-    _wait_for_previous_kernel(PDL and not LOAD_FIRST)
+    _wait_for_previous_kernel(PDL)
     w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
-    _wait_for_previous_kernel(PDL and LOAD_FIRST)
     x, x_scale = _activation(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS, w_ptr.dtype.element_ty)
     gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, dtype)
     up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, dtype)
@@ -319,7 +314,7 @@ class OneRowLayers:
         self.layers = [None if kind == SKIP else _weights(layer, kind) for layer, kind in
                        zip(network.layers, cfg.layer_kinds)]
         self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
-        self.load_first, self.prefetch_cache = LOAD_FIRST, PREFETCH_CACHE and self.pdl
+        self.prefetch_cache = PREFETCH_CACHE and self.pdl
         item = next(layer for layer in self.layers if layer).qkv.weight.element_size()
         hidden, inter = cfg.hidden_size, cfg.intermediate_size
         cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
@@ -349,16 +344,14 @@ class OneRowLayers:
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, WEIGHTS=storage, PDL=self.pdl, LOAD_FIRST="qkv" in self.load_first,
-                num_warps=warps, **launch)
+                HALF_BLOCK=block // 2, WEIGHTS=storage, PDL=self.pdl, num_warps=warps, **launch)
             self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
             w, scale, storage = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=storage, PDL=self.pdl,
-                LOAD_FIRST="gate_up" in self.load_first, num_warps=warps, **launch)
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=storage, PDL=self.pdl, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
@@ -383,8 +376,7 @@ class OneRowLayers:
         w, scale, storage = product.args()
         rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          WEIGHTS=storage, PDL=self.pdl, LOAD_FIRST=kind in self.load_first,
-                                          num_warps=warps, **launch)
+                                          WEIGHTS=storage, PDL=self.pdl, num_warps=warps, **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
