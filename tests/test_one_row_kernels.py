@@ -60,6 +60,22 @@ def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(ti
     assert kernels.one_row.attention_block == attention_block
 
 
+def test_the_work_around_the_kernels_compiled_gives_the_same_steps(tiny_hf, prompt_inputs):
+    """Engines compiled as the toolkit builds them on CUDA compile the one-row step's work before and after the
+    kernels (column marks, embedding, RoPE; final norm, audio head, counters): three steps in a row give the
+    uncompiled engine's logits, so the column and position move on and nothing is left out."""
+    plain, compiled = (TorchBackend.from_checkpoint(tiny_hf, dtype=torch.float16, speed=Speed(
+        max_seq_len=256, compile_mode=mode, one_row_kernels=True)) for mode in (None, "default"))
+    assert compiled.one_row_ends != plain.one_row_ends  # guard: the compiled functions ran
+    frame = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(0))
+    for backend in (plain, compiled):
+        backend.prefill(prompt_inputs[:1], 20)
+    for _ in range(3):
+        assert_near(compiled.step(frame), plain.step(frame))
+    for name in ("column", "next_position", "key_valid", "key_audio"):  # written in place by compiled graphs
+        assert torch.equal(getattr(compiled.state, name), getattr(plain.state, name)), name
+
+
 def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take_the_kernels(
         tiny_fast_forward, prompt_inputs, monkeypatch):
     monkeypatch.setattr(one_row, "BLOCKS", FEW_PROGRAMS)
