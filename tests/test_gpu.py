@@ -149,8 +149,6 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
     """The captured prefill (padded to its bucket) and decode steps, with eager and with compiled layers,
     against the same engine's eager ones on the same GPU, for a text-only prompt and a voice-cloning one (both
     MLPs on every position). The model whose sizes are multiples of int4's groups of 128."""
-    if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability >= 8.9")
     speeds = (Speed(max_seq_len=512), Speed(cuda_graph=True, max_seq_len=512),
               Speed(cuda_graph=True, compile_mode="default", max_seq_len=512))
     eager, captured, compiled = (TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16,
@@ -166,23 +164,17 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
     assert len(compiled.prefill_graphs) == 2  # guard: the captured path ran, with and without audio
 
 
-# fp8's bound is COMPILED_BOUNDS' for the same reason: an activation that lands one fp8 step apart moves the rest
-ONE_ROW_BOUNDS = {None: 1e-2, "int8": 1e-2, "fp8": 0.1}
-
-
 @pytest.mark.parametrize("prefetch", [False, True])
-@pytest.mark.parametrize("dtype, quantised", [(torch.bfloat16, None), (torch.float16, None), (torch.bfloat16, "int8"),
-                                              (torch.bfloat16, "fp8")])
+@pytest.mark.parametrize("dtype, quantised", [(torch.bfloat16, None), (torch.float16, None), (torch.bfloat16, "int8")])
 def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_hf, tiny_fast_forward, prompt_inputs,
                                                                        dtype, quantised, prefetch, monkeypatch):
     """one_row.py's kernels, launched with PDL and captured, against the same engine's layers (captured, not
     compiled): a text-only and a voice-cloning prompt, and a model with a fast-forward layer. Each operation
     rounds as the network's does; the products' order of summation differs. 16-bit engines are compiled as
-    torch_speed builds them (the step's work around the kernels, and the prefill); the quantised ones' compiled
+    torch_speed builds them (the step's work around the kernels, and the prefill: Inductor fuses its norms
+    without rounding between, 0.011 from eager in bf16 on an H200, so COMPILED_BOUNDS' 2e-2); int8's compiled
     layers would tune for minutes. With and without attention's prefetch of its cache columns
     (one_row.PREFETCH_CACHE)."""
-    if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability >= 8.9")
     settings = "higgs_bench.backends.pytorch.one_row."  # imports Triton, which CUDA torch brings
     monkeypatch.setattr(settings + "PREFETCH_CACHE", prefetch)
     compiled = quantised is None
@@ -200,7 +192,7 @@ def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_
             got = [kernels.prefill([prompt], 20)] + [kernels.step(frame) for frame in frames]
             assert compiled or torch.equal(got[0], want[0])  # the prefill is the network's, the same in both
             for mine, theirs in zip(got, want):
-                assert ((mine - theirs).norm() / theirs.norm()).item() < ONE_ROW_BOUNDS[quantised]
+                assert ((mine - theirs).norm() / theirs.norm()).item() < (2e-2 if compiled else 1e-2)
         assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
 
 

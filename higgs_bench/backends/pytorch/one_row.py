@@ -1,4 +1,4 @@
-"""The one-row decode step's layers as five Triton kernels each, for 16-bit, int8 (weight-only) or fp8 weights.
+"""The one-row decode step's layers as five Triton kernels each, for 16-bit or int8 (weight-only) weights.
 
 At one row every product reads a weight matrix once for one input row, so a step is 112 matrix-vector products
 that each cost a few microseconds above their bytes' time at memory bandwidth, plus a dozen small kernels per
@@ -49,9 +49,6 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 # even behind attention: its reads delay attention's, which the step waits for.
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
-# How a product's weights are stored (the kernels' WEIGHTS)
-SIXTEEN_BIT_WEIGHTS, INT8_WEIGHTS, FP8_WEIGHTS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
-FP8_MAX = tl.constexpr(float(torch.finfo(torch.float8_e4m3fn).max))
 
 
 @triton.jit
@@ -96,38 +93,19 @@ def _rms_normed(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtyp
 
 
 @triton.jit
-def _activation(x, WEIGHTS: tl.constexpr, w_dtype: tl.constexpr):
-    """x (float32) as the products read it, and its scale: for fp8 weights quantised to fp8 with one scale for
-    the row (its largest |x| over the fp8 maximum), in float32 as quantize.one_row_fp8 does; else x itself."""
-    if WEIGHTS == FP8_WEIGHTS:
-        scale = tl.math.div_rn(tl.max(tl.abs(x), axis=0), FP8_MAX)
-        x = tl.clamp(tl.math.div_rn(x, scale), -FP8_MAX, FP8_MAX)
-        x = x.to(w_dtype, fp_downcast_rounding="rtne").to(tl.float32)
-    else:
-        scale = 1.0
-    return x, scale
-
-
-@triton.jit
-def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, dtype: tl.constexpr):
-    """Each tile row times x (float32, from _activation), summed in float32, rounded to `dtype`. int8 weights:
-    then times each row's scale, rounded (torchao's weight-only int8 product: x @ W.to(dtype).T, then
-    * scale.to(dtype)). fp8 weights: the sum times x's scale and the row's, in float32, then rounded (what
-    `_scaled_mm` and quantize.one_row_fp8 compute)."""
-    total = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
-    if WEIGHTS == FP8_WEIGHTS:
-        out = _rounded(total * x_scale * tl.load(scale_ptr + rows).to(tl.float32), dtype)
-    else:
-        out = _rounded(total, dtype)
-        if WEIGHTS == INT8_WEIGHTS:
-            out = _rounded(out * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
+def _product(w, x, scale_ptr, rows, SCALED: tl.constexpr, dtype: tl.constexpr):
+    """Each tile row times x (float32), summed in float32, rounded to `dtype`; for int8 weights then times each
+    row's scale, rounded (torchao's weight-only int8 product: x @ W.to(dtype).T, then * scale.to(dtype))."""
+    out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
+    if SCALED:
+        out = _rounded(out * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
     return out
 
 
 @triton.jit
 def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
                cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
+               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -137,9 +115,9 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     rows = head * HEAD_DIM + d
     _wait_for_previous_kernel(PDL)
     w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
-    x, x_scale = _activation(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS, w_ptr.dtype.element_ty)
-    first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
-    second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, dtype)
+    x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
+    first = _product(w_first, x, scale_ptr, rows, SCALED, dtype)
+    second = _product(w_second, x, scale_ptr, rows + HEAD_DIM // 2, SCALED, dtype)
     if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
@@ -223,29 +201,28 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
 
 @triton.jit
 def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    WEIGHTS: tl.constexpr, PDL: tl.constexpr):
+                    SCALED: tl.constexpr, PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
     w = _tile(w_ptr, rows, K, K_PAD)
-    x, x_scale = _activation(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS, w_ptr.dtype.element_ty)
-    out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
+    out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), scale_ptr, rows, SCALED, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
 @triton.jit
 def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
-                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
+                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     _wait_for_previous_kernel(PDL)
     w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
-    x, x_scale = _activation(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS, w_ptr.dtype.element_ty)
-    gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, dtype)
-    up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, dtype)
+    x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
+    gate = _product(w_gate, x, scale_ptr, i, SCALED, dtype)
+    up = _product(w_up, x, scale_ptr, i + INTERMEDIATE, SCALED, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
@@ -275,24 +252,20 @@ def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int
 
 @dataclass
 class Product:
-    """A linear's weight as the kernels read it: 16-bit values, or torchao's int8 or fp8 values and per-row
-    scales (quantize.py: Int8Tensor, weight-only; Float8Tensor, with fp8 activations)."""
+    """A linear's weight as the kernels read it: 16-bit values, or torchao's int8 values and per-row scales."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
-    storage: int = SIXTEEN_BIT_WEIGHTS.value
 
     @classmethod
     def of(cls, weight: torch.Tensor) -> Product:
-        if not hasattr(weight, "qdata"):
-            return cls(weight)
-        storage = FP8_WEIGHTS if weight.qdata.dtype == torch.float8_e4m3fn else INT8_WEIGHTS
-        return cls(weight.qdata, weight.scale.reshape(-1), storage.value)
+        if hasattr(weight, "qdata"):  # torchao Int8Tensor (weight-only, per row), quantize.py
+            return cls(weight.qdata, weight.scale.reshape(-1))
+        return cls(weight)
 
     def args(self) -> tuple:
-        """weight, scale pointers and WEIGHTS, as the kernels take them (an unused scale pointer is the
-        weight's)."""
-        return self.weight, self.weight if self.scale is None else self.scale, self.storage
+        """weight, scale pointers and SCALED, as the kernels take them (an unused scale pointer is the weight's)."""
+        return self.weight, self.weight if self.scale is None else self.scale, self.scale is not None
 
 
 @dataclass
@@ -340,18 +313,18 @@ class OneRowLayers:
             if weights is None:
                 continue  # fast-forward: an all-audio step skips the layer
             block, warps = self.blocks["qkv"]
-            w, scale, storage = weights.qkv.args()
+            w, scale, scaled = weights.qkv.args()
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, WEIGHTS=storage, PDL=self.pdl, num_warps=warps, **launch)
+                HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
             self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
-            w, scale, storage = weights.gate_up.args()
+            w, scale, scaled = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=storage, PDL=self.pdl, num_warps=warps, **launch)
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
@@ -373,10 +346,10 @@ class OneRowLayers:
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
-        w, scale, storage = product.args()
+        w, scale, scaled = product.args()
         rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          WEIGHTS=storage, PDL=self.pdl, num_warps=warps, **launch)
+                                          SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
