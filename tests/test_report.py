@@ -2,7 +2,7 @@
 
 import json
 
-from higgs_bench.bench.report import COLUMNS, load_rows, pick, summary_row, write_summary
+from higgs_bench.bench.report import COLUMNS, load_rows, one_row_tuned, pick, summary_row, write_summary
 
 
 WORKLOAD = {"model": "/models/higgs", "scenario": {"name": "standard"}, "device": "NVIDIA H200"}
@@ -34,7 +34,7 @@ def test_a_pick_closer_than_a_tuned_engine_moves_between_builds_says_so():
         row("int8", rtf=0.058, throughput=405, frame_ms=2.22, wer=None)
     bf16 = row("bf16", rtf=0.068, throughput=669, frame_ms=2.61, wer=None)
     fp32 = row("fp32", rtf=0.2, throughput=200, frame_ms=7.5, wer=None)
-    fp8["kernels_tuned"], int8["kernels_tuned"], bf16["kernels_tuned"], fp32["kernels_tuned"] = 11, 68, 0, 0
+    fp8["one_row_tuned"], int8["one_row_tuned"], bf16["one_row_tuned"], fp32["one_row_tuned"] = True, True, False, False
     close = pick([fp8, int8, bf16], "rtf")
     assert close.row["variant"] == "int8" and "margin (6%)" in close.reason and "int8 and fp8" in close.reason
     assert "build.force=true" in close.reason
@@ -43,6 +43,16 @@ def test_a_pick_closer_than_a_tuned_engine_moves_between_builds_says_so():
     assert "rebuild" not in pick([fp8, int8, bf16], "throughput").reason
     assert "rebuild" not in pick([int8, fp32], "rtf").reason  # far apart
     assert "rebuild" not in pick([bf16, fp32.copy() | {"rtf": 0.07}], "rtf").reason  # close, but nothing tuned
+
+
+def test_only_engines_whose_one_row_steps_were_tuned_count_as_tuned():
+    """int8 tunes its shapes of several rows, but its one-row steps run one_row.py's kernels by default: their
+    frames do not move between builds, so such a pick is no draw."""
+    def build(tuned, kernels):
+        return {"settings": {"speed": {"one_row_kernels": kernels}}, "compile": {"kernels": {"kernels_tuned": tuned}}}
+
+    assert one_row_tuned(build(68, False)) and not one_row_tuned(build(68, True))
+    assert not one_row_tuned(build(0, False)) and not one_row_tuned({"settings": {}})  # nothing tuned, or trtllm
 
 
 def test_objectives_and_memory_limit():

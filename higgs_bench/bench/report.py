@@ -81,6 +81,7 @@ def summary_row(record: dict, source: Path | None = None) -> dict:
         "start_s": engine_start_s(build),
         "build_cached_graphs": cached_graphs(build),
         "kernels_tuned": build_kernels(build).get("kernels_tuned"),
+        "one_row_tuned": one_row_tuned(build),
         "size_gb": build["size_bytes"] / 1e9 if "size_bytes" in build else None,
         "latency_batch": first.get("batch_size"),
         "first_audio_ms": first.get("time_to_first_audio_ms"),
@@ -123,6 +124,13 @@ def engine_start_s(build: dict) -> float | None:
 def build_kernels(build: dict) -> dict:
     """A torch build's compile counts: graphs from Inductor's cache (hit) or compiled (miss), kernels tuned."""
     return (build.get("compile") or {}).get("kernels") or {}
+
+
+def one_row_tuned(build: dict) -> bool:
+    """Whether a torch build tuned kernels that its one-row steps run, so that their frames move from build to
+    build: not when one_row.py's hand-written kernels run them (backend.one_row_kernels)."""
+    speed = (build.get("settings") or {}).get("speed") or {}
+    return bool(build_kernels(build).get("kernels_tuned")) and not speed.get("one_row_kernels")
 
 
 def cached_graphs(build: dict) -> int | None:
@@ -208,7 +216,7 @@ def _tuning_draw(key: str, first_two: list[dict]) -> str:
     if key not in ("rtf", "frame_ms") or len(first_two) < 2:
         return ""
     best, second = (row[key] for row in first_two)
-    tuned = [row["variant"] for row in first_two if row.get("kernels_tuned")]
+    tuned = [row["variant"] for row in first_two if row.get("one_row_tuned")]
     margin = abs(best - second) / max(abs(best), abs(second), 1e-12)
     if not tuned or margin >= TUNED_BUILD_SPREAD:
         return ""
