@@ -1,6 +1,6 @@
-"""Where the bf16 one-row step of Triton kernels (backends/pytorch/one_row.py) spends its time, at the 3B shape.
+"""Where the one-row step of Triton kernels (backends/pytorch/one_row.py) spends its time, at the 3B shape.
 
-    python benchmarks/one_row_gpu.py CKPT OUT.json [--shares] [--rounds 5] [--columns 256]
+    python benchmarks/one_row_gpu.py CKPT OUT.json [--weights int8] [--shares] [--rounds 5] [--columns 256]
         [--variants '[{"BLOCKS": {"o": [4, 4]}}, {"ATTENTION_BLOCK": 128, "PREFETCH_CACHE": false}]']
 
 Kernels launched with PDL overlap, so a profiler's per-kernel times count the waits twice. Here each variant is
@@ -113,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--weights", choices=("bf16", "int8"), default="bf16", help="bf16 activations with these weights")
     parser.add_argument("--shares", action="store_true", help="also without PDL, and without each kind of kernel")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--columns", type=int, default=256, help="cache columns: a power of two from 256")
@@ -121,7 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda")
     speed = Speed(cuda_graph=True, compile_mode="default", max_seq_len=args.columns, one_row_kernels=True)
-    backend, _ = load_engine(args.ckpt, device, torch.bfloat16, None, speed, [(1, args.columns)])
+    quantised = None if args.weights == "bf16" else args.weights
+    backend, _ = load_engine(args.ckpt, device, torch.bfloat16, quantised, speed, [(1, args.columns)])
     prompt = expand_prompt(encode_messages(load_tokenizer(args.ckpt), tts_messages(TEXTS[0])), backend.config)
     chosen = variants(args.shares, args.variants)
     rounds, errors = {name: [] for name in chosen}, {}
@@ -135,10 +137,11 @@ def main() -> None:
     step = {name: median(ms) for name, ms in rounds.items() if ms}
     if "engine" not in step:
         raise RuntimeError(f"the engine's step failed: {errors['engine']}")
-    record = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "columns": args.columns,
+    record = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "weights": args.weights,
+              "columns": args.columns,
               "blocks": backend.one_row.blocks,
               "settings": {name: getattr(one_row, name) for name in SETTINGS},
-              "floor": floor_report(backend.config, 2, None, device, step["engine"]), "step_ms": step,
+              "floor": floor_report(backend.config, 2, quantised, device, step["engine"]), "step_ms": step,
               "step_ms_rounds": rounds, "errors": errors}
     for name, error in errors.items():
         print(f"{name:60s} failed: {error}")

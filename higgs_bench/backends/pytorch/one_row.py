@@ -66,9 +66,12 @@ def _prefetch_to_l2(pointers):
 
 
 @triton.jit
-def _tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr):
-    cols = tl.arange(0, K_PAD)
-    return tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=(cols < K)[None, :], other=0.0)
+def _tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr, SCALED: tl.constexpr):
+    """The weight rows as loaded: 16-bit values, or int8 values four to an int32 when SCALED (Product.of)."""
+    PER_ITEM: tl.constexpr = 4 if SCALED else 1
+    cols = tl.arange(0, K_PAD // PER_ITEM)
+    return tl.load(w_ptr + rows[:, None] * (K // PER_ITEM) + cols[None, :], mask=(cols < K // PER_ITEM)[None, :],
+                   other=0)
 
 
 @triton.jit
@@ -93,12 +96,28 @@ def _rms_normed(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtyp
 
 
 @triton.jit
+def _int8_byte(packed, BYTE: tl.constexpr):
+    """Byte BYTE of each int32 (the int8 value at column 4 * c + BYTE) as float32, exactly and without the
+    conversion instructions (16 per cycle and SM on Hopper, which bounded int8's products): the byte, its sign
+    bit flipped (value + 128), as the low bits of 2^23's float, less 2^23 + 128."""
+    bits = ((packed >> (8 * BYTE)) & 0xFF) ^ 0x4B000080
+    return bits.to(tl.float32, bitcast=True) - 8388736.0
+
+
+@triton.jit
 def _product(w, x, scale_ptr, rows, SCALED: tl.constexpr, dtype: tl.constexpr):
     """Each tile row times x (float32), summed in float32, rounded to `dtype`; for int8 weights then times each
     row's scale, rounded (torchao's weight-only int8 product: x @ W.to(dtype).T, then * scale.to(dtype))."""
-    out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
-    if SCALED:
+    if SCALED:  # w packed four to an int32: x's columns 4c + b meet byte b of w's column c
+        even, odd = tl.split(tl.reshape(x, (x.shape[0] // 4, 2, 2)))
+        x0, x2 = tl.split(even)
+        x1, x3 = tl.split(odd)
+        terms = (_int8_byte(w, 0) * x0[None, :] + _int8_byte(w, 1) * x1[None, :] + _int8_byte(w, 2) * x2[None, :]
+                 + _int8_byte(w, 3) * x3[None, :])
+        out = _rounded(tl.sum(terms, axis=1), dtype)
         out = _rounded(out * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
+    else:
+        out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
     return out
 
 
@@ -114,7 +133,7 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
     _wait_for_previous_kernel(PDL)
-    w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
+    w_first, w_second = _tile(w_ptr, rows, K, K_PAD, SCALED), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD, SCALED)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
     first = _product(w_first, x, scale_ptr, rows, SCALED, dtype)
     second = _product(w_second, x, scale_ptr, rows + HEAD_DIM // 2, SCALED, dtype)
@@ -206,7 +225,7 @@ def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.c
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
-    w = _tile(w_ptr, rows, K, K_PAD)
+    w = _tile(w_ptr, rows, K, K_PAD, SCALED)
     out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), scale_ptr, rows, SCALED, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
@@ -219,7 +238,7 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     _wait_for_previous_kernel(PDL)
-    w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
+    w_gate, w_up = _tile(w_ptr, i, K, K_PAD, SCALED), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD, SCALED)
     x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
     gate = _product(w_gate, x, scale_ptr, i, SCALED, dtype)
     up = _product(w_up, x, scale_ptr, i + INTERMEDIATE, SCALED, dtype)
@@ -252,7 +271,8 @@ def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int
 
 @dataclass
 class Product:
-    """A linear's weight as the kernels read it: 16-bit values, or torchao's int8 values and per-row scales."""
+    """A linear's weight as the kernels read it: 16-bit values, or torchao's int8 values (four to an int32, the
+    same bytes) and per-row scales."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
@@ -260,8 +280,19 @@ class Product:
     @classmethod
     def of(cls, weight: torch.Tensor) -> Product:
         if hasattr(weight, "qdata"):  # torchao Int8Tensor (weight-only, per row), quantize.py
-            return cls(weight.qdata, weight.scale.reshape(-1))
+            return cls(weight.qdata.contiguous().view(torch.int32), weight.scale.reshape(-1))
         return cls(weight)
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes per weight value: 1 for int8, 2 for 16-bit weights."""
+        return 1 if self.scale is not None else self.weight.element_size()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, inputs) of the linear's weight."""
+        rows, stored = self.weight.shape
+        return rows, stored * self.weight.element_size() // self.value_bytes
 
     def args(self) -> tuple:
         """weight, scale pointers and SCALED, as the kernels take them (an unused scale pointer is the weight's)."""
@@ -288,7 +319,7 @@ class OneRowLayers:
                        zip(network.layers, cfg.layer_kinds)]
         self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
         self.prefetch_cache = PREFETCH_CACHE and self.pdl
-        item = next(layer for layer in self.layers if layer).qkv.weight.element_size()
+        item = next(layer for layer in self.layers if layer).qkv.value_bytes
         hidden, inter = cfg.hidden_size, cfg.intermediate_size
         cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
         self.attention_block = attention_block(cfg.head_dim, cache_item, network.inv_freq.device)
@@ -347,7 +378,7 @@ class OneRowLayers:
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
         w, scale, scaled = product.args()
-        rows, inputs = w.shape
+        rows, inputs = product.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
                                           SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
 
