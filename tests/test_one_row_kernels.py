@@ -6,8 +6,11 @@ is checked on a GPU, tests/test_gpu.py.)"""
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from higgs_bench.backends.pytorch import one_row
+from higgs_bench.backends.pytorch.quantize import one_row_fp8
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.bench.build import torch_speed
 from higgs_bench.errors import ConfigError
@@ -91,6 +94,52 @@ def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take
     assert rows_seen == []  # two rows: the network's own layers
 
 
+@triton.jit
+def _bytes_kernel(packed_ptr, out_ptr, N: tl.constexpr, WEIGHTS: tl.constexpr):
+    c = tl.arange(0, N)
+    packed = tl.load(packed_ptr + c)
+    for byte in tl.static_range(4):
+        tl.store(out_ptr + 4 * c + byte, one_row._byte(packed, byte, WEIGHTS))
+
+
+@pytest.mark.parametrize("kind, dtype", [("int8", torch.int8), ("fp8", torch.float8_e4m3fn)])
+def test_every_one_byte_weight_becomes_its_exact_value(kind, dtype):
+    """All 256 bytes, read four to an int32 as the kernels read weights: int8 values and e4m3 values (subnormals,
+    both zeros and the largest included; the two NaN bytes, which quantisation never writes, left out)."""
+    values = torch.arange(256, dtype=torch.uint8).view(dtype)
+    out = torch.empty(256)
+    _bytes_kernel[(1,)](values.view(torch.int32), out, N=64, WEIGHTS=kind)
+    want = values.float()
+    finite = ~want.isnan()
+    assert finite.sum() == (256 if kind == "int8" else 254)
+    assert torch.equal(out[finite], want[finite])
+    assert torch.equal(out[finite].signbit(), want[finite].signbit())  # -0.0 stays -0.0
+
+
+def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
+    """The residual kernel with e4m3 weights and per-row scales against quantize.one_row_fp8 (what the compiled
+    fp8 engines compute), in float16. The input row is e4m3 values times 2^-6 (its largest 448 * 2^-6), so that
+    its quantisation is exact: the interpreter rounds to fp8 through numpy's float16 and may land a value just
+    below a power of two a whole step off; a GPU rounds as torch does (tests/test_gpu.py)."""
+    generator = torch.Generator().manual_seed(0)
+    rows, inputs = 64, 256
+    w = torch.randn(rows, inputs, generator=generator)
+    scale = w.abs().amax(dim=1, keepdim=True) / 448
+    qdata = (w / scale).to(torch.float8_e4m3fn)
+    fp8_values = torch.randint(0, 256, (inputs,), generator=generator, dtype=torch.uint8)
+    fp8_values[fp8_values % 128 == 127] = 0  # no NaN
+    fp8_values[7] = 126  # 448, the largest
+    x = (fp8_values.view(torch.float8_e4m3fn).float() / 64).half()
+    h = torch.randn(rows, generator=generator).half()
+    want = h + one_row_fp8(x[None], qdata, scale)[0]
+    product = one_row.Product.of(type("Float8Weight", (), {"qdata": qdata, "scale": scale})())
+    assert product.kind == "fp8" and product.shape == (rows, inputs)
+    w_arg, scale_arg, kind = product.args()
+    one_row.residual_kernel[(rows // 8,)](x, w_arg, scale_arg, h, K=inputs, K_PAD=inputs, BLOCK=8, WEIGHTS=kind,
+                                          PDL=False)
+    torch.testing.assert_close(h, want, rtol=1e-3, atol=1e-3)
+
+
 def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
     assert one_row.rows_per_program("o", 3072, 3072, 2) == (8, 8)  # as measured at the 3B shape
     assert one_row.rows_per_program("down", 3072, 8192, 2) == (4, 8)
@@ -102,7 +151,7 @@ def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
 @pytest.mark.parametrize("precision, weights", [("fp32", None), ("fp32", "int8")])
 def test_the_kernels_refuse_engines_they_do_not_run(tiny_hf, precision, weights):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit or int8 weights"):
+    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights"):
         TorchBackend.from_checkpoint(tiny_hf, dtype=dtype, quantised=weights,
                                      speed=Speed(max_seq_len=256, one_row_kernels=True))
 
@@ -113,8 +162,8 @@ def test_engines_take_the_kernels_where_they_apply(compose_cfg):
     def kernels(device, *overrides):
         return torch_speed(compose_cfg("backend=torch", *overrides), device).one_row_kernels
 
-    assert all(kernels(cuda, f"precision={precision}") for precision in ("bf16", "fp16", "int8"))
-    assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=fp8"), kernels(cuda, "precision=int4"),
+    assert all(kernels(cuda, f"precision={precision}") for precision in ("bf16", "fp16", "int8", "fp8"))
+    assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=int4"),
                     kernels(cuda, "precision=fp32"),
                     kernels(cuda, "precision=bf16", "backend.one_row_kernels=false"),
                     kernels(cuda, "precision=bf16", "backend.compile=false"),

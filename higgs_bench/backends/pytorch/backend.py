@@ -93,7 +93,7 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 class Speed:
     """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
     limit that sets the buckets (None: each request's exact length, no buckets), and whether a step of one row
-    runs its layers as one_row.py's Triton kernels (16-bit or int8 weights)."""
+    runs its layers as one_row.py's Triton kernels (16-bit, int8 or fp8 weights)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None
@@ -103,7 +103,7 @@ class Speed:
 
 def one_row_kernels_run(dtype: torch.dtype, quantised: str | None) -> bool:
     """Whether one_row.py's kernels run an engine of this activation dtype and weight kind."""
-    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8")
+    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8", "fp8")
 
 
 def compile_options(mode: str, quantised: str | None, device: torch.device, one_row: bool = False) -> dict:
@@ -252,8 +252,8 @@ class TorchBackend:
         if not self.speed.one_row_kernels:
             return None
         if not one_row_kernels_run(self.dtype, quantised):
-            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit or int8 weights "
-                              f"(precision=bf16, fp16 or int8); this engine has {quantised or self.dtype}")
+            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights "
+                              f"(precision=bf16, fp16, int8 or fp8); this engine has {quantised or self.dtype}")
         from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
 
         return OneRowLayers(self.network, self.config)

@@ -1,4 +1,4 @@
-"""The one-row decode step's layers as five Triton kernels each, for 16-bit or int8 (weight-only) weights.
+"""The one-row decode step's layers as five Triton kernels each, for 16-bit, int8 (weight-only) or fp8 weights.
 
 At one row every product reads a weight matrix once for one input row, so a step is 112 matrix-vector products
 that each cost a few microseconds above their bytes' time at memory bandwidth, plus a dozen small kernels per
@@ -14,8 +14,9 @@ tile of weight rows at once (all of its reads in flight together) and does the s
 On CUDA each kernel is launched with programmatic dependent launch (PDL): it may start while the kernel ahead of
 it ends, and waits for it (`griddepcontrol.wait`) before reading anything. Rounding follows network.py's
 operations in the activation dtype. Rows are paired where the epilogue needs two of them: RoPE's (d, d + half a
-head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. Triton's interpreter runs these
-kernels on a CPU (tests).
+head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. One-byte weights (int8, fp8) are
+read four to an int32 and made floats by bit arithmetic; an fp8 product quantises its input row in each program,
+as torchao quantises the activations. Triton's interpreter runs these kernels on a CPU (tests).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 # even behind attention: its reads delay attention's, which the step waits for.
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
+FP8_MAX = tl.constexpr(448.0)  # e4m3's largest value
+FP8_BIAS_DIFFERENCE = tl.constexpr(2.0 ** 120)  # 2^(float32's exponent bias 127 - e4m3's 7)
+FP8_SIGN_AND_MAGNITUDE = tl.constexpr(0x87F00000 - (1 << 32))  # bits 31 and 20-26, as an int32
 
 
 @triton.jit
@@ -66,9 +70,9 @@ def _prefetch_to_l2(pointers):
 
 
 @triton.jit
-def _tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr, SCALED: tl.constexpr):
-    """The weight rows as loaded: 16-bit values, or int8 values four to an int32 when SCALED (Product.of)."""
-    PER_ITEM: tl.constexpr = 4 if SCALED else 1
+def _tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr, WEIGHTS: tl.constexpr):
+    """The weight rows as loaded: 16-bit values, or one-byte values (int8, fp8) four to an int32 (Product.of)."""
+    PER_ITEM: tl.constexpr = 1 if WEIGHTS == "16-bit" else 4
     cols = tl.arange(0, K_PAD // PER_ITEM)
     return tl.load(w_ptr + rows[:, None] * (K // PER_ITEM) + cols[None, :], mask=(cols < K // PER_ITEM)[None, :],
                    other=0)
@@ -96,35 +100,56 @@ def _rms_normed(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtyp
 
 
 @triton.jit
-def _int8_byte(packed, BYTE: tl.constexpr):
-    """Byte BYTE of each int32 (the int8 value at column 4 * c + BYTE) as float32, exactly and without the
-    conversion instructions (16 per cycle and SM on Hopper, which bounded int8's products): the byte, its sign
-    bit flipped (value + 128), as the low bits of 2^23's float, less 2^23 + 128."""
-    bits = ((packed >> (8 * BYTE)) & 0xFF) ^ 0x4B000080
-    return bits.to(tl.float32, bitcast=True) - 8388736.0
+def _byte(packed, BYTE: tl.constexpr, WEIGHTS: tl.constexpr):
+    """Byte BYTE of each int32 (the weight at column 4 * c + BYTE) as float32, exactly, by bit arithmetic: the
+    conversion instructions run 16 per cycle and SM on Hopper, which bounded int8's products.
+    int8: the byte, its sign bit flipped (value + 128), as the low bits of 2^23's float, less 2^23 + 128.
+    fp8 (e4m3): its sign to the float's sign, its exponent and mantissa to the float's bits 20-26 (subnormals
+    included), times 2^120, the difference of the two exponent biases."""
+    if WEIGHTS == "int8":
+        bits = ((packed >> (8 * BYTE)) & 0xFF) ^ 0x4B000080
+        value = bits.to(tl.float32, bitcast=True) - 8388736.0
+    else:
+        bits = ((packed << (24 - 8 * BYTE)) >> 4) & FP8_SIGN_AND_MAGNITUDE  # arithmetic shift: the sign spreads
+        value = bits.to(tl.float32, bitcast=True) * FP8_BIAS_DIFFERENCE
+    return value
 
 
 @triton.jit
-def _product(w, x, scale_ptr, rows, SCALED: tl.constexpr, dtype: tl.constexpr):
-    """Each tile row times x (float32), summed in float32, rounded to `dtype`; for int8 weights then times each
-    row's scale, rounded (torchao's weight-only int8 product: x @ W.to(dtype).T, then * scale.to(dtype))."""
-    if SCALED:  # w packed four to an int32: x's columns 4c + b meet byte b of w's column c
+def _input(x, WEIGHTS: tl.constexpr):
+    """x (float32) as the product reads it, and its scale: for fp8 weights quantised per row to fp8 as torchao
+    quantises activations (quantize.one_row_fp8), else x itself and 1."""
+    x_scale = 1.0
+    if WEIGHTS == "fp8":
+        x_scale = tl.max(tl.abs(x), axis=0) / FP8_MAX
+        x = tl.clamp(x / x_scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv).to(tl.float32)
+    return x, x_scale
+
+
+@triton.jit
+def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, dtype: tl.constexpr):
+    """Each tile row times x (float32, from _input), summed in float32, rounded to `dtype`. int8 (torchao's
+    weight-only product): x @ W.to(dtype).T rounded, then times each row's scale, rounded. fp8 (`_scaled_mm`):
+    the sum times x's scale and the row's, rounded once."""
+    if WEIGHTS == "16-bit":
+        out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
+    else:  # w packed four to an int32: x's columns 4c + b meet byte b of w's column c
         even, odd = tl.split(tl.reshape(x, (x.shape[0] // 4, 2, 2)))
         x0, x2 = tl.split(even)
         x1, x3 = tl.split(odd)
-        terms = (_int8_byte(w, 0) * x0[None, :] + _int8_byte(w, 1) * x1[None, :] + _int8_byte(w, 2) * x2[None, :]
-                 + _int8_byte(w, 3) * x3[None, :])
-        out = _rounded(tl.sum(terms, axis=1), dtype)
-        out = _rounded(out * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
-    else:
-        out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
+        total = tl.sum(_byte(w, 0, WEIGHTS) * x0[None, :] + _byte(w, 1, WEIGHTS) * x1[None, :]
+                       + _byte(w, 2, WEIGHTS) * x2[None, :] + _byte(w, 3, WEIGHTS) * x3[None, :], axis=1)
+        if WEIGHTS == "int8":
+            out = _rounded(_rounded(total, dtype) * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
+        else:
+            out = _rounded(total * x_scale * tl.load(scale_ptr + rows), dtype)
     return out
 
 
 @triton.jit
 def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
                cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
+               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -133,10 +158,10 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
     _wait_for_previous_kernel(PDL)
-    w_first, w_second = _tile(w_ptr, rows, K, K_PAD, SCALED), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD, SCALED)
-    x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-    first = _product(w_first, x, scale_ptr, rows, SCALED, dtype)
-    second = _product(w_second, x, scale_ptr, rows + HEAD_DIM // 2, SCALED, dtype)
+    w_first, w_second = _tile(w_ptr, rows, K, K_PAD, WEIGHTS), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD, WEIGHTS)
+    x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
+    first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
+    second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, dtype)
     if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
@@ -220,28 +245,29 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
 
 @triton.jit
 def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    SCALED: tl.constexpr, PDL: tl.constexpr):
+                    WEIGHTS: tl.constexpr, PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
-    w = _tile(w_ptr, rows, K, K_PAD, SCALED)
-    out = _product(w, _row(x_ptr, K, K_PAD).to(tl.float32), scale_ptr, rows, SCALED, dtype)
+    w = _tile(w_ptr, rows, K, K_PAD, WEIGHTS)
+    x, x_scale = _input(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS)
+    out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
 @triton.jit
 def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
-                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, SCALED: tl.constexpr, PDL: tl.constexpr):
+                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     _wait_for_previous_kernel(PDL)
-    w_gate, w_up = _tile(w_ptr, i, K, K_PAD, SCALED), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD, SCALED)
-    x = _rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-    gate = _product(w_gate, x, scale_ptr, i, SCALED, dtype)
-    up = _product(w_up, x, scale_ptr, i + INTERMEDIATE, SCALED, dtype)
+    w_gate, w_up = _tile(w_ptr, i, K, K_PAD, WEIGHTS), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD, WEIGHTS)
+    x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
+    gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, dtype)
+    up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
@@ -271,22 +297,24 @@ def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int
 
 @dataclass
 class Product:
-    """A linear's weight as the kernels read it: 16-bit values, or torchao's int8 values (four to an int32, the
-    same bytes) and per-row scales."""
+    """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3;
+    the same bytes read four to an int32) and their per-row scales (quantize.py)."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
+    kind: str = "16-bit"  # or "int8", "fp8": the kernels' WEIGHTS
 
     @classmethod
     def of(cls, weight: torch.Tensor) -> Product:
-        if hasattr(weight, "qdata"):  # torchao Int8Tensor (weight-only, per row), quantize.py
-            return cls(weight.qdata.contiguous().view(torch.int32), weight.scale.reshape(-1))
+        if hasattr(weight, "qdata"):  # torchao's Int8Tensor or Float8Tensor
+            kind = "fp8" if weight.qdata.dtype == torch.float8_e4m3fn else "int8"
+            return cls(weight.qdata.contiguous().view(torch.int32), weight.scale.reshape(-1), kind)
         return cls(weight)
 
     @property
     def value_bytes(self) -> int:
-        """Bytes per weight value: 1 for int8, 2 for 16-bit weights."""
-        return 1 if self.scale is not None else self.weight.element_size()
+        """Bytes per weight value."""
+        return self.weight.element_size() if self.kind == "16-bit" else 1
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -295,8 +323,8 @@ class Product:
         return rows, stored * self.weight.element_size() // self.value_bytes
 
     def args(self) -> tuple:
-        """weight, scale pointers and SCALED, as the kernels take them (an unused scale pointer is the weight's)."""
-        return self.weight, self.weight if self.scale is None else self.scale, self.scale is not None
+        """weight, scale pointers and WEIGHTS, as the kernels take them (an unused scale pointer is the weight's)."""
+        return self.weight, self.weight if self.scale is None else self.scale, self.kind
 
 
 @dataclass
@@ -344,18 +372,18 @@ class OneRowLayers:
             if weights is None:
                 continue  # fast-forward: an all-audio step skips the layer
             block, warps = self.blocks["qkv"]
-            w, scale, scaled = weights.qkv.args()
+            w, scale, kind = weights.qkv.args()
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
+                HALF_BLOCK=block // 2, WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
             self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
-            w, scale, scaled = weights.gate_up.args()
+            w, scale, kind = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
@@ -377,10 +405,10 @@ class OneRowLayers:
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
-        w, scale, scaled = product.args()
+        w, scale, kind = product.args()
         rows, inputs = product.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          SCALED=scaled, PDL=self.pdl, num_warps=warps, **launch)
+                                          WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
