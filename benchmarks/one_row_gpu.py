@@ -32,7 +32,7 @@ from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
 SETTINGS = ("BLOCKS", "ATTENTION_SPLIT_COLUMNS", "ATTENTION_BLOCK", "ATTENTION_STAGES", "ATTENTION_WARPS",
-            "PREFETCH_CACHE")  # one_row's, as the record notes them
+            "PREFETCH_CACHE", "FP8_BLOCKS")  # one_row's, as the record notes them
 KERNELS = ("qkv_kernel", "attention_kernel", "gate_up_kernel")  # and the residual kernel's two products
 
 
@@ -75,10 +75,10 @@ def product_left_out(backend, product: str):
 
 @contextmanager
 def settings(backend, values: dict):
-    """one_row's settings changed (lists as tuples; BLOCKS merged over the built table), then restored."""
+    """one_row's settings changed (lists as tuples; block tables merged over the built ones), then restored."""
     built = {name: getattr(one_row, name) for name in values}
     for name, value in values.items():
-        if name == "BLOCKS":
+        if name.endswith("BLOCKS"):
             value = built[name] | {kind: tuple(b) for kind, b in value.items()}
         setattr(one_row, name, tuple(value) if isinstance(value, list) else value)
     backend.one_row = one_row.OneRowLayers(backend.network, backend.config)

@@ -14,9 +14,9 @@ tile of weight rows at once (all of its reads in flight together) and does the s
 On CUDA each kernel is launched with programmatic dependent launch (PDL): it may start while the kernel ahead of
 it ends, and waits for it (`griddepcontrol.wait`) before reading anything. Rounding follows network.py's
 operations in the activation dtype. Rows are paired where the epilogue needs two of them: RoPE's (d, d + half a
-head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. One-byte weights (int8, fp8) are
-read four to an int32 and made floats by bit arithmetic; an fp8 product quantises its input row in each program,
-as torchao quantises the activations. Triton's interpreter runs these kernels on a CPU (tests).
+head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. An fp8 product quantises its input
+row in each program, as torchao quantises the activations. Triton's interpreter runs these kernels on a CPU
+(tests).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 # 4 rows 1.887 ms, 1 row 1.932 ms). A program holds its tile in registers, so rows are halved for wider inputs
 # until a thread holds at most MAX_TILE_BYTES_PER_THREAD of it.
 BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}
+# fp8's products quantise their input row in every program: twice the rows per program share that work (H200,
+# 3B step: 1.515 ms against 1.629 ms with BLOCKS; int8 1.637 against 1.592, so int8 keeps BLOCKS).
+FP8_BLOCKS = {"qkv": (8, 4), "o": (16, 8), "gate_up": (4, 4), "down": (8, 8)}
 MAX_TILE_BYTES_PER_THREAD = 256
 # Decode attention: the cache split into parts of at least ATTENTION_SPLIT_COLUMNS columns, at most
 # ATTENTION_SPLITS per key/value head (a program each), each read ATTENTION_BLOCK columns at a time through
@@ -51,8 +54,6 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
 FP8_MAX = tl.constexpr(448.0)  # e4m3's largest value
-FP8_BIAS_DIFFERENCE = tl.constexpr(2.0 ** 120)  # 2^(float32's exponent bias 127 - e4m3's 7)
-FP8_SIGN_AND_MAGNITUDE = tl.constexpr(0x87F00000 - (1 << 32))  # bits 31 and 20-26, as an int32
 
 
 @triton.jit
@@ -70,12 +71,9 @@ def _prefetch_to_l2(pointers):
 
 
 @triton.jit
-def _tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr, WEIGHTS: tl.constexpr):
-    """The weight rows as loaded: 16-bit values, or one-byte values (int8, fp8) four to an int32 (Product.of)."""
-    PER_ITEM: tl.constexpr = 1 if WEIGHTS == "16-bit" else 4
-    cols = tl.arange(0, K_PAD // PER_ITEM)
-    return tl.load(w_ptr + rows[:, None] * (K // PER_ITEM) + cols[None, :], mask=(cols < K // PER_ITEM)[None, :],
-                   other=0)
+def _tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr):
+    cols = tl.arange(0, K_PAD)
+    return tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=(cols < K)[None, :], other=0)
 
 
 @triton.jit
@@ -100,22 +98,6 @@ def _rms_normed(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtyp
 
 
 @triton.jit
-def _byte(packed, BYTE: tl.constexpr, WEIGHTS: tl.constexpr):
-    """Byte BYTE of each int32 (the weight at column 4 * c + BYTE) as float32, exactly, by bit arithmetic: the
-    conversion instructions run 16 per cycle and SM on Hopper, which bounded int8's products.
-    int8: the byte, its sign bit flipped (value + 128), as the low bits of 2^23's float, less 2^23 + 128.
-    fp8 (e4m3): its sign to the float's sign, its exponent and mantissa to the float's bits 20-26 (subnormals
-    included), times 2^120, the difference of the two exponent biases."""
-    if WEIGHTS == "int8":
-        bits = ((packed >> (8 * BYTE)) & 0xFF) ^ 0x4B000080
-        value = bits.to(tl.float32, bitcast=True) - 8388736.0
-    else:
-        bits = ((packed << (24 - 8 * BYTE)) >> 4) & FP8_SIGN_AND_MAGNITUDE  # arithmetic shift: the sign spreads
-        value = bits.to(tl.float32, bitcast=True) * FP8_BIAS_DIFFERENCE
-    return value
-
-
-@triton.jit
 def _input(x, WEIGHTS: tl.constexpr):
     """x (float32) as the product reads it, and its scale: for fp8 weights quantised per row to fp8 as torchao
     quantises activations (quantize.one_row_fp8), else x itself and 1."""
@@ -131,18 +113,15 @@ def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, dtype: tl.co
     """Each tile row times x (float32, from _input), summed in float32, rounded to `dtype`. int8 (torchao's
     weight-only product): x @ W.to(dtype).T rounded, then times each row's scale, rounded. fp8 (`_scaled_mm`):
     the sum times x's scale and the row's, rounded once."""
+    if WEIGHTS == "fp8":  # e4m3 bytes, loaded as int8 (Product.of)
+        w = w.to(tl.float8e4nv, bitcast=True)
+    total = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
     if WEIGHTS == "16-bit":
-        out = _rounded(tl.sum(w.to(tl.float32) * x[None, :], axis=1), dtype)
-    else:  # w packed four to an int32: x's columns 4c + b meet byte b of w's column c
-        even, odd = tl.split(tl.reshape(x, (x.shape[0] // 4, 2, 2)))
-        x0, x2 = tl.split(even)
-        x1, x3 = tl.split(odd)
-        total = tl.sum(_byte(w, 0, WEIGHTS) * x0[None, :] + _byte(w, 1, WEIGHTS) * x1[None, :]
-                       + _byte(w, 2, WEIGHTS) * x2[None, :] + _byte(w, 3, WEIGHTS) * x3[None, :], axis=1)
-        if WEIGHTS == "int8":
-            out = _rounded(_rounded(total, dtype) * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
-        else:
-            out = _rounded(total * x_scale * tl.load(scale_ptr + rows), dtype)
+        out = _rounded(total, dtype)
+    elif WEIGHTS == "int8":
+        out = _rounded(_rounded(total, dtype) * _rounded(tl.load(scale_ptr + rows), dtype), dtype)
+    else:
+        out = _rounded(total * x_scale * tl.load(scale_ptr + rows), dtype)
     return out
 
 
@@ -158,7 +137,7 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
     _wait_for_previous_kernel(PDL)
-    w_first, w_second = _tile(w_ptr, rows, K, K_PAD, WEIGHTS), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD, WEIGHTS)
+    w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
     x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
     first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
     second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, dtype)
@@ -250,7 +229,7 @@ def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.c
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
-    w = _tile(w_ptr, rows, K, K_PAD, WEIGHTS)
+    w = _tile(w_ptr, rows, K, K_PAD)
     x, x_scale = _input(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS)
     out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
@@ -264,7 +243,7 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     _wait_for_previous_kernel(PDL)
-    w_gate, w_up = _tile(w_ptr, i, K, K_PAD, WEIGHTS), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD, WEIGHTS)
+    w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
     x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
     gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, dtype)
     up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, dtype)
@@ -285,10 +264,11 @@ def attention_block(head_dim: int, itemsize: int, device: torch.device) -> int:
     return block
 
 
-def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int = 1) -> tuple[int, int]:
-    """(rows per program, warps) for a product: BLOCKS' choice, halved until its tile fits the register budget
-    and the rows (in groups of `pair`) divide evenly."""
-    block, warps = BLOCKS[kind]
+def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int = 1,
+                     weights: str = "16-bit") -> tuple[int, int]:
+    """(rows per program, warps) for a product: BLOCKS' (or FP8_BLOCKS') choice, halved until its tile fits the
+    register budget and the rows (in groups of `pair`) divide evenly."""
+    block, warps = (FP8_BLOCKS if weights == "fp8" else BLOCKS)[kind]
     while block > pair and (block * triton.next_power_of_2(inputs) * itemsize > MAX_TILE_BYTES_PER_THREAD * 32 * warps
                             or rows % block):
         block //= 2
@@ -297,8 +277,8 @@ def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int
 
 @dataclass
 class Product:
-    """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3;
-    the same bytes read four to an int32) and their per-row scales (quantize.py)."""
+    """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3
+    read as int8) and their per-row scales (quantize.py)."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
@@ -308,19 +288,8 @@ class Product:
     def of(cls, weight: torch.Tensor) -> Product:
         if hasattr(weight, "qdata"):  # torchao's Int8Tensor or Float8Tensor
             kind = "fp8" if weight.qdata.dtype == torch.float8_e4m3fn else "int8"
-            return cls(weight.qdata.contiguous().view(torch.int32), weight.scale.reshape(-1), kind)
+            return cls(weight.qdata.view(torch.int8), weight.scale.reshape(-1), kind)
         return cls(weight)
-
-    @property
-    def value_bytes(self) -> int:
-        """Bytes per weight value."""
-        return self.weight.element_size() if self.kind == "16-bit" else 1
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(rows, inputs) of the linear's weight."""
-        rows, stored = self.weight.shape
-        return rows, stored * self.weight.element_size() // self.value_bytes
 
     def args(self) -> tuple:
         """weight, scale pointers and WEIGHTS, as the kernels take them (an unused scale pointer is the weight's)."""
@@ -347,15 +316,16 @@ class OneRowLayers:
                        zip(network.layers, cfg.layer_kinds)]
         self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
         self.prefetch_cache = PREFETCH_CACHE and self.pdl
-        item = next(layer for layer in self.layers if layer).qkv.value_bytes
+        qkv = next(layer for layer in self.layers if layer).qkv
+        item, weights = qkv.weight.element_size(), qkv.kind
         hidden, inter = cfg.hidden_size, cfg.intermediate_size
         cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
         self.attention_block = attention_block(cfg.head_dim, cache_item, network.inv_freq.device)
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
-        self.blocks = {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, item, pair=2),
-                       "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, item),
-                       "gate_up": rows_per_program("gate_up", inter, hidden, item, pair=2),
-                       "down": rows_per_program("down", hidden, inter, item)}
+        self.blocks = {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, item, 2, weights),
+                       "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, item, 1, weights),
+                       "gate_up": rows_per_program("gate_up", inter, hidden, item, 2, weights),
+                       "down": rows_per_program("down", hidden, inter, item, 1, weights)}
 
     def run(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, column: torch.Tensor,
             caches: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
@@ -406,7 +376,7 @@ class OneRowLayers:
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
         w, scale, kind = product.args()
-        rows, inputs = product.shape
+        rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
                                           WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
 
