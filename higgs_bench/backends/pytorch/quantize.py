@@ -7,7 +7,8 @@ Every scale is per output row or per group of inputs, so a fused weight gets the
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
-  A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear).
+  A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear); one_row.py's
+  kernels, which run one-row steps on CUDA by default, do its arithmetic too.
 
 torchao is imported only here, when a quantised variant is built (it is slow to import and prints notes about
 optional kernels). Written against torchao 0.18.
