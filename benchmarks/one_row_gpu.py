@@ -113,7 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--weights", choices=("bf16", "int8", "fp8"), default="bf16", help="bf16 activations with these weights")
+    parser.add_argument("--weights", choices=("bf16", "int8", "fp8"), default="bf16",
+                        help="bf16 activations with these weights")
     parser.add_argument("--shares", action="store_true", help="also without PDL, and without each kind of kernel")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--columns", type=int, default=256, help="cache columns: a power of two from 256")

@@ -342,18 +342,18 @@ class OneRowLayers:
             if weights is None:
                 continue  # fast-forward: an all-audio step skips the layer
             block, warps = self.blocks["qkv"]
-            w, scale, kind = weights.qkv.args()
+            w, scale, weight_kind = weights.qkv.args()
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
+                HALF_BLOCK=block // 2, WEIGHTS=weight_kind, PDL=self.pdl, num_warps=warps, **launch)
             self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
-            w, scale, kind = weights.gate_up.args()
+            w, scale, weight_kind = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=weight_kind, PDL=self.pdl, num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
@@ -375,10 +375,10 @@ class OneRowLayers:
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
-        w, scale, kind = product.args()
+        w, scale, weight_kind = product.args()
         rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          WEIGHTS=kind, PDL=self.pdl, num_warps=warps, **launch)
+                                          WEIGHTS=weight_kind, PDL=self.pdl, num_warps=warps, **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
