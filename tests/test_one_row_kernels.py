@@ -4,6 +4,12 @@ numpy's: each operation rounds as the network's does, and only the products' ord
 logits and caches agree to about one float16 step. (The interpreter's bfloat16 conversions truncate, so bfloat16
 is checked on a GPU, tests/test_gpu.py.)"""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -116,6 +122,21 @@ def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     one_row.residual_kernel[(rows // block,)](x, w_arg, scale_arg, h, K=inputs, K_PAD=inputs, BLOCK=block,
                                               WEIGHTS=kind, PDL=False, num_warps=warps)
     torch.testing.assert_close(h, want, rtol=1e-3, atol=1e-3)
+
+
+def test_no_product_kernel_spills_registers_at_the_3b_shape(tmp_path):
+    """benchmarks/one_row_registers.py compiles each product kernel as the layers launch it at the 3B shape, for
+    16-bit, int8 and fp8 weights, for Hopper (Triton's ptxas, no GPU): a spill would send a tile through local
+    memory, and fp8's down kernel already holds 255 registers. Run apart: the tool compiles, while this module's
+    kernels run in the interpreter."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "one_row_registers.py"
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "registers.json")], env=env, check=True,
+                   capture_output=True)
+    table = json.loads((tmp_path / "registers.json").read_text())
+    assert len(table) == 12  # 4 products x 3 weight kinds
+    assert all(row["spilled"] == 0 and row["programs_per_sm"] >= 1 for row in table.values()), table
+    assert table["fp8 o"]["rows"] == 2 * table["int8 o"]["rows"]  # FP8_BLOCKS, as the layers take them
 
 
 def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():

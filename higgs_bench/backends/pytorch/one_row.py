@@ -275,6 +275,15 @@ def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int
     return block, warps
 
 
+def product_blocks(cfg: HiggsConfig, itemsize: int, weights: str = "16-bit") -> dict[str, tuple[int, int]]:
+    """(rows per program, warps) of each product kind of a layer (q/k/v and gate/up rows in pairs)."""
+    hidden, inter = cfg.hidden_size, cfg.intermediate_size
+    return {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, itemsize, 2, weights),
+            "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, itemsize, 1, weights),
+            "gate_up": rows_per_program("gate_up", inter, hidden, itemsize, 2, weights),
+            "down": rows_per_program("down", hidden, inter, itemsize, 1, weights)}
+
+
 @dataclass
 class Product:
     """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3
@@ -318,14 +327,10 @@ class OneRowLayers:
         self.prefetch_cache = PREFETCH_CACHE and self.pdl
         qkv = next(layer for layer in self.layers if layer).qkv
         item, weights = qkv.weight.element_size(), qkv.kind
-        hidden, inter = cfg.hidden_size, cfg.intermediate_size
         cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
         self.attention_block = attention_block(cfg.head_dim, cache_item, network.inv_freq.device)
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
-        self.blocks = {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, item, 2, weights),
-                       "o": rows_per_program("o", hidden, cfg.num_heads * cfg.head_dim, item, 1, weights),
-                       "gate_up": rows_per_program("gate_up", inter, hidden, item, 2, weights),
-                       "down": rows_per_program("down", hidden, inter, item, 1, weights)}
+        self.blocks = product_blocks(cfg, item, weights)
 
     def run(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, column: torch.Tensor,
             caches: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
