@@ -50,9 +50,9 @@ def unchanged(backend, _):
 
 @contextmanager
 def without_pdl(backend, _):
-    backend.one_row.pdl = False
+    pdl, backend.one_row.pdl = backend.one_row.pdl, False
     yield
-    backend.one_row.pdl = True
+    backend.one_row.pdl = pdl
 
 
 @contextmanager

@@ -1,20 +1,22 @@
-"""Registers, spills and weight bytes in flight of each one-row product kernel at the 3B shape, per weight kind:
-Triton's PTX for Hopper (sm_90a) through its own `ptxas -v`. Needs no GPU.
+"""Registers, spills and bytes in flight of each one-row kernel at the 3B shape, per weight kind: Triton's PTX
+for a GPU architecture (Hopper by default) through its own `ptxas -v`, as the layers launch them there (with PDL
+from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Needs no GPU.
 
-    python benchmarks/one_row_registers.py [OUT.json]
+    python benchmarks/one_row_registers.py [OUT.json] [--arch 90|89|86|80]
 
 A program issues its whole weight tile's loads at once (backends/pytorch/one_row.py), so what an SM has in flight
-is its resident programs times a tile; residency is bounded by registers (65536 per SM, 2048 threads). Padding
-the input to a power of two (3072 -> 4096) holds masked columns in registers too.
+is its resident programs times a tile (attention: a block of k and v columns); residency is bounded by
+registers (65536 per SM) and threads. Padding the input to a power of two (3072 -> 4096) holds masked columns
+in registers too.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,9 +29,14 @@ from higgs_bench.backends.pytorch import one_row  # noqa: E402
 from higgs_bench.model.random_checkpoint import make_config  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-REGISTERS_PER_SM, THREADS_PER_SM = 65536, 2048
+REGISTERS_PER_SM = 65536
+ARCHES = {80: (2048, 163 * 1024), 86: (1536, 99 * 1024), 89: (1536, 99 * 1024), 90: (2048, 227 * 1024)}  # threads,
+# shared memory per SM (the most one program may take), by compute capability
+ATTENTION_COLUMNS = 512
 WEIGHT_TYPES = {"16-bit": ("*bf16", "*bf16", 2), "int8": ("*i8", "*bf16", 1), "fp8": ("*i8", "*fp32", 1)}
-ARG_TYPES = {"eps": "fp32", "cache_stride": "i32", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "column_ptr": "*i64"}
+FP8_ARCH = 89  # quantize.FP8_CAPABILITY
+ARG_TYPES = {"eps": "fp32", "scale": "fp32", "cache_stride": "i32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
+             "column_ptr": "*i64", "mask_ptr": "*i1", "parts_ptr": "*fp32", "stats_ptr": "*fp32", "count_ptr": "*i32"}
 
 
 def signature(kernel, weights: str) -> dict:
@@ -38,54 +45,76 @@ def signature(kernel, weights: str) -> dict:
     return {name: "constexpr" if name.isupper() else types.get(name, "*bf16") for name in kernel.arg_names}
 
 
-def ptxas_usage(kernel, weights: str, constants: dict, warps: int) -> tuple[int, int]:
-    """(registers per thread, bytes spilled) of the kernel compiled for sm_90a."""
+def ptxas_usage(kernel, weights: str, constants: dict, options: dict, arch: int) -> tuple[int, int]:
+    """(registers per thread, bytes spilled) of the kernel compiled for sm_<arch> (ptxas fails on what it cannot
+    run there)."""
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature(kernel, weights), constexprs=constants),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+                              target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
         ptx.write(compiled.asm["ptx"])
         ptx.flush()
-        report = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", ptx.name, "-o", os.devnull],
-                                capture_output=True, text=True, check=True).stderr
+        report = subprocess.run([PTXAS, "-v", "--gpu-name", f"sm_{arch}a" if arch >= 90 else f"sm_{arch}", ptx.name,
+                                 "-o", os.devnull], capture_output=True, text=True, check=True).stderr
     spilled = re.search(r"(\d+) bytes spill stores", report)
     return int(re.search(r"Used (\d+) registers", report).group(1)), int(spilled.group(1)) if spilled else 0
 
 
-def products(cfg, weights: str) -> dict:
-    """product -> (kernel, its constants but WEIGHTS and PDL, rows per program, warps, input columns), as
-    OneRowLayers launches them."""
+def kernels(cfg, weights: str, shared_memory: int) -> dict:
+    """name -> (kernel, its constants but WEIGHTS and PDL, compile options, rows (attention: columns) per
+    program, bytes a row holds), as OneRowLayers launches them."""
     hidden, inter, head_dim = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-    blocks = one_row.product_blocks(cfg, WEIGHT_TYPES[weights][2], weights)
+    item = WEIGHT_TYPES[weights][2]
+    blocks = one_row.product_blocks(cfg, item, weights)
     pad = triton.next_power_of_2
+
+    def product(name, kernel, inputs, **constants):
+        rows, warps = blocks[name]
+        return kernel, constants, {"num_warps": warps}, rows, inputs * item
+
+    block = one_row.attention_block_within(head_dim, 2, shared_memory)
     return {
-        "qkv": (one_row.qkv_kernel, dict(K=hidden, K_PAD=pad(hidden), HEAD_DIM=head_dim, HEADS=cfg.num_heads,
-                                          KV_HEADS=cfg.num_kv_heads, HALF_BLOCK=blocks["qkv"][0] // 2),
-                *blocks["qkv"], hidden),
-        "o": (one_row.residual_kernel, dict(K=hidden, K_PAD=pad(hidden), BLOCK=blocks["o"][0]), *blocks["o"], hidden),
-        "gate_up": (one_row.gate_up_kernel, dict(INTERMEDIATE=inter, K=hidden, K_PAD=pad(hidden),
-                                                 HALF_BLOCK=blocks["gate_up"][0] // 2), *blocks["gate_up"], hidden),
-        "down": (one_row.residual_kernel, dict(K=inter, K_PAD=pad(inter), BLOCK=blocks["down"][0]), *blocks["down"],
-                 inter),
+        "qkv": product("qkv", one_row.qkv_kernel, hidden, K=hidden, K_PAD=pad(hidden), HEAD_DIM=head_dim,
+                       HEADS=cfg.num_heads, KV_HEADS=cfg.num_kv_heads, HALF_BLOCK=blocks["qkv"][0] // 2),
+        "attention": (one_row.attention_kernel, one_row.attention_constants(cfg, ATTENTION_COLUMNS, block, 2)
+                      | {"PREFETCH": True}, {"num_warps": one_row.ATTENTION_WARPS,
+                                            "num_stages": one_row.ATTENTION_STAGES}, block, 2 * head_dim * 2),
+        "o": product("o", one_row.residual_kernel, hidden, K=hidden, K_PAD=pad(hidden), BLOCK=blocks["o"][0]),
+        "gate_up": product("gate_up", one_row.gate_up_kernel, hidden, INTERMEDIATE=inter, K=hidden, K_PAD=pad(hidden),
+                           HALF_BLOCK=blocks["gate_up"][0] // 2),
+        "down": product("down", one_row.residual_kernel, inter, K=inter, K_PAD=pad(inter), BLOCK=blocks["down"][0]),
     }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("--arch", type=int, default=90, choices=sorted(ARCHES),
+                        help="compute capability as one number")
+    args = parser.parse_args()
     cfg = make_config("higgs-v2-3b")
+    threads_per_sm, shared_memory = ARCHES[args.arch]
+    pdl = one_row.programmatic_launch(divmod(args.arch, 10))
     table = {}
-    for weights, (_, _, item) in WEIGHT_TYPES.items():
-        for name, (kernel, constants, rows, warps, inputs) in products(cfg, weights).items():
-            registers, spilled = ptxas_usage(kernel, weights, constants | {"WEIGHTS": weights, "PDL": True}, warps)
-            threads = 32 * warps
-            resident = min(REGISTERS_PER_SM // (registers * threads), THREADS_PER_SM // threads)
-            table[f"{weights} {name}"] = {"rows": rows, "warps": warps, "registers": registers, "spilled": spilled,
-                                          "programs_per_sm": resident,
-                                          "kb_in_flight_per_sm": resident * rows * inputs * item / 1024,
+    for weights in WEIGHT_TYPES:
+        if weights == "fp8" and args.arch < FP8_ARCH:
+            continue  # quantize.check_supported refuses fp8 there
+        for name, (kernel, constants, options, rows, row_bytes) in kernels(cfg, weights, shared_memory).items():
+            if name == "attention" and weights != "16-bit":
+                continue  # the cache is in the activations' dtype whatever the weights
+            constants = constants | {"PDL": pdl} | ({} if name == "attention" else {"WEIGHTS": weights})
+            registers, spilled = ptxas_usage(kernel, weights, constants, options, args.arch)
+            threads = 32 * options["num_warps"]
+            resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads)
+            inputs = constants.get("K", constants.get("HEAD_DIM"))
+            table[f"{weights} {name}"] = {"rows": rows, "warps": options["num_warps"], "registers": registers,
+                                          "spilled": spilled, "programs_per_sm": resident,
+                                          "kb_in_flight_per_sm": resident * rows * row_bytes / 1024,
                                           "padded_share": 1 - inputs / triton.next_power_of_2(inputs)}
     for name, row in table.items():
-        print(f"{name:16s} " + "  ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+        print(f"{name:18s} " + "  ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                                           for key, value in row.items()))
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(json.dumps(table, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ tile of weight rows at once (all of its reads in flight together) and does the s
 - `residual_kernel`: the o product added to the residual stream, in place (and the down product likewise);
 - `gate_up_kernel`: the post-attention RMSNorm, the gate/up product and SiLU(gate) * up.
 
-On CUDA each kernel is launched with programmatic dependent launch (PDL): it may start while the kernel ahead of
-it ends, and waits for it (`griddepcontrol.wait`) before reading anything. Rounding follows network.py's
-operations in the activation dtype. Rows are paired where the epilogue needs two of them: RoPE's (d, d + half a
-head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. An fp8 product quantises its input
-row in each program, as torchao quantises the activations. Triton's interpreter runs these kernels on a CPU
-(tests).
+On Hopper and later each kernel is launched with programmatic dependent launch (PDL): it may start while the
+kernel ahead of it ends, and waits for it (`griddepcontrol.wait`) before reading anything. Rounding follows
+network.py's operations in the activation dtype. Rows are paired where the epilogue needs two of them: RoPE's
+(d, d + half a head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. An fp8 product
+quantises its input row in each program, as torchao quantises the activations. Triton's interpreter runs these
+kernels on a CPU (tests).
 """
 
 from __future__ import annotations
@@ -251,17 +251,39 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
 
+def programmatic_launch(capability: tuple[int, int]) -> bool:
+    """Whether a GPU of this compute capability runs PDL (`griddepcontrol`, PTX for sm_90 and later): before Hopper
+    the kernels are launched one after another, without it."""
+    return capability >= (9, 0)
+
+
 def attention_block(head_dim: int, itemsize: int, device: torch.device) -> int:
     """ATTENTION_BLOCK, halved until its stages' k and v fit the GPU's shared memory for one program."""
-    block = ATTENTION_BLOCK
     if device.type != "cuda":
-        return block  # Triton's interpreter
+        return ATTENTION_BLOCK  # Triton's interpreter
     index = device.index if device.index is not None else torch.cuda.current_device()
-    limit = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    return attention_block_within(head_dim, itemsize,
+                                  triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"])
+
+
+def attention_block_within(head_dim: int, itemsize: int, shared_memory: int) -> int:
+    """ATTENTION_BLOCK, halved until its stages' k and v fit `shared_memory` bytes."""
+    block = ATTENTION_BLOCK
     while block > 16 and max(1, ATTENTION_STAGES - 1) * 2 * block * head_dim * itemsize > \
-            limit - ATTENTION_SHARED_MEMORY_SPARE:
+            shared_memory - ATTENTION_SHARED_MEMORY_SPARE:
         block //= 2
     return block
+
+
+def attention_constants(cfg: HiggsConfig, columns: int, block: int, itemsize: int) -> dict:
+    """attention_kernel's constants for a cache of `columns` columns read `block` at a time: its split into
+    parts (a program each per key/value head), the query heads of a group (padded for tl.dot), cache lines."""
+    split = max(ATTENTION_SPLIT_COLUMNS, block, triton.next_power_of_2(triton.cdiv(columns, ATTENTION_SPLITS)))
+    split = min(split, triton.cdiv(columns, block) * block)  # no block past the cache
+    group = cfg.num_heads // cfg.num_kv_heads
+    return dict(COLUMNS=columns, SPLIT=split, SPLITS=triton.cdiv(columns, split), BLOCK_T=block,
+                HEAD_DIM=cfg.head_dim, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
+                LINES=max(1, cfg.head_dim * itemsize // CACHE_LINE_BYTES))
 
 
 def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int = 1,
@@ -323,13 +345,14 @@ class OneRowLayers:
         self.cfg = cfg
         self.layers = [None if kind == SKIP else _weights(layer, kind) for layer, kind in
                        zip(network.layers, cfg.layer_kinds)]
-        self.pdl = network.inv_freq.device.type == "cuda"  # the interpreter runs no PTX
-        self.prefetch_cache = PREFETCH_CACHE and self.pdl
+        device = network.inv_freq.device
+        self.pdl = device.type == "cuda" and programmatic_launch(torch.cuda.get_device_capability(device))
+        self.prefetch_cache = PREFETCH_CACHE and device.type == "cuda"  # the interpreter runs no PTX
         qkv = next(layer for layer in self.layers if layer).qkv
         item, weights = qkv.weight.element_size(), qkv.kind
         cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
-        self.attention_block = attention_block(cfg.head_dim, cache_item, network.inv_freq.device)
-        self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=network.inv_freq.device)
+        self.attention_block = attention_block(cfg.head_dim, cache_item, device)
+        self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=device)
         self.blocks = product_blocks(cfg, item, weights)
 
     def run(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, column: torch.Tensor,
@@ -363,20 +386,15 @@ class OneRowLayers:
         return h
 
     def _attend(self, q, cache_k, cache_v, mask, out, launch: dict) -> None:
-        columns, head_dim = cache_k.shape[2], self.cfg.head_dim
-        lines = max(1, head_dim * cache_k.element_size() // CACHE_LINE_BYTES)
-        block = self.attention_block
-        split = max(ATTENTION_SPLIT_COLUMNS, block, triton.next_power_of_2(triton.cdiv(columns, ATTENTION_SPLITS)))
-        split = min(split, triton.cdiv(columns, block) * block)  # no block past the cache
-        splits, group = triton.cdiv(columns, split), self.cfg.num_heads // self.cfg.num_kv_heads
-        group_pad = max(16, triton.next_power_of_2(group))  # tl.dot's smallest tile
-        parts = q.new_empty(self.cfg.num_kv_heads * splits * group_pad * head_dim, dtype=torch.float32)
-        stats = q.new_empty(self.cfg.num_kv_heads * splits * group_pad * 2, dtype=torch.float32)
-        attention_kernel[(self.cfg.num_kv_heads, splits)](
-            q, cache_k, cache_v, mask, parts, stats, self.arrivals, out, head_dim ** -0.5, cache_k.stride(1),
-            COLUMNS=columns, SPLIT=split, SPLITS=splits, BLOCK_T=block, HEAD_DIM=head_dim, GROUP=group,
-            GROUP_PAD=group_pad, PDL=self.pdl, PREFETCH=self.prefetch_cache, LINES=lines,
-            num_warps=ATTENTION_WARPS, num_stages=ATTENTION_STAGES, **launch)
+        cfg = self.cfg
+        constants = attention_constants(cfg, cache_k.shape[2], self.attention_block, cache_k.element_size())
+        splits, group_pad = constants["SPLITS"], constants["GROUP_PAD"]
+        parts = q.new_empty(cfg.num_kv_heads * splits * group_pad * cfg.head_dim, dtype=torch.float32)
+        stats = q.new_empty(cfg.num_kv_heads * splits * group_pad * 2, dtype=torch.float32)
+        attention_kernel[(cfg.num_kv_heads, splits)](
+            q, cache_k, cache_v, mask, parts, stats, self.arrivals, out, cfg.head_dim ** -0.5, cache_k.stride(1),
+            PDL=self.pdl, PREFETCH=self.prefetch_cache, num_warps=ATTENTION_WARPS, num_stages=ATTENTION_STAGES,
+            **constants, **launch)
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
