@@ -6,8 +6,7 @@ from Hopper on; attention over the 512 cache columns of the toolkit's one-row sh
 
 A program issues its whole weight tile's loads at once (backends/pytorch/one_row.py), so what an SM has in flight
 is its resident programs times a tile (attention: a block of k and v columns); residency is bounded by
-registers (65536 per SM) and threads. Padding the input to a power of two (3072 -> 4096) holds masked columns
-in registers too.
+registers (65536 per SM) and threads.
 """
 
 from __future__ import annotations
@@ -105,11 +104,9 @@ def main() -> None:
             registers, spilled = ptxas_usage(kernel, weights, constants, options, args.arch)
             threads = 32 * options["num_warps"]
             resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads)
-            inputs = constants.get("K", constants.get("HEAD_DIM"))
             table[f"{weights} {name}"] = {"rows": rows, "warps": options["num_warps"], "registers": registers,
                                           "spilled": spilled, "programs_per_sm": resident,
-                                          "kb_in_flight_per_sm": resident * rows * row_bytes / 1024,
-                                          "padded_share": 1 - inputs / triton.next_power_of_2(inputs)}
+                                          "kb_in_flight_per_sm": resident * rows * row_bytes / 1024}
     for name, row in table.items():
         print(f"{name:18s} " + "  ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                                           for key, value in row.items()))
