@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--workers-ready", action="store_true",
                         help="build with Inductor's compile workers up and ready (engine.start_compile_workers)")
     parser.add_argument("--one-row-kernels", choices=("on", "off", "both"), default="on",
-                        help="bf16's, int8's and fp8's one-row steps as one_row.py's kernels (both: each, as two variants)")
+                        help="one-row steps of bf16, int8 and fp8 as one_row.py's kernels (both: each, two variants)")
     parser.add_argument("--one-row-blocks", type=json.loads, default=[{}],
                         help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
     args = parser.parse_args()

@@ -100,11 +100,12 @@ def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take
 
 def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     """The residual kernel with e4m3 weights and per-row scales against quantize.one_row_fp8 (what the compiled
-    fp8 engines compute), in float16. The input row is e4m3 values times 2^-6 (its largest 448 * 2^-6), so that
-    its quantisation is exact: the interpreter rounds to fp8 through numpy's float16 and may land a value just
-    below a power of two a whole step off; a GPU rounds as torch does (tests/test_gpu.py)."""
+    fp8 engines compute), in float16. 96 inputs, padded to 128 in the kernel. The input row is e4m3 values
+    times 2^-6 (its largest 448 * 2^-6), so that its quantisation is exact: the interpreter rounds to fp8 through
+    numpy's float16 and may land a value just below a power of two a whole step off; a GPU rounds as torch does
+    (tests/test_gpu.py)."""
     generator = torch.Generator().manual_seed(0)
-    rows, inputs = 64, 256
+    rows, inputs, padded = 64, 96, 128
     w = torch.randn(rows, inputs, generator=generator)
     scale = w.abs().amax(dim=1, keepdim=True) / 448
     qdata = (w / scale).to(torch.float8_e4m3fn)
@@ -119,7 +120,7 @@ def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     w_arg, scale_arg, kind = product.args()
     block, warps = one_row.rows_per_program("o", rows, inputs, 1, weights=kind)
     assert block == 16  # FP8_BLOCKS', twice BLOCKS'
-    one_row.residual_kernel[(rows // block,)](x, w_arg, scale_arg, h, K=inputs, K_PAD=inputs, BLOCK=block,
+    one_row.residual_kernel[(rows // block,)](x, w_arg, scale_arg, h, K=inputs, K_PAD=padded, BLOCK=block,
                                               WEIGHTS=kind, PDL=False, num_warps=warps)
     torch.testing.assert_close(h, want, rtol=1e-3, atol=1e-3)
 

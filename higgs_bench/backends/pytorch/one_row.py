@@ -53,7 +53,7 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 # even behind attention: its reads delay attention's, which the step waits for.
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
-FP8_MAX = tl.constexpr(448.0)  # e4m3's largest value
+FP8_MAX = tl.constexpr(float(torch.finfo(torch.float8_e4m3fn).max))
 
 
 @triton.jit
@@ -348,9 +348,9 @@ class OneRowLayers:
         device = network.inv_freq.device
         self.pdl = device.type == "cuda" and programmatic_launch(torch.cuda.get_device_capability(device))
         self.prefetch_cache = PREFETCH_CACHE and device.type == "cuda"  # the interpreter runs no PTX
-        qkv = next(layer for layer in self.layers if layer).qkv
-        item, weights = qkv.weight.element_size(), qkv.kind
-        cache_item = next(layer for layer in self.layers if layer).input_norm.element_size()  # the activations'
+        first = next(layer for layer in self.layers if layer)
+        item, weights = first.qkv.weight.element_size(), first.qkv.kind
+        cache_item = first.input_norm.element_size()  # the activations'
         self.attention_block = attention_block(cfg.head_dim, cache_item, device)
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=device)
         self.blocks = product_blocks(cfg, item, weights)
