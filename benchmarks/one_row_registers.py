@@ -100,7 +100,8 @@ def main() -> None:
         for name, (kernel, constants, options, rows, row_bytes) in kernels(cfg, weights, shared_memory).items():
             if name == "attention" and weights != "16-bit":
                 continue  # the cache is in the activations' dtype whatever the weights
-            constants = constants | {"PDL": pdl} | ({} if name == "attention" else {"WEIGHTS": weights})
+            constants = constants | {"PDL": pdl} | ({} if name == "attention" else
+                                                   {"WEIGHTS": weights, "DECODE": one_row.DECODE_INT8})
             registers, spilled = ptxas_usage(kernel, weights, constants, options, args.arch)
             threads = 32 * options["num_warps"]
             resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads)

@@ -203,6 +203,32 @@ def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_
         assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
 
 
+def test_int8_weights_decode_to_the_floats_torch_converts_them_to():
+    """Every byte through one_row's bit decoding (INT8_FLOATS: PTX) against torch's conversion, in each of the
+    four places of the register Triton packs them in."""
+    from tests.one_byte_floats import floats_kernel
+
+    for shift in range(4):
+        data = torch.arange(-128, 128, device="cuda", dtype=torch.int8).roll(shift)
+        decoded, converted = (torch.empty(256, device="cuda") for _ in range(2))
+        floats_kernel[(1,)](data, decoded, WEIGHTS="int8", DECODE=True)
+        floats_kernel[(1,)](data, converted, WEIGHTS="int8", DECODE=False)
+        assert torch.equal(decoded, data.float()) and torch.equal(converted, data.float())
+
+
+def test_int8_one_row_steps_are_identical_with_weights_decoded_or_converted(tiny_hf, prompt_inputs, monkeypatch):
+    """one_row.DECODE_INT8 changes how a weight becomes a float, not the float: the same logits, bit for bit."""
+    logits = []
+    for decode in (True, False):
+        monkeypatch.setattr("higgs_bench.backends.pytorch.one_row.DECODE_INT8", decode)
+        backend = TorchBackend.from_checkpoint(tiny_hf, device="cuda", dtype=torch.bfloat16, quantised="int8",
+                                               speed=Speed(cuda_graph=True, max_seq_len=512, one_row_kernels=True))
+        assert backend.one_row.decode == decode
+        logits.append([backend.prefill([prompt_inputs[2]], 20)] +
+                      [backend.step(torch.full((1, 8), code, device="cuda")) for code in (3, 700, 1023)])
+    assert all(torch.equal(a, b) for a, b in zip(*logits))
+
+
 def test_compiled_int8_at_several_rows_runs_no_slow_int8pack_kernel(tiny_hf, prompt_inputs):
     """Inductor's weight-only int8 pattern would call torch's _weight_int8pack_mm, 100x slower than cuBLAS at 64
     rows on an H200 (docs/performance.md); the int8 engine turns that pattern off."""

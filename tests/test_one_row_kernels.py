@@ -63,7 +63,8 @@ def test_one_row_steps_write_the_caches_and_give_the_logits_of_the_eager_step(ti
     for mine, theirs in zip(kernels.state.caches, eager.state.caches):
         for a, b in zip(mine, theirs):
             assert_near(a, b)
-    assert kernels.one_row.blocks == one_row.BLOCKS  # guard: the table asked for is the one that ran
+    measured = one_row.INT8_BLOCKS if quantised == "int8" else one_row.BLOCKS
+    assert kernels.one_row.blocks == (FEW_PROGRAMS if blocks == "few programs" else measured)  # guard: as asked
     assert kernels.one_row.attention_block == attention_block
 
 
@@ -121,7 +122,7 @@ def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     block, warps = one_row.rows_per_program("o", rows, inputs, 1, weights=kind)
     assert block == 16  # FP8_BLOCKS', twice BLOCKS'
     one_row.residual_kernel[(rows // block,)](x, w_arg, scale_arg, h, K=inputs, K_PAD=padded, BLOCK=block,
-                                              WEIGHTS=kind, PDL=False, num_warps=warps)
+                                              WEIGHTS=kind, DECODE=False, PDL=False, num_warps=warps)
     torch.testing.assert_close(h, want, rtol=1e-3, atol=1e-3)
 
 
@@ -143,7 +144,9 @@ def test_every_kernel_compiles_for_its_gpu_and_no_product_spills_registers(tmp_p
         {"16-bit attention"}
     assert all(row["spilled"] == 0 for name, row in table.items() if name != "16-bit attention"), table
     if arch >= 89:
-        assert table["fp8 o"]["rows"] == 2 * table["int8 o"]["rows"]  # FP8_BLOCKS, as the layers take them
+        assert table["fp8 o"]["rows"] == one_row.FP8_BLOCKS["o"][0]  # each kind's table, as the layers take them
+    assert table["int8 o"]["rows"] == one_row.INT8_BLOCKS["o"][0]
+    assert table["16-bit o"]["rows"] == one_row.BLOCKS["o"][0]
 
 
 def test_pdl_from_hopper_and_attention_blocks_within_shared_memory():

@@ -34,6 +34,9 @@ from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 # 4 rows 1.887 ms, 1 row 1.932 ms). A program holds its tile in registers, so rows are halved for wider inputs
 # until a thread holds at most MAX_TILE_BYTES_PER_THREAD of it.
 BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}
+# int8's, with its weights decoded (DECODE_INT8), which takes fewer registers than converting (q/k/v 64 against
+# 168): H200, 3B step 1.452 ms against 1.525 ms with BLOCKS.
+INT8_BLOCKS = {"qkv": (4, 8), "o": (4, 8), "gate_up": (4, 4), "down": (4, 8)}
 # fp8's products quantise their input row in every program: twice the rows per program share that work (H200,
 # 3B step: 1.515 ms against 1.629 ms with BLOCKS; int8 1.637 against 1.592, so int8 keeps BLOCKS).
 FP8_BLOCKS = {"qkv": (8, 4), "o": (16, 8), "gate_up": (4, 4), "down": (8, 8)}
@@ -54,6 +57,26 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
 FP8_MAX = tl.constexpr(float(torch.finfo(torch.float8_e4m3fn).max))
+# int8 weights made floats by bit arithmetic on the GPU rather than by conversion instructions (I2F: 16 per cycle
+# and SM in CUDA's throughput table for Hopper): each byte made unsigned (b + 128) and placed as a float's low
+# mantissa byte beside 2^23 (prmt), less 2^23 + 128, exactly. The asm reads four weights packed in one register
+# (Triton's `pack=4`, so no weight or input moves between threads). H200, 3B one-row step: 1.525 ms against
+# 1.593 ms converted (benchmarks/one_row_gpu.py). fp8 converts faster than it decodes so (e4m3 pairs to float16
+# pairs in one instruction: 1.488 ms converted, 1.845 ms decoded by shifts and masks), so it keeps Triton's.
+DECODE_INT8 = True
+INT8_FLOATS = tl.constexpr("""{
+.reg .b32 biased, high;
+xor.b32 biased, $4, 0x80808080;
+mov.b32 high, 0x4B000000;
+prmt.b32 $0, biased, high, 0x7540;
+prmt.b32 $1, biased, high, 0x7541;
+prmt.b32 $2, biased, high, 0x7542;
+prmt.b32 $3, biased, high, 0x7543;
+sub.f32 $0, $0, 0f4B000080;
+sub.f32 $1, $1, 0f4B000080;
+sub.f32 $2, $2, 0f4B000080;
+sub.f32 $3, $3, 0f4B000080;
+}""")
 
 
 @triton.jit
@@ -109,13 +132,22 @@ def _input(x, WEIGHTS: tl.constexpr):
 
 
 @triton.jit
-def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, dtype: tl.constexpr):
+def _floats(w, WEIGHTS: tl.constexpr, DECODE: tl.constexpr):
+    """The weight tile as float32: int8 by INT8_FLOATS with DECODE (PTX: CUDA only), else by Triton's
+    conversions (fp8's e4m3 bytes are loaded as int8, Product.of)."""
+    if WEIGHTS == "int8" and DECODE:
+        return tl.inline_asm_elementwise(INT8_FLOATS, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True, pack=4)
+    if WEIGHTS == "fp8":
+        w = w.to(tl.float8e4nv, bitcast=True)
+    return w.to(tl.float32)
+
+
+@triton.jit
+def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, DECODE: tl.constexpr, dtype: tl.constexpr):
     """Each tile row times x (float32, from _input), summed in float32, rounded to `dtype`. int8 (torchao's
     weight-only product): x @ W.to(dtype).T rounded, then times each row's scale, rounded. fp8 (`_scaled_mm`):
     the sum times x's scale and the row's, rounded once."""
-    if WEIGHTS == "fp8":  # e4m3 bytes, loaded as int8 (Product.of)
-        w = w.to(tl.float8e4nv, bitcast=True)
-    total = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+    total = tl.sum(_floats(w, WEIGHTS, DECODE) * x[None, :], axis=1)
     if WEIGHTS == "16-bit":
         out = _rounded(total, dtype)
     elif WEIGHTS == "int8":
@@ -128,7 +160,8 @@ def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, dtype: tl.co
 @triton.jit
 def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
                cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
+               KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
+               PDL: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -139,8 +172,8 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     _wait_for_previous_kernel(PDL)
     w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
     x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
-    first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
-    second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, dtype)
+    first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
+    second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, DECODE, dtype)
     if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
@@ -224,20 +257,21 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
 
 @triton.jit
 def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    WEIGHTS: tl.constexpr, PDL: tl.constexpr):
+                    WEIGHTS: tl.constexpr, DECODE: tl.constexpr, PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
     w = _tile(w_ptr, rows, K, K_PAD)
     x, x_scale = _input(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS)
-    out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, dtype)
+    out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
 @triton.jit
 def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
-                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, PDL: tl.constexpr):
+                   K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
+                   PDL: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -245,8 +279,8 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     _wait_for_previous_kernel(PDL)
     w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
     x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
-    gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, dtype)
-    up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, dtype)
+    gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, DECODE, dtype)
+    up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, DECODE, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
@@ -288,9 +322,9 @@ def attention_constants(cfg: HiggsConfig, columns: int, block: int, itemsize: in
 
 def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int = 1,
                      weights: str = "16-bit") -> tuple[int, int]:
-    """(rows per program, warps) for a product: BLOCKS' (or FP8_BLOCKS') choice, halved until its tile fits the
-    register budget and the rows (in groups of `pair`) divide evenly."""
-    block, warps = (FP8_BLOCKS if weights == "fp8" else BLOCKS)[kind]
+    """(rows per program, warps) for a product: BLOCKS' (INT8_BLOCKS', FP8_BLOCKS') choice, halved until its tile
+    fits the register budget and the rows (in groups of `pair`) divide evenly."""
+    block, warps = {"int8": INT8_BLOCKS, "fp8": FP8_BLOCKS}.get(weights, BLOCKS)[kind]
     while block > pair and (block * triton.next_power_of_2(inputs) * itemsize > MAX_TILE_BYTES_PER_THREAD * 32 * warps
                             or rows % block):
         block //= 2
@@ -348,6 +382,7 @@ class OneRowLayers:
         device = network.inv_freq.device
         self.pdl = device.type == "cuda" and programmatic_launch(torch.cuda.get_device_capability(device))
         self.prefetch_cache = PREFETCH_CACHE and device.type == "cuda"  # the interpreter runs no PTX
+        self.decode = DECODE_INT8 and device.type == "cuda"
         first = next(layer for layer in self.layers if layer)
         item, weights = first.qkv.weight.element_size(), first.qkv.kind
         cache_item = first.input_norm.element_size()  # the activations'
@@ -374,14 +409,16 @@ class OneRowLayers:
             qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, WEIGHTS=weight_kind, PDL=self.pdl, num_warps=warps, **launch)
+                HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl, num_warps=warps,
+                **launch)
             self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
             w, scale, weight_kind = weights.gate_up.args()
             gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=weight_kind, PDL=self.pdl, num_warps=warps, **launch)
+                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl,
+                num_warps=warps, **launch)
             self._residual("down", act, weights.down, h, launch)
         return h
 
@@ -401,7 +438,8 @@ class OneRowLayers:
         w, scale, weight_kind = product.args()
         rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
-                                          WEIGHTS=weight_kind, PDL=self.pdl, num_warps=warps, **launch)
+                                          WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl, num_warps=warps,
+                                          **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
