@@ -3,8 +3,8 @@
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
-        [--one-row-kernels on|off|both]   # bf16's and int8's one-row steps as one_row.py's kernels (default: on)
-        [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS
+        [--one-row-kernels on|off|both]   # 16-bit, int8 and fp8 one-row steps as one_row.py's kernels (default: on)
+        [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS (16-bit's)
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
