@@ -32,7 +32,8 @@ REGISTERS_PER_SM = 65536
 ARCHES = {80: (2048, 163 * 1024), 86: (1536, 99 * 1024), 89: (1536, 99 * 1024), 90: (2048, 227 * 1024)}  # threads,
 # shared memory per SM (the most one program may take), by compute capability
 ATTENTION_COLUMNS = 512
-WEIGHT_TYPES = {"16-bit": ("*bf16", "*bf16", 2), "int8": ("*i8", "*bf16", 1), "fp8": ("*i8", "*fp32", 1)}
+WEIGHT_TYPES = {"16-bit": ("*bf16", "*bf16", 2), "int8": ("*i8", "*bf16", 1), "fp8": ("*i8", "*fp32", 1),
+                "int4": ("*u8", "*bf16", 0.5)}
 FP8_ARCH = 89  # quantize.FP8_CAPABILITY
 ARG_TYPES = {"eps": "fp32", "scale": "fp32", "cache_stride": "i32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
              "column_ptr": "*i64", "mask_ptr": "*i1", "parts_ptr": "*fp32", "stats_ptr": "*fp32", "count_ptr": "*i32"}
@@ -47,7 +48,12 @@ def signature(kernel, weights: str) -> dict:
 def ptxas_usage(kernel, weights: str, constants: dict, options: dict, arch: int) -> tuple[int, int]:
     """(registers per thread, bytes spilled) of the kernel compiled for sm_<arch> (ptxas fails on what it cannot
     run there)."""
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature(kernel, weights), constexprs=constants),
+    types = signature(kernel, weights)
+    # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride divisible by 16,
+    # without which Triton loads a byte or two at a time
+    aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(types.items())
+               if kind.startswith("*") or name == "cache_stride"}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=types, constexprs=constants, attrs=aligned),
                               target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
         ptx.write(compiled.asm["ptx"])

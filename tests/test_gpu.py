@@ -203,6 +203,24 @@ def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_
         assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
 
 
+def test_int4_one_row_kernels_compute_what_torchaos_int4_layers_do(tiny_trtllm, prompt_inputs):
+    """int4 one-row steps read quantize.Int4Groups, the values torchao packs for tinygemm, laid out plainly,
+    against the same engine's tinygemm layers (captured): each dequantises to bf16 before its products, the
+    kernels sum (q - 8) x in float32 and scale per group, so COMPILED_BOUNDS' 2e-2."""
+    layers, kernels = (TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised="int4",
+                                                    speed=Speed(cuda_graph=True, max_seq_len=512, one_row_kernels=on))
+                       for on in (False, True))
+    assert {layer.qkv.kind for layer in kernels.one_row.layers} == {"int4"}  # guard: the int4 kernels run
+    frames = torch.randint(0, 1024, (4, 1, 8), device="cuda")
+    for prompt in (prompt_inputs[0], prompt_inputs[2]):
+        want = [layers.prefill([prompt], 20)] + [layers.step(frame) for frame in frames]
+        got = [kernels.prefill([prompt], 20)] + [kernels.step(frame) for frame in frames]
+        assert torch.equal(got[0], want[0])
+        for mine, theirs in zip(got[1:], want[1:]):
+            assert ((mine - theirs).norm() / theirs.norm()).item() < COMPILED_BOUNDS["int4"]
+    assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
+
+
 def test_int8_weights_decode_to_the_floats_torch_converts_them_to():
     """Every byte through one_row's bit decoding (INT8_FLOATS: PTX) against torch's conversion, in each of the
     four places of the register Triton packs them in."""

@@ -93,7 +93,7 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 class Speed:
     """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
     limit that sets the buckets (None: each request's exact length, no buckets), and whether a step of one row
-    runs its layers as one_row.py's Triton kernels (16-bit, int8 or fp8 weights)."""
+    runs its layers as one_row.py's Triton kernels (16-bit, int8, fp8 or int4 weights)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None
@@ -103,7 +103,7 @@ class Speed:
 
 def one_row_kernels_run(dtype: torch.dtype, quantised: str | None) -> bool:
     """Whether one_row.py's kernels run an engine of this activation dtype and weight kind."""
-    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8", "fp8")
+    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8", "fp8", "int4")
 
 
 def compile_options(mode: str, quantised: str | None, device: torch.device, one_row: bool = False) -> dict:
@@ -226,7 +226,7 @@ class TorchBackend:
         self.network = network.to(device=self.device, dtype=dtype).eval()
         self.network.inv_freq = rope_inv_freq(config).to(self.device)  # RoPE frequencies stay in float32
         if quantised:
-            quantise(self.network, config, quantised, self.device)
+            quantise(self.network, config, quantised, self.device, int4_groups=self.speed.one_row_kernels)
         self.one_row = self._one_row_layers(quantised)
         self.one_row_ends = (one_row_inputs, one_row_logits)
         self.states: dict[tuple[int, int], DecodeState] = {}
@@ -252,8 +252,8 @@ class TorchBackend:
         if not self.speed.one_row_kernels:
             return None
         if not one_row_kernels_run(self.dtype, quantised):
-            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights "
-                              f"(precision=bf16, fp16, int8 or fp8); this engine has {quantised or self.dtype}")
+            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit, int8, fp8 or int4 weights "
+                              f"(precision=bf16, fp16, int8, fp8 or int4); this engine has {quantised or self.dtype}")
         from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
 
         return OneRowLayers(self.network, self.config)
