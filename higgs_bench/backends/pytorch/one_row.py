@@ -521,11 +521,20 @@ class OneRowLayers:
                                           **launch)
 
 
+def step_linears(network, cfg: HiggsConfig) -> list:
+    """The linears an all-audio step of one row reads, layer by layer (quantise keeps int4 values for these)."""
+    return [linear for layer, kind in zip(network.layers, cfg.layer_kinds) if kind != SKIP
+            for linear in _linears(layer, kind)]
+
+
+def _linears(layer, kind: str) -> tuple:
+    mlp = layer.audio_mlp if kind == DUAL else layer.mlp
+    return layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj
+
+
 def _weights(layer, kind: str) -> LayerWeights:
     """A layer's tensors as an all-audio step reads them (network.Layer: audio norms and MLP in dual layers)."""
-    audio = kind == DUAL
-    mlp = layer.audio_mlp if audio else layer.mlp
-    norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
+    norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if kind == DUAL else \
         ("input_layernorm", "post_attention_layernorm")
-    linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    return LayerWeights(*(Product.of(linear) for linear in linears), *(getattr(layer, n).weight for n in norms))
+    return LayerWeights(*(Product.of(linear) for linear in _linears(layer, kind)),
+                        *(getattr(layer, n).weight for n in norms))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -74,9 +75,10 @@ def torchao_config(weights: str):
 
 
 def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.device,
-             int4_groups: bool = False) -> nn.Module:
-    """Quantise `network`'s linears in place (it must already be on `device`, in its activation dtype). With
-    `int4_groups`, int4 linears also keep their values as Int4Groups (one_row.py's kernels read them)."""
+             int4_groups: Collection[nn.Module] = ()) -> nn.Module:
+    """Quantise `network`'s linears in place (it must already be on `device`, in its activation dtype). int4
+    linears among `int4_groups` also keep their values as Int4Groups (for one_row.py's kernels: 0.53 bytes a
+    weight more)."""
     check_supported(weights, device)
     config = torchao_config(weights)
     from torchao.quantization import quantize_
@@ -86,9 +88,10 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
     if weights == "int4" and any(size % INT4_GROUP for size in sizes):
         raise ConfigError(f"precision=int4 quantises in groups of {INT4_GROUP} inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of it")
-    if weights == "int4" and int4_groups:
+    if weights == "int4":
+        kept = set(int4_groups)
         for name, module in network.named_modules():
-            if name in chosen:
+            if name in chosen and module in kept:
                 setattr(module, INT4_GROUPS, Int4Groups.of(module.weight.detach()))
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
     if weights == "fp8":
