@@ -1,6 +1,6 @@
 """Where the one-row step of Triton kernels (backends/pytorch/one_row.py) spends its time, at the 3B shape.
 
-    python benchmarks/one_row_gpu.py CKPT OUT.json [--weights int8|fp8|int4] [--shares] [--rounds 5] [--columns 256]
+    python benchmarks/one_row_gpu.py CKPT OUT.json [--weights int8|fp8] [--shares] [--rounds 5] [--columns 256]
         [--variants '[{"BLOCKS": {"o": [4, 4]}}, {"ATTENTION_BLOCK": 128, "PREFETCH_CACHE": false}]']
 
 Kernels launched with PDL overlap, so a profiler's per-kernel times count the waits twice. Here each variant is
@@ -32,7 +32,7 @@ from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
 SETTINGS = ("BLOCKS", "ATTENTION_SPLIT_COLUMNS", "ATTENTION_BLOCK", "ATTENTION_STAGES", "ATTENTION_WARPS",
-            "PREFETCH_CACHE", "INT8_BLOCKS", "FP8_BLOCKS", "INT4_BLOCKS", "DECODE_INT8")  # one_row's, as the record notes them
+            "PREFETCH_CACHE", "INT8_BLOCKS", "FP8_BLOCKS", "DECODE_INT8")  # one_row's, as the record notes them
 KERNELS = ("qkv_kernel", "attention_kernel", "gate_up_kernel")  # and the residual kernel's two products
 
 
@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--weights", choices=("bf16", "int8", "fp8", "int4"), default="bf16",
+    parser.add_argument("--weights", choices=("bf16", "int8", "fp8"), default="bf16",
                         help="bf16 activations with these weights")
     parser.add_argument("--shares", action="store_true", help="also without PDL, and without each kind of kernel")
     parser.add_argument("--rounds", type=int, default=5)

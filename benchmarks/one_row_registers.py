@@ -32,8 +32,7 @@ REGISTERS_PER_SM = 65536
 ARCHES = {80: (2048, 163 * 1024), 86: (1536, 99 * 1024), 89: (1536, 99 * 1024), 90: (2048, 227 * 1024)}  # threads,
 # shared memory per SM (the most one program may take), by compute capability
 ATTENTION_COLUMNS = 512
-WEIGHT_TYPES = {"16-bit": ("*bf16", "*bf16", 2), "int8": ("*i8", "*bf16", 1), "fp8": ("*i8", "*fp32", 1),
-                "int4": ("*u8", "*bf16", 0.5)}
+WEIGHT_TYPES = {"16-bit": ("*bf16", "*bf16", 2), "int8": ("*i8", "*bf16", 1), "fp8": ("*i8", "*fp32", 1)}
 FP8_ARCH = 89  # quantize.FP8_CAPABILITY
 ARG_TYPES = {"eps": "fp32", "scale": "fp32", "cache_stride": "i32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
              "column_ptr": "*i64", "mask_ptr": "*i1", "parts_ptr": "*fp32", "stats_ptr": "*fp32", "count_ptr": "*i32"}

@@ -8,7 +8,6 @@ import torch
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, one_row_inputs, one_row_logits
 from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
-from higgs_bench.backends.pytorch.quantize import INT4_GROUPS
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.generate.chooser import FrameChooser
 from higgs_bench.generate.loop import generate
@@ -202,29 +201,6 @@ def test_one_row_kernels_in_the_cuda_graph_compute_what_compiled_layers_do(tiny_
                 bound = COMPILED_BOUNDS["fp8"] if quantised == "fp8" else 2e-2 if compiled else 1e-2
                 assert ((mine - theirs).norm() / theirs.norm()).item() < bound
         assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
-
-
-def test_int4_one_row_kernels_compute_what_torchaos_int4_layers_do(tiny_trtllm, prompt_inputs):
-    """int4 one-row steps read quantize.Int4Groups, the values torchao packs for tinygemm, laid out plainly,
-    against the same engine's tinygemm layers (captured): each dequantises to bf16 before its products, the
-    kernels sum (q - 8) x in float32 and scale per group, so COMPILED_BOUNDS' 2e-2."""
-    from higgs_bench.backends.pytorch.one_row import step_linears  # imports Triton
-
-    layers, kernels = (TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised="int4",
-                                                    speed=Speed(cuda_graph=True, max_seq_len=512, one_row_kernels=on))
-                       for on in (False, True))
-    assert {layer.qkv.kind for layer in kernels.one_row.layers} == {"int4"}  # guard: the int4 kernels run
-    kept = {id(module) for module in kernels.network.modules() if hasattr(module, INT4_GROUPS)}
-    assert kept == set(map(id, step_linears(kernels.network, kernels.config)))  # only what a step reads
-    assert not any(hasattr(module, INT4_GROUPS) for module in layers.network.modules())  # nor without the kernels
-    frames = torch.randint(0, 1024, (4, 1, 8), device="cuda")
-    for prompt in (prompt_inputs[0], prompt_inputs[2]):
-        want = [layers.prefill([prompt], 20)] + [layers.step(frame) for frame in frames]
-        got = [kernels.prefill([prompt], 20)] + [kernels.step(frame) for frame in frames]
-        assert torch.equal(got[0], want[0])
-        for mine, theirs in zip(got[1:], want[1:]):
-            assert ((mine - theirs).norm() / theirs.norm()).item() < COMPILED_BOUNDS["int4"]
-    assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
 
 
 def test_int8_weights_decode_to_the_floats_torch_converts_them_to():

@@ -9,19 +9,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from higgs_bench.backends.pytorch import one_row
-from higgs_bench.backends.pytorch.network import network_linear
-from higgs_bench.backends.pytorch.quantize import INT4_GROUPS, Int4Groups, one_row_fp8
+from higgs_bench.backends.pytorch.quantize import one_row_fp8
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.bench.build import torch_speed
 from higgs_bench.errors import ConfigError
 from higgs_bench.generate.loop import generate
-from higgs_bench.model.weights import quantised_linears
 from tests.parity import GREEDY
 
 pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's; on CUDA see tests/test_gpu.py"),
@@ -102,49 +99,6 @@ def test_greedy_codes_match_with_fast_forward_layers_and_only_one_row_steps_take
     assert rows_seen == []  # two rows: the network's own layers
 
 
-def test_int4_groups_hold_torchaos_values_two_to_a_byte():
-    """Int4Groups against torchao's own quantise and dequantise steps for tinygemm (the values its int4 weights
-    hold): the same weights, whichever nibble order or group layout a slip would give."""
-    from torchao.quantization.quant_primitives import (MappingType, _choose_qparams_affine_tinygemm,
-                                                       _dequantize_affine_tinygemm, _quantize_affine_tinygemm)
-
-    w = torch.randn(8, 384, generator=torch.Generator().manual_seed(0)).bfloat16()
-    block = (1, 128)
-    scale, zero = _choose_qparams_affine_tinygemm(w, MappingType.ASYMMETRIC, block, torch.int32, 0, 15,
-                                                  scale_dtype=w.dtype, zero_point_dtype=w.dtype)
-    q = _quantize_affine_tinygemm(w, block, scale, zero, torch.int32, 0, 15)
-    want = _dequantize_affine_tinygemm(q, block, scale, zero, torch.int32, 0, 15, output_dtype=torch.float32)
-    groups = Int4Groups.of(w)
-    assert groups.packed.shape == (8, 192) and groups.scale_and_zero.shape == (8, 3, 2)
-    assert torch.equal(groups.dequantised(), want)
-    assert (groups.dequantised() - w.float()).abs().max() < 0.6 * scale.float().max()  # within half a step
-
-
-def test_int4_one_row_steps_give_the_logits_of_the_eager_step(tiny_trtllm, prompt_inputs):
-    """int4 products read from Int4Groups (two weights to a byte, each group's scale and zero) in every kernel
-    that has a product, against the eager step over the weights those values stand for (float16; on a CPU,
-    where torchao's int4 does not run, the groups are attached by hand as quantise attaches them on CUDA)."""
-    eager, kernels = backends(tiny_trtllm)
-    for backend in (eager, kernels):
-        for name, module in backend.network.named_modules():
-            if name in {network_linear(n) for n in quantised_linears(backend.config)}:
-                groups = Int4Groups.of(module.weight.detach())
-                module.weight.data = groups.dequantised().half()
-                if backend is kernels:
-                    setattr(module, INT4_GROUPS, groups)
-    kernels.one_row = one_row.OneRowLayers(kernels.network, kernels.config)
-    assert {layer.qkv.kind for layer in kernels.one_row.layers} == {"int4"}  # guard: the int4 path runs
-    assert kernels.one_row.blocks == one_row.product_blocks(kernels.config, 0.5, "int4")
-    frame = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(0))
-    for backend in (eager, kernels):
-        backend.prefill(prompt_inputs[2:], 40)
-    for _ in range(3):
-        assert_near(kernels.step(frame), eager.step(frame))
-    for mine, theirs in zip(kernels.state.caches, eager.state.caches):
-        for a, b in zip(mine, theirs):
-            assert_near(a, b)
-
-
 def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     """The residual kernel with e4m3 weights and per-row scales against quantize.one_row_fp8 (what the compiled
     fp8 engines compute), in float16. 96 inputs, padded to 128 in the kernel. The input row is e4m3 values
@@ -162,7 +116,7 @@ def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     x = (fp8_values.view(torch.float8_e4m3fn).float() / 64).half()
     h = torch.randn(rows, generator=generator).half()
     want = h + one_row_fp8(x[None], qdata, scale)[0]
-    product = one_row.Product.of(SimpleNamespace(weight=SimpleNamespace(qdata=qdata, scale=scale)))
+    product = one_row.Product.of(type("Float8Weight", (), {"qdata": qdata, "scale": scale})())
     assert product.kind == "fp8" and product.weight.shape == (rows, inputs)
     w_arg, scale_arg, kind = product.args()
     block, warps = one_row.rows_per_program("o", rows, inputs, 1, weights=kind)
@@ -175,17 +129,17 @@ def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
 @pytest.mark.parametrize("arch", [90, 89, 80])
 def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, arch):
     """benchmarks/one_row_registers.py compiles each kernel as the layers launch it at the 3B shape, for 16-bit,
-    int8, fp8 and int4 weights (fp8 from Ada on), with Triton's ptxas (no GPU): Hopper with PDL, Ada and Ampere
-    without (`griddepcontrol` is PTX for sm_90 on; launched with it there, every default torch engine failed to
-    build), with pointers as aligned as a launch finds them (without, Triton loads a byte or two at a time). A
-    kernel that spilled would send its tile through local memory. Run apart: the tool compiles, while this
-    module's kernels run in the interpreter."""
+    int8 and fp8 weights (fp8 from Ada on), with Triton's ptxas (no GPU): Hopper with PDL, Ada and Ampere without
+    (`griddepcontrol` is PTX for sm_90 on; launched with it there, every default torch engine failed to build),
+    with pointers as aligned as a launch finds them (without, Triton loads a byte or two at a time). A kernel
+    that spilled would send its tile through local memory. Run apart: the tool compiles, while this module's
+    kernels run in the interpreter."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "one_row_registers.py"
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "registers.json"), "--arch", str(arch)], env=env,
                    check=True, capture_output=True)
     table = json.loads((tmp_path / "registers.json").read_text())
-    kinds = ("16-bit", "int8", "fp8", "int4") if arch >= 89 else ("16-bit", "int8", "int4")
+    kinds = ("16-bit", "int8", "fp8") if arch >= 89 else ("16-bit", "int8")
     assert set(table) == {f"{kind} {name}" for kind in kinds for name in ("qkv", "o", "gate_up", "down")} | \
         {"16-bit attention"}
     assert all(row["spilled"] == 0 for row in table.values()), table
@@ -213,7 +167,7 @@ def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
 @pytest.mark.parametrize("precision, weights", [("fp32", None), ("fp32", "int8")])
 def test_the_kernels_refuse_engines_they_do_not_run(tiny_hf, precision, weights):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit, int8, fp8 or int4"):
+    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights"):
         TorchBackend.from_checkpoint(tiny_hf, dtype=dtype, quantised=weights,
                                      speed=Speed(max_seq_len=256, one_row_kernels=True))
 
@@ -224,8 +178,8 @@ def test_engines_take_the_kernels_where_they_apply(compose_cfg):
     def kernels(device, *overrides):
         return torch_speed(compose_cfg("backend=torch", *overrides), device).one_row_kernels
 
-    assert all(kernels(cuda, f"precision={precision}") for precision in ("bf16", "fp16", "int8", "fp8", "int4"))
-    assert not any([kernels(cpu, "precision=bf16"),
+    assert all(kernels(cuda, f"precision={precision}") for precision in ("bf16", "fp16", "int8", "fp8"))
+    assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=int4"),
                     kernels(cuda, "precision=fp32"),
                     kernels(cuda, "precision=bf16", "backend.one_row_kernels=false"),
                     kernels(cuda, "precision=bf16", "backend.compile=false"),

@@ -39,7 +39,7 @@ class BackendConfig:
     # torch.compile mode: default | max-autotune-no-cudagraphs (autotunes the matrix products: minutes more per
     # shape). The CUDA graph is ours. Times per shape are in docs/performance.md.
     compile_mode: str = "default"
-    # torch backend, compiled on CUDA with CUDA graphs, precision bf16, fp16, int8, fp8 or int4: a decode step of one row
+    # torch backend, compiled on CUDA with CUDA graphs, precision bf16, fp16, int8 or fp8: a decode step of one row
     # runs its layers as hand-written Triton kernels (backends/pytorch/one_row.py); false: as the compiled layer
     one_row_kernels: bool = True
 

@@ -93,7 +93,7 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 class Speed:
     """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
     limit that sets the buckets (None: each request's exact length, no buckets), and whether a step of one row
-    runs its layers as one_row.py's Triton kernels (16-bit, int8, fp8 or int4 weights)."""
+    runs its layers as one_row.py's Triton kernels (16-bit, int8 or fp8 weights)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None
@@ -103,7 +103,7 @@ class Speed:
 
 def one_row_kernels_run(dtype: torch.dtype, quantised: str | None) -> bool:
     """Whether one_row.py's kernels run an engine of this activation dtype and weight kind."""
-    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8", "fp8", "int4")
+    return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8", "fp8")
 
 
 def compile_options(mode: str, quantised: str | None, device: torch.device, one_row: bool = False) -> dict:
@@ -225,10 +225,9 @@ class TorchBackend:
         network.inv_freq = rope_inv_freq(config)
         self.network = network.to(device=self.device, dtype=dtype).eval()
         self.network.inv_freq = rope_inv_freq(config).to(self.device)  # RoPE frequencies stay in float32
-        self._check_one_row_kernels(quantised)
         if quantised:
-            quantise(self.network, config, quantised, self.device, int4_groups=self._one_row_linears())
-        self.one_row = self._one_row_layers()
+            quantise(self.network, config, quantised, self.device)
+        self.one_row = self._one_row_layers(quantised)
         self.one_row_ends = (one_row_inputs, one_row_logits)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.prefill_graphs: dict[tuple[int, bool], PrefillGraph] = {}  # by (width, has audio)
@@ -248,24 +247,14 @@ class TorchBackend:
             self.one_row_ends = tuple(torch.compile(end, dynamic=False, options=compile_options(
                 "default", None, self.device)) for end in self.one_row_ends)
 
-    def _check_one_row_kernels(self, quantised: str | None) -> None:
-        if self.speed.one_row_kernels and not one_row_kernels_run(self.dtype, quantised):
-            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit, int8, fp8 or int4 weights "
-                              f"(precision=bf16, fp16, int8, fp8 or int4); this engine has {quantised or self.dtype}")
-
-    def _one_row_linears(self) -> list:
-        """The linears one_row.py's kernels will read (none without them)."""
-        if not self.speed.one_row_kernels:
-            return []
-        from higgs_bench.backends.pytorch.one_row import step_linears  # imports Triton
-
-        return step_linears(self.network, self.config)
-
-    def _one_row_layers(self):
+    def _one_row_layers(self, quantised: str | None):
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""
         if not self.speed.one_row_kernels:
             return None
-        from higgs_bench.backends.pytorch.one_row import OneRowLayers
+        if not one_row_kernels_run(self.dtype, quantised):
+            raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights "
+                              f"(precision=bf16, fp16, int8 or fp8); this engine has {quantised or self.dtype}")
+        from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
 
         return OneRowLayers(self.network, self.config)
 

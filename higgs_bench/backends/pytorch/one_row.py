@@ -27,7 +27,6 @@ import torch
 import triton
 import triton.language as tl
 
-from higgs_bench.backends.pytorch import quantize
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
 # Rows per program and warps, by product, measured at the 3B shape on an H200: the fastest chain of 28 products
@@ -35,15 +34,13 @@ from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 # 4 rows 1.887 ms, 1 row 1.932 ms). A program holds its tile in registers, so rows are halved for wider inputs
 # until a thread holds at most MAX_TILE_BYTES_PER_THREAD of it.
 BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}
-# int8's, with its weights decoded (DECODE_INT8), which takes fewer registers than converting (q/k/v 64 against
-# 168): H200, 3B step 1.452 ms against 1.525 ms with BLOCKS.
-INT8_BLOCKS = {"qkv": (4, 8), "o": (4, 8), "gate_up": (4, 4), "down": (4, 8)}
+# int8's, with its weights decoded (DECODE_INT8), which holds fewer registers than converting: H200, 3B step
+# 1.452 ms against 1.525 ms with BLOCKS; then gate/up's rows doubled, 1.435 against 1.462 ms (q/k/v's doubled
+# gained as much, 1.436 ms, but spill 4 bytes on an A100: benchmarks/one_row_registers.py --arch 80).
+INT8_BLOCKS = {"qkv": (4, 8), "o": (4, 8), "gate_up": (8, 4), "down": (4, 8)}
 # fp8's products quantise their input row in every program: twice the rows per program share that work (H200,
 # 3B step: 1.515 ms against 1.629 ms with BLOCKS; int8 1.637 against 1.592, so int8 keeps BLOCKS).
 FP8_BLOCKS = {"qkv": (8, 4), "o": (16, 8), "gate_up": (4, 4), "down": (8, 8)}
-# int4's: chosen by registers (benchmarks/one_row_registers.py: 64-126 a thread, no spills), not yet measured.
-INT4_BLOCKS = {"qkv": (4, 8), "o": (8, 8), "gate_up": (8, 8), "down": (4, 8)}
-BLOCK_TABLES = {"int8": "INT8_BLOCKS", "fp8": "FP8_BLOCKS", "int4": "INT4_BLOCKS"}  # by weight kind; else BLOCKS
 MAX_TILE_BYTES_PER_THREAD = 256
 # Decode attention: the cache split into parts of at least ATTENTION_SPLIT_COLUMNS columns, at most
 # ATTENTION_SPLITS per key/value head (a program each), each read ATTENTION_BLOCK columns at a time through
@@ -61,7 +58,6 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
 FP8_MAX = tl.constexpr(float(torch.finfo(torch.float8_e4m3fn).max))
-INT4_GROUP = tl.constexpr(quantize.INT4_GROUP)
 # int8 weights made floats by bit arithmetic on the GPU rather than by conversion instructions (I2F: 16 per cycle
 # and SM in CUDA's throughput table for Hopper): each byte made unsigned (b + 128) and placed as a float's low
 # mantissa byte beside 2^23 (prmt), less 2^23 + 128, exactly. The asm reads four weights packed in one register
@@ -137,53 +133,6 @@ def _input(x, WEIGHTS: tl.constexpr):
 
 
 @triton.jit
-def _halves(ptr, K: tl.constexpr, K_PAD: tl.constexpr):
-    """A row's even and odd values, each [groups of 128 inputs, 64] (int4's layout: a byte holds inputs 2j and
-    2j + 1, a group's scale and zero serve 64 bytes)."""
-    g, c = tl.arange(0, K_PAD // INT4_GROUP), tl.arange(0, INT4_GROUP // 2)
-    at = g[:, None] * INT4_GROUP + 2 * c[None, :]
-    inside = (g < K // INT4_GROUP)[:, None]
-    return (tl.load(ptr + at, mask=inside, other=0.0).to(tl.float32),
-            tl.load(ptr + at + 1, mask=inside, other=0.0).to(tl.float32))
-
-
-@triton.jit
-def _rms_normed_halves(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtype: tl.constexpr):
-    """_rms_normed's row as _halves gives it."""
-    even, odd = _halves(h_ptr, K, K_PAD)
-    inverse = tl.rsqrt((tl.sum(even * even) + tl.sum(odd * odd)) / K + eps)
-    norm_even, norm_odd = _halves(norm_ptr, K, K_PAD)
-    return (_rounded(_rounded(even * inverse, dtype) * norm_even, dtype),
-            _rounded(_rounded(odd * inverse, dtype) * norm_odd, dtype))
-
-
-@triton.jit
-def _int4_tile(w_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr):
-    """Rows of int4 weights (quantize.int4_groups: two to a byte), [rows, groups, 64 bytes]."""
-    g, c = tl.arange(0, K_PAD // INT4_GROUP), tl.arange(0, INT4_GROUP // 2)
-    at = rows[:, None, None] * (K // 2) + g[None, :, None] * (INT4_GROUP // 2) + c[None, None, :]
-    return tl.load(w_ptr + at, mask=(g < K // INT4_GROUP)[None, :, None], other=0)
-
-
-@triton.jit
-def _int4_product(w, even, odd, scale_ptr, rows, K: tl.constexpr, K_PAD: tl.constexpr, dtype: tl.constexpr):
-    """Each row of an _int4_tile times the row (_halves), as torchao's int4 weights stand for it: weight
-    (q - 8) * scale + zero per group of 128 inputs, so a group's sum is scale * sum((q - 8) x) + zero * sum(x),
-    in float32, rounded once. q - 8 as a float by bits: the nibble beside 2^23 in a float, less 2^23 + 8."""
-    w = w.to(tl.int32)
-    low = ((w & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388616.0
-    high = (((w >> 4) & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388616.0
-    per_group = tl.sum(low * even[None, :, :] + high * odd[None, :, :], axis=2)
-    g = tl.arange(0, K_PAD // INT4_GROUP)
-    at = 2 * (rows[:, None] * (K // INT4_GROUP) + g[None, :])  # scale and zero side by side
-    inside = (g < K // INT4_GROUP)[None, :]
-    scale = tl.load(scale_ptr + at, mask=inside, other=0.0).to(tl.float32)
-    zero = tl.load(scale_ptr + at + 1, mask=inside, other=0.0).to(tl.float32)
-    sums = tl.sum(even + odd, axis=1)
-    return _rounded(tl.sum(scale * per_group + zero * sums[None, :], axis=1), dtype)
-
-
-@triton.jit
 def _floats(w, WEIGHTS: tl.constexpr, DECODE: tl.constexpr):
     """The weight tile as float32: int8 by INT8_FLOATS with DECODE (PTX: CUDA only), else by Triton's
     conversions (fp8's e4m3 bytes are loaded as int8, Product.of)."""
@@ -222,16 +171,10 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     d = (tl.program_id(0) % per_head) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     rows = head * HEAD_DIM + d
     _wait_for_previous_kernel(PDL)
-    if WEIGHTS == "int4":
-        w_first, w_second = _int4_tile(w_ptr, rows, K, K_PAD), _int4_tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
-        even, odd = _rms_normed_halves(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-        first = _int4_product(w_first, even, odd, scale_ptr, rows, K, K_PAD, dtype)
-        second = _int4_product(w_second, even, odd, scale_ptr, rows + HEAD_DIM // 2, K, K_PAD, dtype)
-    else:
-        w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
-        x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
-        first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
-        second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, DECODE, dtype)
+    w_first, w_second = _tile(w_ptr, rows, K, K_PAD), _tile(w_ptr, rows + HEAD_DIM // 2, K, K_PAD)
+    x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
+    first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
+    second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, DECODE, dtype)
     if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
@@ -320,14 +263,9 @@ def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.c
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     _wait_for_previous_kernel(PDL)
-    if WEIGHTS == "int4":
-        w = _int4_tile(w_ptr, rows, K, K_PAD)
-        even, odd = _halves(x_ptr, K, K_PAD)
-        out = _int4_product(w, even, odd, scale_ptr, rows, K, K_PAD, dtype)
-    else:
-        w = _tile(w_ptr, rows, K, K_PAD)
-        x, x_scale = _input(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS)
-        out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
+    w = _tile(w_ptr, rows, K, K_PAD)
+    x, x_scale = _input(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS)
+    out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
 
 
@@ -340,16 +278,10 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     i = tl.program_id(0) * HALF_BLOCK + tl.arange(0, HALF_BLOCK)
     _wait_for_previous_kernel(PDL)
-    if WEIGHTS == "int4":
-        w_gate, w_up = _int4_tile(w_ptr, i, K, K_PAD), _int4_tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
-        even, odd = _rms_normed_halves(h_ptr, norm_ptr, eps, K, K_PAD, dtype)
-        gate = _int4_product(w_gate, even, odd, scale_ptr, i, K, K_PAD, dtype)
-        up = _int4_product(w_up, even, odd, scale_ptr, i + INTERMEDIATE, K, K_PAD, dtype)
-    else:
-        w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
-        x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
-        gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, DECODE, dtype)
-        up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, DECODE, dtype)
+    w_gate, w_up = _tile(w_ptr, i, K, K_PAD), _tile(w_ptr, i + INTERMEDIATE, K, K_PAD)
+    x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
+    gate = _product(w_gate, x, x_scale, scale_ptr, i, WEIGHTS, DECODE, dtype)
+    up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, DECODE, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
 
@@ -389,18 +321,18 @@ def attention_constants(cfg: HiggsConfig, columns: int, block: int, itemsize: in
                 LINES=max(1, cfg.head_dim * itemsize // CACHE_LINE_BYTES))
 
 
-def rows_per_program(kind: str, rows: int, inputs: int, itemsize: float, pair: int = 1,
+def rows_per_program(kind: str, rows: int, inputs: int, itemsize: int, pair: int = 1,
                      weights: str = "16-bit") -> tuple[int, int]:
     """(rows per program, warps) for a product: BLOCKS' (INT8_BLOCKS', FP8_BLOCKS') choice, halved until its tile
     fits the register budget and the rows (in groups of `pair`) divide evenly."""
-    block, warps = globals()[BLOCK_TABLES.get(weights, "BLOCKS")][kind]
+    block, warps = {"int8": INT8_BLOCKS, "fp8": FP8_BLOCKS}.get(weights, BLOCKS)[kind]
     while block > pair and (block * triton.next_power_of_2(inputs) * itemsize > MAX_TILE_BYTES_PER_THREAD * 32 * warps
                             or rows % block):
         block //= 2
     return block, warps
 
 
-def product_blocks(cfg: HiggsConfig, itemsize: float, weights: str = "16-bit") -> dict[str, tuple[int, int]]:
+def product_blocks(cfg: HiggsConfig, itemsize: int, weights: str = "16-bit") -> dict[str, tuple[int, int]]:
     """(rows per program, warps) of each product kind of a layer (q/k/v and gate/up rows in pairs)."""
     hidden, inter = cfg.hidden_size, cfg.intermediate_size
     return {"qkv": rows_per_program("qkv", cfg.head_dim, hidden, itemsize, 2, weights),
@@ -411,29 +343,19 @@ def product_blocks(cfg: HiggsConfig, itemsize: float, weights: str = "16-bit") -
 
 @dataclass
 class Product:
-    """A linear's weight as the kernels read it: 16-bit values; torchao's one-byte values (int8, or fp8 e4m3
-    read as int8) and their per-row scales; or int4 values two to a byte with their groups' scales and zeros
-    side by side (quantize.Int4Groups, kept beside torchao's int4 weight)."""
+    """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3
+    read as int8) and their per-row scales (quantize.py)."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
-    kind: str = "16-bit"  # or "int8", "fp8", "int4": the kernels' WEIGHTS
+    kind: str = "16-bit"  # or "int8", "fp8": the kernels' WEIGHTS
 
     @classmethod
-    def of(cls, linear) -> Product:
-        groups = getattr(linear, quantize.INT4_GROUPS, None)
-        if groups is not None:
-            return cls(groups.packed, groups.scale_and_zero, "int4")
-        weight = linear.weight
+    def of(cls, weight: torch.Tensor) -> Product:
         if hasattr(weight, "qdata"):  # torchao's Int8Tensor or Float8Tensor
             kind = "fp8" if weight.qdata.dtype == torch.float8_e4m3fn else "int8"
             return cls(weight.qdata.view(torch.int8), weight.scale.reshape(-1), kind)
         return cls(weight)
-
-    @property
-    def itemsize(self) -> float:
-        """Bytes per weight."""
-        return 0.5 if self.kind == "int4" else self.weight.element_size()
 
     def args(self) -> tuple:
         """weight, scale pointers and WEIGHTS, as the kernels take them (an unused scale pointer is the weight's)."""
@@ -463,7 +385,7 @@ class OneRowLayers:
         self.prefetch_cache = PREFETCH_CACHE and device.type == "cuda"  # the interpreter runs no PTX
         self.decode = DECODE_INT8 and device.type == "cuda"
         first = next(layer for layer in self.layers if layer)
-        item, weights = first.qkv.itemsize, first.qkv.kind
+        item, weights = first.qkv.weight.element_size(), first.qkv.kind
         cache_item = first.input_norm.element_size()  # the activations'
         self.attention_block = attention_block(cfg.head_dim, cache_item, device)
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=device)
@@ -515,26 +437,17 @@ class OneRowLayers:
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
         w, scale, weight_kind = product.args()
-        rows, inputs = w.shape[0], x.numel()
+        rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
                                           WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl, num_warps=warps,
                                           **launch)
 
 
-def step_linears(network, cfg: HiggsConfig) -> list:
-    """The linears an all-audio step of one row reads, layer by layer (quantise keeps int4 values for these)."""
-    return [linear for layer, kind in zip(network.layers, cfg.layer_kinds) if kind != SKIP
-            for linear in _linears(layer, kind)]
-
-
-def _linears(layer, kind: str) -> tuple:
-    mlp = layer.audio_mlp if kind == DUAL else layer.mlp
-    return layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj
-
-
 def _weights(layer, kind: str) -> LayerWeights:
     """A layer's tensors as an all-audio step reads them (network.Layer: audio norms and MLP in dual layers)."""
-    norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if kind == DUAL else \
+    audio = kind == DUAL
+    mlp = layer.audio_mlp if audio else layer.mlp
+    norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
         ("input_layernorm", "post_attention_layernorm")
-    return LayerWeights(*(Product.of(linear) for linear in _linears(layer, kind)),
-                        *(getattr(layer, n).weight for n in norms))
+    linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+    return LayerWeights(*(Product.of(linear.weight) for linear in linears), *(getattr(layer, n).weight for n in norms))

@@ -4,9 +4,7 @@ Every scale is per output row or per group of inputs, so a fused weight gets the
 
 - int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
-  `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only. For one_row.py's kernels the same
-  values are also kept two to a byte in plain order (`Int4Groups`), since tinygemm's tiles are laid out for its
-  tensor-core fragments.
+  `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
   A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear); one_row.py's
@@ -20,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,8 +32,6 @@ WEIGHT_KINDS = ("int8", "int4", "fp8")
 # under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 FP8_CAPABILITY = (8, 9)
-INT4_GROUP = 128  # inputs per scale and zero
-INT4_GROUPS = "int4_groups"  # the attribute of a linear that holds its Int4Groups
 
 
 def check_supported(weights: str, device: torch.device) -> None:
@@ -69,71 +63,26 @@ def torchao_config(weights: str):
     if weights == "int8":
         return Int8WeightOnlyConfig(set_inductor_config=False)
     if weights == "int4":
-        return Int4WeightOnlyConfig(group_size=INT4_GROUP, int4_packing_format="tile_packed_to_4d",
-                                    set_inductor_config=False)
+        return Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d", set_inductor_config=False)
     return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
 
 
-def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.device,
-             int4_groups: Collection[nn.Module] = ()) -> nn.Module:
-    """Quantise `network`'s linears in place (it must already be on `device`, in its activation dtype). int4
-    linears among `int4_groups` also keep their values as Int4Groups (for one_row.py's kernels: 0.53 bytes a
-    weight more)."""
+def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.device) -> nn.Module:
+    """Quantise `network`'s linears in place (it must already be on `device`, in its activation dtype)."""
     check_supported(weights, device)
     config = torchao_config(weights)
     from torchao.quantization import quantize_
 
     chosen = {network_linear(name) for name in quantised_linears(cfg)}
-    sizes = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim)
-    if weights == "int4" and any(size % INT4_GROUP for size in sizes):
-        raise ConfigError(f"precision=int4 quantises in groups of {INT4_GROUP} inputs; this model's sizes (hidden "
-                          f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of it")
-    if weights == "int4":
-        kept = set(int4_groups)
-        for name, module in network.named_modules():
-            if name in chosen and module in kept:
-                setattr(module, INT4_GROUPS, Int4Groups.of(module.weight.detach()))
+    if weights == "int4" and (cfg.hidden_size % 128 or cfg.intermediate_size % 128 or cfg.num_heads * cfg.head_dim % 128):
+        raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
+                          f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
     if weights == "fp8":
         for name, module in network.named_modules():
             if name in chosen:
                 module.__class__ = Float8Linear
     return network
-
-
-@dataclass
-class Int4Groups:
-    """int4 weights as torchao quantises them for tinygemm (asymmetric, groups of INT4_GROUP inputs; a weight
-    stands for (q - 8) * scale + zero), laid out plainly: `packed` [out, in / 2] uint8 holds inputs 2j (low
-    nibble) and 2j + 1 (high), `scale_and_zero` [out, in / INT4_GROUP, 2] each group's scale and zero."""
-
-    packed: torch.Tensor
-    scale_and_zero: torch.Tensor
-
-    @classmethod
-    def of(cls, weight: torch.Tensor) -> Int4Groups:
-        """torchao's own steps (Int4TilePackedTo4dTensor.from_hp, TINYGEMM) on a [out, in] weight: the same q,
-        scales and zeros that it packs for tinygemm."""
-        from torchao.quantization.quant_primitives import (
-            MappingType,
-            _choose_qparams_affine_tinygemm,
-            _quantize_affine_tinygemm,
-        )
-
-        block = (1, INT4_GROUP)
-        scale, zero = _choose_qparams_affine_tinygemm(weight, MappingType.ASYMMETRIC, block, torch.int32, 0, 15,
-                                                      scale_dtype=weight.dtype, zero_point_dtype=weight.dtype)
-        q = _quantize_affine_tinygemm(weight, block, scale, zero, torch.int32, 0, 15)
-        packed = (q[:, 0::2] | q[:, 1::2] << 4).to(torch.uint8)
-        rows = weight.shape[0]
-        return cls(packed, torch.stack([scale.reshape(rows, -1), zero.reshape(rows, -1)], dim=-1).contiguous())
-
-    def dequantised(self) -> torch.Tensor:
-        """The weights these values stand for, in float32 [out, in]."""
-        q = torch.stack([self.packed & 15, self.packed >> 4], dim=-1).reshape(self.packed.shape[0], -1)
-        groups = (q.float() - 8).unflatten(1, (-1, INT4_GROUP))
-        scale, zero = self.scale_and_zero.float().unbind(-1)
-        return (groups * scale[..., None] + zero[..., None]).flatten(1)
 
 
 class Float8Linear(nn.Linear):
