@@ -9,15 +9,17 @@ flight is bounded by registers: 30-36 KB per SM for int8's q/k/v and gate/up (be
 where bf16's tiles of the same rows hold twice that. Here a program walks its rows' inputs BLOCK_K at a time
 through STAGES - 1 buffers of shared memory that TMA fills (Triton pipelines descriptor loads in a `tl.range` with
 `num_stages`; it does not pipeline plain loads that feed no dot), so bytes in flight are bounded by shared memory
-(227 KB per SM). Per product kind, a chain of 28 products (one per layer, each reading the one before's output),
-in a CUDA graph, with PDL: the register kernel at one_row.BLOCKS and the TMA kernel at each config.
+(227 KB per SM). Also int8 made floats by one_row.INT8_FLOATS (byte permutes) instead of Triton's conversion.
+Per product kind, a chain of 28 products (one per layer, each reading the one before's output), in a CUDA
+graph, with PDL: the register kernel at one_row.BLOCKS (q/k/v's and gate/up's rows as one_row pairs them, twice
+over), at each of REGISTER_CONFIGS converted and decoded, and the TMA kernel at each of TMA_CONFIGS.
+(docs/performance.md, section "int8 decoded in registers".)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
@@ -25,35 +27,21 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from gemv_pdl_probe_gpu import replay_us  # this folder's scripts run with it on sys.path
+from higgs_bench.backends.pytorch.one_row import INT8_FLOATS
+
 LAYERS = 28
 KINDS = {"qkv": (5120, 3072), "o": (3072, 3072), "gate_up": (16384, 3072), "down": (3072, 8192)}  # (N, K)
 TINY_KINDS = {"qkv": (64, 256), "o": (32, 256), "gate_up": (128, 256), "down": (32, 512)}
-REGISTER_BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}  # one_row.BLOCKS
+REGISTER_BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}  # one_row.BLOCKS then
 TMA_CONFIGS = [(8, 256, 4, 4), (16, 256, 4, 4), (32, 256, 4, 4), (32, 256, 13, 4)]  # (rows, BLOCK_K, stages, warps)
 REGISTER_CONFIGS = [(rows, warps) for rows in (2, 4, 8, 16) for warps in (4, 8)]
-
-
-# Four int8 weights (one 32-bit register) to four floats without conversion instructions: each byte, made unsigned
-# (b + 128), becomes a float's low mantissa byte beside 2^23 (prmt), and 2^23 + 128 is subtracted (exact).
-INT8_TO_FLOAT = tl.constexpr("""{
-.reg .b32 t, high;
-xor.b32 t, $4, 0x80808080;
-mov.b32 high, 0x4B000000;
-prmt.b32 $0, t, high, 0x7540;
-prmt.b32 $1, t, high, 0x7541;
-prmt.b32 $2, t, high, 0x7542;
-prmt.b32 $3, t, high, 0x7543;
-sub.f32 $0, $0, 0f4B000080;
-sub.f32 $1, $1, 0f4B000080;
-sub.f32 $2, $2, 0f4B000080;
-sub.f32 $3, $3, 0f4B000080;
-}""")
 
 
 @triton.jit
 def _floats(w, DECODE: tl.constexpr):
     if DECODE:
-        return tl.inline_asm_elementwise(INT8_TO_FLOAT, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True, pack=4)
+        return tl.inline_asm_elementwise(INT8_FLOATS, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True, pack=4)
     return w.to(tl.float32)
 
 
@@ -61,7 +49,7 @@ def _floats(w, DECODE: tl.constexpr):
 def register_gemv(w_ptr, s_ptr, x_ptr, y_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
                   ONE_BYTE: tl.constexpr, PDL: tl.constexpr, DECODE: tl.constexpr = False):
     """one_row.residual_kernel's product without the residual: the whole [BLOCK, K] tile loaded at once (int8
-    made floats by INT8_TO_FLOAT with DECODE)."""
+    made floats by one_row.INT8_FLOATS with DECODE)."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.arange(0, K_PAD)
     if PDL:
@@ -157,22 +145,7 @@ def chain_us(ws, product, k: int) -> float:
         for i, (w, s) in enumerate(ws):
             product(i, w, s, buffers[i % 2][:k], buffers[(i + 1) % 2][:n])
 
-    for _ in range(2):
-        run()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(50):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 50 * 1000)
-    return statistics.median(times)
+    return replay_us(run, replays=50)
 
 
 def main() -> None:
