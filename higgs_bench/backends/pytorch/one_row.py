@@ -12,8 +12,9 @@ tile of weight rows at once (all of its reads in flight together) and does the s
 - `gate_up_kernel`: the post-attention RMSNorm, the gate/up product and SiLU(gate) * up.
 
 On Hopper and later each kernel is launched with programmatic dependent launch (PDL): it may start while the
-kernel ahead of it ends, and waits for it (`griddepcontrol.wait`) before reading anything. Rounding follows
-network.py's operations in the activation dtype. Rows are paired where the epilogue needs two of them: RoPE's
+kernel ahead of it ends, and waits for it (`griddepcontrol.wait`) before reading anything. int8 weights become
+floats by byte permutes in PTX (DECODE_INT8), exactly as converting. Rounding follows network.py's operations
+in the activation dtype. Rows are paired where the epilogue needs two of them: RoPE's
 (d, d + half a head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. An fp8 product
 quantises its input row in each program, as torchao quantises the activations. Triton's interpreter runs these
 kernels on a CPU (tests).
@@ -34,12 +35,12 @@ from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 # 4 rows 1.887 ms, 1 row 1.932 ms). A program holds its tile in registers, so rows are halved for wider inputs
 # until a thread holds at most MAX_TILE_BYTES_PER_THREAD of it.
 BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}
-# int8's, with its weights decoded (DECODE_INT8), which holds fewer registers than converting: H200, 3B step
-# 1.452 ms against 1.525 ms with BLOCKS; then gate/up's rows doubled, 1.435 against 1.462 ms (q/k/v's doubled
-# gained as much, 1.436 ms, but spill 4 bytes on an A100: benchmarks/one_row_registers.py --arch 80).
+# int8's, its weights decoded (DECODE_INT8), measured in the 3B step on an H200: 1.452 ms against 1.525 ms with
+# BLOCKS; then gate/up's rows doubled, 1.435 against 1.462 ms (q/k/v's doubled gained as much, 1.436 ms, but
+# spill 4 bytes on an A100: benchmarks/one_row_registers.py --arch 80).
 INT8_BLOCKS = {"qkv": (4, 8), "o": (4, 8), "gate_up": (8, 4), "down": (4, 8)}
 # fp8's products quantise their input row in every program: twice the rows per program share that work (H200,
-# 3B step: 1.515 ms against 1.629 ms with BLOCKS; int8 1.637 against 1.592, so int8 keeps BLOCKS).
+# 3B step: 1.515 ms against 1.629 ms with BLOCKS).
 FP8_BLOCKS = {"qkv": (8, 4), "o": (16, 8), "gate_up": (4, 4), "down": (8, 8)}
 MAX_TILE_BYTES_PER_THREAD = 256
 # Decode attention: the cache split into parts of at least ATTENTION_SPLIT_COLUMNS columns, at most
