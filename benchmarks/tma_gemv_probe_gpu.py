@@ -5,8 +5,7 @@ read int8 weights faster than the one-row kernels, whose programs hold their who
     python benchmarks/tma_gemv_probe_gpu.py OUT.json --check   # tiny shapes, Triton's interpreter, on a CPU
 
 A one-row kernel's program issues its whole weight tile's loads at once, into registers, so what an SM has in
-flight is bounded by registers: 30-36 KB per SM for int8's q/k/v and gate/up (benchmarks/one_row_registers.py),
-where bf16's tiles of the same rows hold twice that. Here a program walks its rows' inputs BLOCK_K at a time
+flight is bounded by registers, and a one-byte tile of the same rows holds half a 16-bit tile's bytes. Here a program walks its rows' inputs BLOCK_K at a time
 through STAGES - 1 buffers of shared memory that TMA fills (Triton pipelines descriptor loads in a `tl.range` with
 `num_stages`; it does not pipeline plain loads that feed no dot), so bytes in flight are bounded by shared memory
 (227 KB per SM). Also int8 made floats by one_row.INT8_FLOATS (byte permutes) instead of Triton's conversion.
@@ -28,7 +27,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from gemv_pdl_probe_gpu import replay_us  # this folder's scripts run with it on sys.path
-from higgs_bench.backends.pytorch.one_row import INT8_FLOATS
+from higgs_bench.backends.pytorch.one_row import _floats
 
 LAYERS = 28
 KINDS = {"qkv": (5120, 3072), "o": (3072, 3072), "gate_up": (16384, 3072), "down": (3072, 8192)}  # (N, K)
@@ -36,13 +35,6 @@ TINY_KINDS = {"qkv": (64, 256), "o": (32, 256), "gate_up": (128, 256), "down": (
 REGISTER_BLOCKS = {"qkv": (4, 4), "o": (8, 8), "gate_up": (2, 4), "down": (4, 8)}  # one_row.BLOCKS then
 TMA_CONFIGS = [(8, 256, 4, 4), (16, 256, 4, 4), (32, 256, 4, 4), (32, 256, 13, 4)]  # (rows, BLOCK_K, stages, warps)
 REGISTER_CONFIGS = [(rows, warps) for rows in (2, 4, 8, 16) for warps in (4, 8)]
-
-
-@triton.jit
-def _floats(w, DECODE: tl.constexpr):
-    if DECODE:
-        return tl.inline_asm_elementwise(INT8_FLOATS, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True, pack=4)
-    return w.to(tl.float32)
 
 
 @triton.jit
@@ -57,7 +49,7 @@ def register_gemv(w_ptr, s_ptr, x_ptr, y_ptr, K: tl.constexpr, K_PAD: tl.constex
         tl.extra.cuda.gdc_wait()
     w = tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=(cols < K)[None, :], other=0)
     x = tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
-    y = tl.sum(_floats(w, DECODE) * x[None, :], axis=1)
+    y = tl.sum(_floats(w, "int8" if ONE_BYTE else "16-bit", DECODE) * x[None, :], axis=1)
     if ONE_BYTE:
         y = y.to(tl.bfloat16).to(tl.float32) * tl.load(s_ptr + rows).to(tl.float32)
     tl.store(y_ptr + rows, y.to(tl.bfloat16))
