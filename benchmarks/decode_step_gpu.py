@@ -5,6 +5,7 @@
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
         [--one-row-kernels on|off|both]   # 16-bit, int8 and fp8 one-row steps as one_row.py's kernels (default: on)
         [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS (16-bit's)
+        [--int8-rows-kernel on|off]   # int8 products of several rows as int8_rows.py's kernel (default: on)
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from higgs_bench.backends.pytorch import one_row
+from higgs_bench.backends.pytorch import one_row, quantize
 from higgs_bench.backends.pytorch.backend import (CUDA_INDUCTOR_OPTIONS, Speed, TorchBackend, one_row_kernels_run,
                                                   override_inductor_options)
 from higgs_bench.backends.pytorch.engine import load_engine, start_compile_workers
@@ -113,14 +114,17 @@ def main() -> None:
                         help="one-row steps of bf16, int8 and fp8 as one_row.py's kernels (both: each, two variants)")
     parser.add_argument("--one-row-blocks", type=json.loads, default=[{}],
                         help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
+    parser.add_argument("--int8-rows-kernel", choices=("on", "off"), default="on",
+                        help="int8 products of several rows as int8_rows.py's kernel (quantize.INT8_ROWS_KERNEL)")
     args = parser.parse_args()
     override_inductor_options(args.inductor_options)
+    quantize.INT8_ROWS_KERNEL = args.int8_rows_kernel == "on"
     workers_ready = start_compile_workers() if args.workers_ready else None
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
                "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS,
-               "compile_workers_ready": workers_ready,
+               "compile_workers_ready": workers_ready, "int8_rows_kernel": quantize.INT8_ROWS_KERNEL,
                "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]

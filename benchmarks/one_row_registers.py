@@ -1,6 +1,7 @@
 """Registers, spills and bytes in flight of each one-row kernel at the 3B shape, per weight kind: Triton's PTX
 for a GPU architecture (Hopper by default) through its own `ptxas -v`, as the layers launch them there (with PDL
-from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Needs no GPU.
+from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Also int8_rows.py's kernel
+(int8 products of several rows) at each of its blocks, with the shared memory its stages take. Needs no GPU.
 
     python benchmarks/one_row_registers.py [OUT.json] [--arch 90|89|86|80]
 
@@ -24,7 +25,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from higgs_bench.backends.pytorch import one_row  # noqa: E402
+from higgs_bench.backends.pytorch import int8_rows, one_row  # noqa: E402
 from higgs_bench.model.random_checkpoint import make_config  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -44,14 +45,13 @@ def signature(kernel, weights: str) -> dict:
     return {name: "constexpr" if name.isupper() else types.get(name, "*bf16") for name in kernel.arg_names}
 
 
-def ptxas_usage(kernel, weights: str, constants: dict, options: dict, arch: int) -> tuple[int, int]:
-    """(registers per thread, bytes spilled) of the kernel compiled for sm_<arch> (ptxas fails on what it cannot
-    run there)."""
-    types = signature(kernel, weights)
-    # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride divisible by 16,
-    # without which Triton loads a byte or two at a time
+def ptxas_usage(kernel, types: dict, constants: dict, options: dict, arch: int) -> tuple[int, int, int]:
+    """(registers per thread, bytes spilled, bytes of shared memory) of the kernel compiled for sm_<arch> (ptxas
+    fails on what it cannot run there)."""
+    # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride (int8_rows: the
+    # product's sizes) divisible by 16, without which Triton loads a byte or two at a time
     aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(types.items())
-               if kind.startswith("*") or name == "cache_stride"}
+               if kind.startswith("*") or name in ("cache_stride", "N", "K")}
     compiled = triton.compile(ASTSource(fn=kernel, signature=types, constexprs=constants, attrs=aligned),
                               target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
@@ -60,7 +60,8 @@ def ptxas_usage(kernel, weights: str, constants: dict, options: dict, arch: int)
         report = subprocess.run([PTXAS, "-v", "--gpu-name", f"sm_{arch}a" if arch >= 90 else f"sm_{arch}", ptx.name,
                                  "-o", os.devnull], capture_output=True, text=True, check=True).stderr
     spilled = re.search(r"(\d+) bytes spill stores", report)
-    return int(re.search(r"Used (\d+) registers", report).group(1)), int(spilled.group(1)) if spilled else 0
+    return (int(re.search(r"Used (\d+) registers", report).group(1)), int(spilled.group(1)) if spilled else 0,
+            compiled.metadata.shared)
 
 
 def kernels(cfg, weights: str, shared_memory: int) -> dict:
@@ -89,6 +90,27 @@ def kernels(cfg, weights: str, shared_memory: int) -> dict:
     }
 
 
+def int8_rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
+    """int8_rows.py's kernel at each of ROWS_CONFIGS' blocks: registers, spills, its stages' shared memory (which
+    must fit the GPU's) and weight bytes in flight per SM (all stages but the one being read)."""
+    types = {"x_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32", "N": "i32",
+             "K": "i32"}
+    table = {}
+    for limit, b in int8_rows.ROWS_CONFIGS:
+        constants = dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
+                         WEIGHTS_FIRST=b.weights_first)
+        registers, spilled, shared = ptxas_usage(int8_rows.int8_matmul_kernel, types | dict.fromkeys(constants,
+                                                 "constexpr"), constants, {"num_warps": b.warps}, arch)
+        threads = 32 * b.warps
+        resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads,
+                       shared_memory // max(shared, 1))
+        table[f"int8 rows <= {limit}" if limit else "int8 rows, more"] = {
+            "rows": b.rows, "warps": b.warps, "registers": registers, "spilled": spilled, "shared_kb": shared / 1024,
+            "fits_shared_memory": shared <= shared_memory, "programs_per_sm": resident,
+            "kb_in_flight_per_sm": resident * (b.stages - 1) * b.outputs * b.inputs / 1024}
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, nargs="?")
@@ -107,12 +129,13 @@ def main() -> None:
                 continue  # the cache is in the activations' dtype whatever the weights
             constants = constants | {"PDL": pdl} | ({} if name == "attention" else
                                                    {"WEIGHTS": weights, "DECODE": one_row.DECODE_INT8})
-            registers, spilled = ptxas_usage(kernel, weights, constants, options, args.arch)
+            registers, spilled, _ = ptxas_usage(kernel, signature(kernel, weights), constants, options, args.arch)
             threads = 32 * options["num_warps"]
             resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads)
             table[f"{weights} {name}"] = {"rows": rows, "warps": options["num_warps"], "registers": registers,
                                           "spilled": spilled, "programs_per_sm": resident,
                                           "kb_in_flight_per_sm": resident * rows * row_bytes / 1024}
+    table |= int8_rows_usage(args.arch, threads_per_sm, shared_memory)
     for name, row in table.items():
         print(f"{name:18s} " + "  ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                                           for key, value in row.items()))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from higgs_bench.backends.pytorch import one_row
+from higgs_bench.backends.pytorch import int8_rows, one_row
 from higgs_bench.backends.pytorch.quantize import one_row_fp8
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.bench.build import torch_speed
@@ -133,16 +133,19 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     (`griddepcontrol` is PTX for sm_90 on; launched with it there, every default torch engine failed to build),
     with pointers as aligned as a launch finds them (without, Triton loads a byte or two at a time). A kernel
     that spilled would send its tile through local memory. Run apart: the tool compiles, while this module's
-    kernels run in the interpreter."""
+    kernels run in the interpreter. Also int8_rows.py's kernel at each of its blocks, whose stages' shared memory
+    must fit the GPU's (99 KB per block on Ada)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "one_row_registers.py"
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "registers.json"), "--arch", str(arch)], env=env,
                    check=True, capture_output=True)
     table = json.loads((tmp_path / "registers.json").read_text())
     kinds = ("16-bit", "int8", "fp8") if arch >= 89 else ("16-bit", "int8")
+    rows = {f"int8 rows <= {limit}" if limit else "int8 rows, more" for limit, _ in int8_rows.ROWS_CONFIGS}
     assert set(table) == {f"{kind} {name}" for kind in kinds for name in ("qkv", "o", "gate_up", "down")} | \
-        {"16-bit attention"}
+        {"16-bit attention"} | rows
     assert all(row["spilled"] == 0 for row in table.values()), table
+    assert all(table[name]["fits_shared_memory"] for name in rows), table
     if arch >= 89:
         assert table["fp8 o"]["rows"] == one_row.FP8_BLOCKS["o"][0]  # each kind's table, as the layers take them
     assert table["int8 o"]["rows"] == one_row.INT8_BLOCKS["o"][0]

@@ -2,7 +2,8 @@
 TensorRT-LLM converter quantises; fused as the network holds them), in place, on the device they will run on.
 Every scale is per output row or per group of inputs, so a fused weight gets the scales its parts would.
 
-- int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA.
+- int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA. On CUDA its
+  products of several rows take int8_rows.py's kernel (Int8Linear), which reads each weight once.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
@@ -32,6 +33,7 @@ WEIGHT_KINDS = ("int8", "int4", "fp8")
 # under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 FP8_CAPABILITY = (8, 9)
+INT8_ROWS_KERNEL = True  # int8 products of several rows on CUDA as int8_rows.int8_matmul (Int8Linear)
 
 
 def check_supported(weights: str, device: torch.device) -> None:
@@ -78,11 +80,20 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
-    if weights == "fp8":
-        for name, module in network.named_modules():
-            if name in chosen:
-                module.__class__ = Float8Linear
+    linear_class = {"fp8": Float8Linear, "int8": int8_linear_class(device)}.get(weights)
+    for name, module in network.named_modules():
+        if name in chosen and linear_class is not None:
+            module.__class__ = linear_class
     return network
+
+
+def int8_linear_class(device: torch.device):
+    """The class of int8 linears on `device`: int8_rows.Int8Linear on CUDA (it imports Triton), else None."""
+    if device.type != "cuda" or not INT8_ROWS_KERNEL:
+        return None
+    from higgs_bench.backends.pytorch.int8_rows import Int8Linear
+
+    return Int8Linear
 
 
 class Float8Linear(nn.Linear):

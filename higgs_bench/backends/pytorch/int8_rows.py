@@ -1,0 +1,126 @@
+"""int8 weight-only products of several rows as one Triton kernel that reads each int8 weight once.
+
+torchao's weight-only int8 product is `x @ W.to(x.dtype).T`, rounded, times each output row's scale, rounded
+(Int8Tensor's linear). Compiled by Inductor it becomes a kernel that writes the weights out as 16-bit values and
+cuBLAS reading them back: three bytes moved per weight instead of one, which made int8 engines slower than bf16
+at every batch of several rows (H200, 3B shape: 5.3-6.4 ms a frame at 4-64 rows against bf16's 2.6-3.5 ms,
+docs/performance.md). Inductor's own GEMM templates fuse the conversion, but autotune every shape at every build
+(43 s for one shape). Here the same arithmetic is a GEMM whose program walks its weight rows BLOCK_K inputs at a
+time (Triton pipelines the loads through shared memory), converts them in registers and multiplies on tensor
+cores, with blocks measured once per product shape (ROWS_CONFIGS).
+
+Under torch.compile the kernel is a user-defined Triton kernel in the compiled graph. Triton's interpreter runs it
+on a CPU (tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """A launch of int8_matmul_kernel: rows of x per program, weight rows per program, inputs per loop step,
+    loads in flight (stages), warps, and whether the weight tile is the product's left operand (W @ x.T: the
+    tile is then what tensor cores take from registers, converted there)."""
+
+    rows: int
+    outputs: int
+    inputs: int
+    stages: int
+    warps: int
+    weights_first: bool = False
+
+
+# By how many rows a product has: the first entry whose limit holds them. Measured at the 3B shape on an H200
+# (benchmarks/int8_rows_probe_gpu.py); `outputs` is halved for products too narrow to give every SM two programs.
+ROWS_CONFIGS = [(16, Blocks(16, 64, 128, 4, 4)), (32, Blocks(32, 64, 128, 4, 4)), (None, Blocks(64, 128, 64, 4, 8))]
+
+
+@triton.jit(do_not_specialize=["M"])  # one compilation for every row count of a block
+def int8_matmul_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, STAGES: tl.constexpr, WEIGHTS_FIRST: tl.constexpr):
+    """out[m, n] = rounded(rounded(sum_k x[m, k] * W[n, k]) * scale[n]) for this program's BLOCK_M rows of x and
+    BLOCK_N rows of W; x [M, K] and out [M, N] 16-bit, W [N, K] int8, all contiguous; N and K multiples of the
+    blocks."""
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    k = tl.arange(0, BLOCK_K)
+    in_rows = (m < M)[:, None]
+    x_at = x_ptr + m[:, None] * K + k[None, :]
+    w_at = w_ptr + n[:, None] * K + k[None, :]
+    if WEIGHTS_FIRST:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for start in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+        x = tl.load(x_at + start, mask=in_rows, other=0.0)
+        w = tl.load(w_at + start).to(dtype)
+        if WEIGHTS_FIRST:
+            acc = tl.dot(w, tl.trans(x), acc)
+        else:
+            acc = tl.dot(x, tl.trans(w), acc)
+    if WEIGHTS_FIRST:
+        acc = tl.trans(acc)
+    product = acc.to(dtype).to(tl.float32)
+    scale = tl.load(scale_ptr + n).to(dtype).to(tl.float32)
+    tl.store(out_ptr + m[:, None] * N + n[None, :], (product * scale[None, :]).to(dtype), mask=in_rows)
+
+
+def blocks_for(rows: int, outputs: int, inputs: int, programs_wanted: int) -> Blocks | None:
+    """ROWS_CONFIGS' blocks for a product of this shape: outputs per program halved (down to 16) until the launch
+    has `programs_wanted` programs and they divide the outputs, inputs per step halved (down to 16) until they
+    divide the inputs; None when 16 does not divide them."""
+    blocks = next(b for limit, b in ROWS_CONFIGS if limit is None or rows <= limit)
+    width, depth = blocks.outputs, blocks.inputs
+    while width > 16 and (outputs % width or (outputs // width) * triton.cdiv(rows, blocks.rows) < programs_wanted):
+        width //= 2
+    while depth > 16 and inputs % depth:
+        depth //= 2
+    if outputs % width or inputs % depth:
+        return None
+    return Blocks(blocks.rows, width, depth, blocks.stages, blocks.warps, blocks.weights_first)
+
+
+def programs_wanted(device: torch.device) -> int:
+    """Two programs per SM on CUDA; any number in Triton's interpreter."""
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return 2 * torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether int8_matmul takes this product: 16-bit activations, and a shape its blocks divide."""
+    return (x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == torch.int8
+            and blocks_for(x.numel() // x.shape[-1], weight.shape[0], weight.shape[1], 1) is not None)
+
+
+def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
+    """x [..., K] (16-bit) times int8 weight [N, K] with per-row scales [N] (or [N, 1]) -> [..., N], as torchao's
+    weight-only int8 linear computes it (`runs` says which shapes it takes)."""
+    rows, (outputs, inputs) = x.numel() // x.shape[-1], weight.shape
+    blocks = blocks or blocks_for(rows, outputs, inputs, programs_wanted(x.device))
+    flat = x.reshape(rows, inputs).contiguous()
+    out = flat.new_empty(rows, outputs)
+    grid = (outputs // blocks.outputs, triton.cdiv(rows, blocks.rows))
+    int8_matmul_kernel[grid](flat, weight, scale.reshape(-1), out, rows, outputs, inputs, BLOCK_M=blocks.rows,
+                             BLOCK_N=blocks.outputs, BLOCK_K=blocks.inputs, STAGES=blocks.stages,
+                             WEIGHTS_FIRST=blocks.weights_first, num_warps=blocks.warps)
+    return out.view(*x.shape[:-1], outputs)
+
+
+class Int8Linear(torch.nn.Linear):
+    """A linear holding torchao's int8 weight (qdata [out, in], scale [out, 1]) on CUDA: its products of several
+    rows (decode steps of several rows, prefills) take int8_matmul; one row, and shapes it does not take, stay
+    torchao's (a one-row step runs one_row.py's kernels by default)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
+            return int8_matmul(x, self.weight.qdata, self.weight.scale)
+        return super().forward(x)
