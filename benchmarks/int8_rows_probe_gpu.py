@@ -1,7 +1,7 @@
 """int8 weight-only products of several rows: int8_rows.py's kernel at several blocks, against cuBLAS over bf16
 weights and against the conversion to bf16 + cuBLAS that int8 engines compiled before it.
 
-    python benchmarks/int8_rows_probe_gpu.py OUT.json [--rows 4,16,64]
+    python benchmarks/int8_rows_probe_gpu.py OUT.json [--rows 4,16,64,256]
     python benchmarks/int8_rows_probe_gpu.py OUT.json --check   # tiny shapes, Triton's interpreter, on a CPU
 
 Per product kind of the 3B shape and row count: 28 products (one per layer, distinct weights, so that none is
@@ -72,7 +72,7 @@ def check(kinds: dict, rows_list, device, dtype) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--rows", default="4,16,64")
+    parser.add_argument("--rows", default="4,16,64,256")
     parser.add_argument("--check", action="store_true", help="tiny shapes through Triton's interpreter")
     args = parser.parse_args()
     rows_list = [int(r) for r in args.rows.split(",")]
