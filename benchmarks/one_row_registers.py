@@ -90,13 +90,18 @@ def kernels(cfg, weights: str, shared_memory: int) -> dict:
     }
 
 
+def rows_name(b) -> str:
+    """int8_rows blocks as this table names them: rows x weight rows x inputs, in stages, warps."""
+    return f"{b.rows}x{b.outputs}x{b.inputs}/{b.stages}/{b.warps}{' weights first' if b.weights_first else ''}"
+
+
 def int8_rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
-    """int8_rows.py's kernel at each of ROWS_CONFIGS' blocks: registers, spills, its stages' shared memory (which
-    must fit the GPU's) and weight bytes in flight per SM (all stages but the one being read)."""
+    """int8_rows.py's kernel at each of its blocks: registers, spills, its stages' shared memory (which must fit the
+    GPU's) and weight bytes in flight per SM (all stages but the one being read)."""
     types = {"x_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32", "N": "i32",
              "K": "i32"}
     table = {}
-    for limit, b in int8_rows.ROWS_CONFIGS:
+    for b in int8_rows.FEW_ROWS_BLOCKS + int8_rows.MANY_ROWS_BLOCKS:
         constants = dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
                          WEIGHTS_FIRST=b.weights_first)
         registers, spilled, shared = ptxas_usage(int8_rows.int8_matmul_kernel, types | dict.fromkeys(constants,
@@ -104,7 +109,7 @@ def int8_rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
         threads = 32 * b.warps
         resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads,
                        shared_memory // max(shared, 1))
-        table[f"int8 rows <= {limit}" if limit else "int8 rows, more"] = {
+        table[f"int8 rows {rows_name(b)}"] = {
             "rows": b.rows, "warps": b.warps, "registers": registers, "spilled": spilled, "shared_kb": shared / 1024,
             "fits_shared_memory": shared <= shared_memory, "programs_per_sm": resident,
             "kb_in_flight_per_sm": resident * (b.stages - 1) * b.outputs * b.inputs / 1024}

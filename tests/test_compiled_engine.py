@@ -54,15 +54,17 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
         return setting("coordinate_descent_tuning", kind, one_row)
 
     assert [tunes("fp8", True), tunes("fp8", False), tunes("int8", True), tunes("int8", False), tunes(None, True)] \
-        == [True, False, True, True, False]
+        == [True, False, True, False, False]
     assert compile_options("default", "int8", cuda)["pattern_matcher"] is False  # no _weight_int8pack_mm at 64 rows
-    # the wide search doubled the build of int8's shapes of several rows for frames no faster (H200)
+    # int8 searches all directions at one row only; its shapes of several rows tune nothing (int8_rows takes their
+    # products)
     wide = "coordinate_descent_check_all_directions"
     assert [setting(wide, "int8", True), setting(wide, "int8", False)] == [True, False]
     # a tuned kernel read back from the cache must not get a second launcher, which would be tuned again
     assert all(compile_options("default", kind, cuda, True)["dynamic_scale_rblock"] is False for kind in ("int8", "fp8"))
-    # int8 products of several rows: conversion + cuBLAS by default (a fast build); Triton GEMM templates that
-    # convert the weights as they load them where the mode autotunes GEMMs, without cuBLAS, which would win unfairly
+    # int8 products of more rows than int8_rows takes (prefills): conversion + cuBLAS by default (a fast build);
+    # Triton GEMM templates that convert the weights as they load them where the mode autotunes GEMMs, without
+    # cuBLAS, which would win unfairly
     default = compile_options("default", "int8", cuda)
     assert not default.get("max_autotune_gemm") and default.get("max_autotune_gemm_backends") != "TRITON"
     autotuned = "max-autotune-no-cudagraphs"
@@ -79,8 +81,8 @@ def test_shapes_that_tune_reductions_compile_their_kernels_in_the_process(monkey
     workers = async_compile.get_compile_threads
     monkeypatch.setattr(async_compile, "get_compile_threads", lambda: threads.append(workers()) or threads[-1])
     cuda = torch.device("cuda")  # the options of CUDA engines; the kernels compile for the CPU here
-    for kind, one_row, in_process in (("fp8", True, True), ("int8", False, True), ("fp8", False, False),
-                                      (None, True, False)):
+    for kind, one_row, in_process in (("fp8", True, True), ("int8", True, True), ("int8", False, False),
+                                      ("fp8", False, False), (None, True, False)):
         threads.clear()
         torch._dynamo.reset()
         options = compile_options("default", kind, cuda, one_row) | {"fx_graph_cache": False}

@@ -63,13 +63,19 @@ def test_an_int8_linear_takes_the_kernel_for_several_rows_and_torchaos_product_f
     assert not runs(torch.randn(5, 128), linear.weight.qdata)  # float32 activations stay torchao's
 
 
-def test_blocks_fit_every_product_whose_sizes_16_divides():
-    """At the 3B shape each product gets blocks that divide it; a tiny model's too; sizes 16 does not divide
-    go to torchao's product instead."""
-    for rows in (3, 4, 16, 64, 300):
-        for outputs, inputs in ((5120, 3072), (3072, 3072), (16384, 3072), (3072, 8192), (128, 64), (64, 128)):
-            blocks = blocks_for(rows, outputs, inputs, programs_wanted=264)
+def test_blocks_fit_every_product_whose_sizes_16_divides_up_to_64_rows():
+    """At the 3B shape on an H200 (132 SMs: 66 programs wanted) each product gets the blocks measured fastest; a
+    tiny model's products get blocks that divide them; more than 64 rows, or sizes 16 does not divide, go to
+    torchao's product instead."""
+    shapes = {"qkv": (5120, 3072), "o": (3072, 3072), "gate_up": (16384, 3072), "down": (3072, 8192)}
+    widths = {kind: blocks_for(64, *shape, programs_wanted=66).outputs for kind, shape in shapes.items()}
+    assert widths == {"qkv": 64, "o": 32, "gate_up": 128, "down": 32}
+    assert {blocks_for(4, *shape, programs_wanted=66) for shape in shapes.values()} == {int8_rows.FEW_ROWS_BLOCKS[0]}
+    for rows in (2, 3, 16, 17, 64):
+        for outputs, inputs in list(shapes.values()) + [(128, 64), (64, 128), (48, 32)]:
+            blocks = blocks_for(rows, outputs, inputs, programs_wanted=66)
             assert outputs % blocks.outputs == 0 and inputs % blocks.inputs == 0, (rows, outputs, inputs)
+    assert blocks_for(65, 5120, 3072, 1) is None
     assert blocks_for(4, 40, 64, 1) is None and blocks_for(4, 64, 40, 1) is None
 
 

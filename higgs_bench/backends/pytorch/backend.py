@@ -62,19 +62,17 @@ IN_PROCESS_COMPILE = {"compile_threads": 1}
 TUNED_REDUCTIONS |= IN_PROCESS_COMPILE
 # By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
-# per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). int8 tunes every
-# shape, but searches all directions at one row only: the other shapes of scenario=standard (and its prefill) took
-# 136 s to build with that search, 65 s without, for frames no faster (H200, 4/16/64 rows: 4.87/4.98/5.91 ms
-# with it, 5.01/4.96/5.76 ms without; two sweeps).
-# int8's products of several rows convert the weights to bf16 and call cuBLAS. As Triton GEMM templates that convert
-# the weights as they load them they are faster (H200, 3B shape, decode step: 4 rows 3.87 against 5.2 ms, 64 rows
-# 4.57 against 5.3 ms; bf16 2.46 and 2.97 ms), but tuning them made a shape's build 43 s instead of 7-12 s and
-# int8's build of scenario=standard outlasted 570 s (about 80 s without). So they are what
-# backend.compile_mode=max-autotune-no-cudagraphs buys; then cuBLAS is left out of the choice, because the
+# per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). So does int8: its
+# products of up to 64 rows are int8_rows.py's kernel on CUDA, and what is left to tune made its decode steps no
+# faster (H200, 3B shape, 4/16/64 rows: 2.52/2.59/5.89 ms tuned, 2.50/2.53/5.79 ms not) for a build 3x as long (51
+# against 17 s for the three shapes). Its products of more rows (prefills) stay torchao's conversion + cuBLAS, with
+# Inductor's pattern for them off (it would call torch's _weight_int8pack_mm: 7.3 ms at 64 rows, where conversion +
+# cuBLAS take 72 us). Where the mode autotunes GEMMs they become Triton GEMM templates that convert the weights as
+# they load them (H200, 4 rows: 20 against 70 us for gate/up), with cuBLAS left out of the choice, because the
 # autotuner times each candidate without the conversion and would pick cuBLAS.
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
-INT8_ROWS_OPTIONS = INT8_OPTIONS | {"coordinate_descent_check_all_directions": False}
+INT8_ROWS_OPTIONS = {"pattern_matcher": False}
 UNQUANTISED = "unquantised"  # the weight kind of bf16, fp16 and fp32 engines in CUDA_INDUCTOR_OPTIONS
 CUDA_INDUCTOR_OPTIONS = {
     "one_row": {"int8": INT8_OPTIONS, "fp8": TUNED_REDUCTIONS},

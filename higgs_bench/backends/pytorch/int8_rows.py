@@ -7,7 +7,7 @@ at every batch of several rows (H200, 3B shape: 5.3-6.4 ms a frame at 4-64 rows 
 docs/performance.md). Inductor's own GEMM templates fuse the conversion, but autotune every shape at every build
 (43 s for one shape). Here the same arithmetic is a GEMM whose program walks its weight rows BLOCK_K inputs at a
 time (Triton pipelines the loads through shared memory), converts them in registers and multiplies on tensor
-cores, with blocks measured once per product shape (ROWS_CONFIGS).
+cores, with blocks measured once (FEW_ROWS_BLOCKS, MANY_ROWS_BLOCKS) rather than tuned at every build.
 
 Under torch.compile the kernel is a user-defined Triton kernel in the compiled graph. Triton's interpreter runs it
 on a CPU (tests).
@@ -15,7 +15,7 @@ on a CPU (tests).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -36,9 +36,15 @@ class Blocks:
     weights_first: bool = False
 
 
-# By how many rows a product has: the first entry whose limit holds them. Measured at the 3B shape on an H200
-# (benchmarks/int8_rows_probe_gpu.py); `outputs` is halved for products too narrow to give every SM two programs.
-ROWS_CONFIGS = [(16, Blocks(16, 64, 128, 4, 4)), (32, Blocks(32, 64, 128, 4, 4)), (None, Blocks(64, 128, 64, 4, 8))]
+# Blocks by weight rows per program, widest first, for products of up to 16 rows of x and of 17-64, measured at the
+# 3B shape on an H200 (benchmarks/int8_rows_probe_gpu.py: 28 products of each kind in a CUDA graph). Up to 16 rows
+# one block was fastest or within 5 % for every product; at 64 the fastest width gave each product at least half as
+# many programs as SMs (q/k/v 64, o and down 32, gate/up 128). Over 64 rows (prefills of longer prompts) torchao's
+# product is faster: at 256 rows the best blocks took 1.6-2.8x cuBLAS's time over bf16 weights.
+FEW_ROWS_BLOCKS = [Blocks(16, 32, 256, 4, 4), Blocks(16, 16, 256, 4, 4)]
+MANY_ROWS_BLOCKS = [Blocks(64, 128, 128, 3, 8, weights_first=True), Blocks(64, 64, 128, 4, 4),
+                    Blocks(64, 32, 128, 4, 4), Blocks(64, 16, 128, 4, 4)]
+MAX_ROWS = 64
 
 
 @triton.jit(do_not_specialize=["M"])  # one compilation for every row count of a block
@@ -73,30 +79,31 @@ def int8_matmul_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, BLOCK_M: tl.co
 
 
 def blocks_for(rows: int, outputs: int, inputs: int, programs_wanted: int) -> Blocks | None:
-    """ROWS_CONFIGS' blocks for a product of this shape: outputs per program halved (down to 16) until the launch
-    has `programs_wanted` programs and they divide the outputs, inputs per step halved (down to 16) until they
-    divide the inputs; None when 16 does not divide them."""
-    blocks = next(b for limit, b in ROWS_CONFIGS if limit is None or rows <= limit)
-    width, depth = blocks.outputs, blocks.inputs
-    while width > 16 and (outputs % width or (outputs // width) * triton.cdiv(rows, blocks.rows) < programs_wanted):
-        width //= 2
+    """The widest blocks of the row count's table that divide the outputs into at least `programs_wanted`
+    programs (else the narrowest that divide them), inputs per step halved (down to 16) until they divide the
+    inputs; None over MAX_ROWS rows or when 16 does not divide the sizes."""
+    table = FEW_ROWS_BLOCKS if rows <= FEW_ROWS_BLOCKS[0].rows else MANY_ROWS_BLOCKS
+    fitting = [b for b in table if outputs % b.outputs == 0]
+    if rows > MAX_ROWS or not fitting:
+        return None
+    blocks = next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
+                  fitting[-1])
+    depth = blocks.inputs
     while depth > 16 and inputs % depth:
         depth //= 2
-    if outputs % width or inputs % depth:
-        return None
-    return Blocks(blocks.rows, width, depth, blocks.stages, blocks.warps, blocks.weights_first)
+    return None if inputs % depth else replace(blocks, inputs=depth)
 
 
 def programs_wanted(device: torch.device) -> int:
-    """Two programs per SM on CUDA; any number in Triton's interpreter."""
+    """Half as many programs as the GPU has SMs (blocks_for); any number in Triton's interpreter."""
     if device.type != "cuda":
         return 1
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return 2 * torch.cuda.get_device_properties(index).multi_processor_count
+    return torch.cuda.get_device_properties(index).multi_processor_count // 2
 
 
 def runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether int8_matmul takes this product: 16-bit activations, and a shape its blocks divide."""
+    """Whether int8_matmul takes this product: 16-bit activations, at most MAX_ROWS rows, sizes its blocks divide."""
     return (x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == torch.int8
             and blocks_for(x.numel() // x.shape[-1], weight.shape[0], weight.shape[1], 1) is not None)
 
