@@ -126,7 +126,8 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
 
 def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
     """Coordinate descent tunes the int8 engine's kernels at its build where its one-row step is compiled rather
-    than one_row.py's kernels; a second start on the same machine takes every tuned config from Inductor's cache. With the static launcher torch <= 2.11 tuned them again, and so did Inductor's compile workers for every
+    than one_row.py's kernels; a second start on the same machine takes every tuned config from Inductor's cache.
+    With the static launcher torch <= 2.11 tuned them again, and so did Inductor's compile workers for every
     shape compiled once they were up (engine.WARM_START_INDUCTOR; docs/performance.md, "Warm starts compiled in the
     process")."""
     settings = ("backend.device=cuda", "precision=int8", "backend.one_row_kernels=false")  # its compiled one-row step

@@ -2,7 +2,7 @@
 
 torchao's weight-only int8 product is `x @ W.to(x.dtype).T`, rounded, times each output row's scale, rounded
 (Int8Tensor's linear). Compiled by Inductor it becomes a kernel that writes the weights out as 16-bit values and
-cuBLAS reading them back: three bytes moved per weight instead of one, which made int8 engines slower than bf16
+cuBLAS reads them back: three bytes moved per weight instead of one, which made int8 engines slower than bf16
 at every batch of several rows (H200, 3B shape: 5.3-6.4 ms a frame at 4-64 rows against bf16's 2.6-3.5 ms,
 docs/performance.md). Inductor's own GEMM templates fuse the conversion, but autotune every shape at every build
 (43 s for one shape). Here the same arithmetic is a GEMM whose program walks its weight rows BLOCK_K inputs at a
@@ -37,10 +37,11 @@ class Blocks:
 
 
 # Blocks by weight rows per program, widest first, for products of up to 16 rows of x and of 17-64, measured at the
-# 3B shape on an H200 (benchmarks/int8_rows_probe_gpu.py: 28 products of each kind in a CUDA graph). Up to 16 rows
-# one block was fastest or within 5 % for every product; at 64 the fastest width gave each product at least half as
-# many programs as SMs (q/k/v 64, o and down 32, gate/up 128). Over 64 rows (prefills of longer prompts) torchao's
-# product is faster: at 256 rows the best blocks took 1.6-2.8x cuBLAS's time over bf16 weights.
+# 3B shape on an H200 (benchmarks/int8_rows_probe_gpu.py: 28 products of each kind in a CUDA graph; figures in
+# docs/performance.md). Up to 16 rows the first block was the fastest for o and down; at 64 rows the fastest width
+# gave each product at least half as many programs as SMs (q/k/v 64, o and down 32, gate/up 128). Products of more
+# rows (prefills of longer prompts) stay torchao's: at 256 rows the best blocks took 2.1-2.7x cuBLAS's time over
+# bf16 weights, more than converting the weights first adds to cuBLAS's (estimated from bytes, not timed).
 FEW_ROWS_BLOCKS = [Blocks(16, 32, 256, 4, 4), Blocks(16, 16, 256, 4, 4)]
 MANY_ROWS_BLOCKS = [Blocks(64, 128, 128, 3, 8, weights_first=True), Blocks(64, 64, 128, 4, 4),
                     Blocks(64, 32, 128, 4, 4), Blocks(64, 16, 128, 4, 4)]
@@ -108,7 +109,8 @@ def runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and blocks_for(x.numel() // x.shape[-1], weight.shape[0], weight.shape[1], 1) is not None)
 
 
-def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
+def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                blocks: Blocks | None = None) -> torch.Tensor:
     """x [..., K] (16-bit) times int8 weight [N, K] with per-row scales [N] (or [N, 1]) -> [..., N], as torchao's
     weight-only int8 linear computes it (`runs` says which shapes it takes)."""
     rows, (outputs, inputs) = x.numel() // x.shape[-1], weight.shape
@@ -123,9 +125,9 @@ def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bloc
 
 
 class Int8Linear(torch.nn.Linear):
-    """A linear holding torchao's int8 weight (qdata [out, in], scale [out, 1]) on CUDA: its products of several
-    rows (decode steps of several rows, prefills) take int8_matmul; one row, and shapes it does not take, stay
-    torchao's (a one-row step runs one_row.py's kernels by default)."""
+    """A linear holding torchao's int8 weight (qdata [out, in], scale [out, 1]) on CUDA: its products of 2 to
+    MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take int8_matmul; others stay torchao's
+    (a one-row step runs one_row.py's kernels by default)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
