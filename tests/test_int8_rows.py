@@ -79,8 +79,10 @@ def test_blocks_fit_every_product_whose_sizes_16_divides_up_to_64_rows():
     assert blocks_for(4, 40, 64, 1) is None and blocks_for(4, 64, 40, 1) is None
 
 
-def test_int8_engines_take_the_kernel_on_cuda_only(tiny_hf):
-    assert quantize.int8_linear_class(torch.device("cuda")) is Int8Linear
+def test_int8_engines_take_the_kernel_on_cuda_from_ampere_on(tiny_hf, monkeypatch):
+    for capability, taken in (((9, 0), True), ((8, 0), True), ((7, 5), False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert (quantize.int8_linear_class(torch.device("cuda")) is Int8Linear) == taken
     assert quantize.int8_linear_class(torch.device("cpu")) is None
     from higgs_bench.backends.pytorch.backend import TorchBackend
 

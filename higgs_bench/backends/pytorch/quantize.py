@@ -34,6 +34,7 @@ WEIGHT_KINDS = ("int8", "int4", "fp8")
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 FP8_CAPABILITY = (8, 9)
 INT8_ROWS_KERNEL = True  # int8 products of several rows on CUDA as int8_rows.int8_matmul (Int8Linear)
+INT8_ROWS_CAPABILITY = (8, 0)
 
 
 def check_supported(weights: str, device: torch.device) -> None:
@@ -80,7 +81,7 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
-    linear_class = {"fp8": Float8Linear, "int8": int8_linear_class(device)}.get(weights)
+    linear_class = Float8Linear if weights == "fp8" else int8_linear_class(device) if weights == "int8" else None
     for name, module in network.named_modules():
         if name in chosen and linear_class is not None:
             module.__class__ = linear_class
@@ -88,8 +89,10 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
 
 
 def int8_linear_class(device: torch.device):
-    """The class of int8 linears on `device`: int8_rows.Int8Linear on CUDA (it imports Triton), else None."""
-    if device.type != "cuda" or not INT8_ROWS_KERNEL:
+    """The class of int8 linears on `device`: int8_rows.Int8Linear on CUDA from Ampere on (it imports Triton; on
+    Turing its tensor-core products do not compile as such and spill registers), else None: torchao's."""
+    if not (device.type == "cuda" and INT8_ROWS_KERNEL
+            and torch.cuda.get_device_capability(device) >= INT8_ROWS_CAPABILITY):
         return None
     from higgs_bench.backends.pytorch.int8_rows import Int8Linear
 
