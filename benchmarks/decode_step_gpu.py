@@ -5,7 +5,8 @@
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
         [--one-row-kernels on|off|both]   # 16-bit, int8 and fp8 one-row steps as one_row.py's kernels (default: on)
         [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS (16-bit's)
-        [--int8-rows-kernel on|off]   # int8 products of several rows as int8_rows.py's kernel (default: on)
+        [--int8-rows-kernel on|off] [--fp8-rows-kernel on|off]   # products of several rows as one_byte_rows.py's
+                                                                  # kernel (default: int8's on, fp8's off)
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -115,16 +116,20 @@ def main() -> None:
     parser.add_argument("--one-row-blocks", type=json.loads, default=[{}],
                         help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
     parser.add_argument("--int8-rows-kernel", choices=("on", "off"), default="on",
-                        help="int8 products of several rows as int8_rows.py's kernel (quantize.INT8_ROWS_KERNEL)")
+                        help="int8 products of several rows as one_byte_rows.py's kernel (quantize.INT8_ROWS_KERNEL)")
+    parser.add_argument("--fp8-rows-kernel", choices=("on", "off"), default="off",
+                        help="fp8 products of several rows as one_byte_rows.py's kernel (quantize.FP8_ROWS_KERNEL)")
     args = parser.parse_args()
     override_inductor_options(args.inductor_options)
     quantize.INT8_ROWS_KERNEL = args.int8_rows_kernel == "on"
+    quantize.FP8_ROWS_KERNEL = args.fp8_rows_kernel == "on"
     workers_ready = start_compile_workers() if args.workers_ready else None
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": args.mode,
                "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS,
                "compile_workers_ready": workers_ready, "int8_rows_kernel": quantize.INT8_ROWS_KERNEL,
+               "fp8_rows_kernel": quantize.FP8_ROWS_KERNEL,
                "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]

@@ -1,7 +1,7 @@
 """Registers, spills and bytes in flight of each one-row kernel at the 3B shape, per weight kind: Triton's PTX
 for a GPU architecture (Hopper by default) through its own `ptxas -v`, as the layers launch them there (with PDL
-from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Also int8_rows.py's kernel
-(int8 products of several rows) at each of its blocks, with the shared memory its stages take. Needs no GPU.
+from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Also one_byte_rows.py's kernel
+(one-byte products of several rows) at each of its blocks, with the shared memory its stages take. Needs no GPU.
 
     python benchmarks/one_row_registers.py [OUT.json] [--arch 90|89|86|80]
 
@@ -25,7 +25,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from higgs_bench.backends.pytorch import int8_rows, one_row  # noqa: E402
+from higgs_bench.backends.pytorch import one_byte_rows, one_row  # noqa: E402
 from higgs_bench.model.random_checkpoint import make_config  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -48,7 +48,7 @@ def signature(kernel, weights: str) -> dict:
 def ptxas_usage(kernel, types: dict, constants: dict, options: dict, arch: int) -> tuple[int, int, int]:
     """(registers per thread, bytes spilled, bytes of shared memory) of the kernel compiled for sm_<arch> (ptxas
     fails on what it cannot run there)."""
-    # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride (int8_rows: the
+    # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride (one_byte_rows: the
     # product's sizes) divisible by 16, without which Triton loads a byte or two at a time
     aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(types.items())
                if kind.startswith("*") or name in ("cache_stride", "N", "K")}
@@ -90,29 +90,37 @@ def kernels(cfg, weights: str, shared_memory: int) -> dict:
     }
 
 
-def rows_name(b) -> str:
-    """int8_rows blocks as this table names them: rows x weight rows x inputs, in stages, warps."""
-    return f"{b.rows}x{b.outputs}x{b.inputs}/{b.stages}/{b.warps}{' weights first' if b.weights_first else ''}"
+def rows_name(b, kind: str) -> str:
+    """one_byte_rows blocks as this table names them: kind, rows x weight rows x inputs, stages, warps."""
+    return (f"{kind} rows {b.rows}x{b.outputs}x{b.inputs}/{b.stages}/{b.warps}"
+            f"{' weights first' if b.weights_first else ''}")
 
 
-def int8_rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
-    """int8_rows.py's kernel at each of its blocks: registers, spills, its stages' shared memory (which must fit the
-    GPU's) and weight bytes in flight per SM (all stages but the one being read)."""
-    types = {"x_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32", "N": "i32",
-             "K": "i32"}
+ROWS_TYPES = {"int8": {"x_ptr": "*bf16", "x_scale_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*bf16"},
+              "fp8": {"x_ptr": "*i8", "x_scale_ptr": "*fp32", "w_ptr": "*i8", "scale_ptr": "*fp32"}}
+
+
+def rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
+    """one_byte_rows.py's kernel at each of its blocks, for int8 (and fp8 from Ada on): registers, spills, its
+    stages' shared memory (which must fit the GPU's) and weight bytes in flight per SM (all stages but the one
+    being read)."""
     table = {}
-    for b in int8_rows.FEW_ROWS_BLOCKS + int8_rows.MANY_ROWS_BLOCKS:
-        constants = dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
-                         WEIGHTS_FIRST=b.weights_first)
-        registers, spilled, shared = ptxas_usage(int8_rows.int8_matmul_kernel, types | dict.fromkeys(constants,
-                                                 "constexpr"), constants, {"num_warps": b.warps}, arch)
-        threads = 32 * b.warps
-        resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads,
-                       shared_memory // max(shared, 1))
-        table[f"int8 rows {rows_name(b)}"] = {
-            "rows": b.rows, "warps": b.warps, "registers": registers, "spilled": spilled, "shared_kb": shared / 1024,
-            "fits_shared_memory": shared <= shared_memory, "programs_per_sm": resident,
-            "kb_in_flight_per_sm": resident * (b.stages - 1) * b.outputs * b.inputs / 1024}
+    for kind, pointers in ROWS_TYPES.items():
+        if kind == "fp8" and arch < FP8_ARCH:
+            continue
+        types = pointers | {"out_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
+        for b in one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS:
+            constants = dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
+                             WEIGHTS_FIRST=b.weights_first, WEIGHTS=kind)
+            registers, spilled, shared = ptxas_usage(one_byte_rows.rows_kernel, types | dict.fromkeys(
+                constants, "constexpr"), constants, {"num_warps": b.warps}, arch)
+            threads = 32 * b.warps
+            resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads,
+                           shared_memory // max(shared, 1))
+            table[rows_name(b, kind)] = {
+                "rows": b.rows, "warps": b.warps, "registers": registers, "spilled": spilled,
+                "shared_kb": shared / 1024, "fits_shared_memory": shared <= shared_memory, "programs_per_sm": resident,
+                "kb_in_flight_per_sm": resident * (b.stages - 1) * b.outputs * b.inputs / 1024}
     return table
 
 
@@ -140,7 +148,7 @@ def main() -> None:
             table[f"{weights} {name}"] = {"rows": rows, "warps": options["num_warps"], "registers": registers,
                                           "spilled": spilled, "programs_per_sm": resident,
                                           "kb_in_flight_per_sm": resident * rows * row_bytes / 1024}
-    table |= int8_rows_usage(args.arch, threads_per_sm, shared_memory)
+    table |= rows_usage(args.arch, threads_per_sm, shared_memory)
     for name, row in table.items():
         print(f"{name:18s} " + "  ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                                           for key, value in row.items()))

@@ -56,13 +56,13 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert [tunes("fp8", True), tunes("fp8", False), tunes("int8", True), tunes("int8", False), tunes(None, True)] \
         == [True, False, True, False, False]
     assert compile_options("default", "int8", cuda)["pattern_matcher"] is False  # no _weight_int8pack_mm at 64 rows
-    # int8 searches all directions at one row only; its shapes of several rows tune nothing (int8_rows takes their
+    # int8 searches all directions at one row only; its shapes of several rows tune nothing (one_byte_rows takes their
     # products)
     wide = "coordinate_descent_check_all_directions"
     assert [setting(wide, "int8", True), setting(wide, "int8", False)] == [True, False]
     # a tuned kernel read back from the cache must not get a second launcher, which would be tuned again
     assert all(compile_options("default", kind, cuda, True)["dynamic_scale_rblock"] is False for kind in ("int8", "fp8"))
-    # int8 products of more rows than int8_rows takes (prefills): conversion + cuBLAS by default (a fast build);
+    # int8 products of more rows than one_byte_rows takes (prefills): conversion + cuBLAS by default (a fast build);
     # Triton GEMM templates that convert the weights as they load them where the mode autotunes GEMMs, without
     # cuBLAS, which would win unfairly
     default = compile_options("default", "int8", cuda)

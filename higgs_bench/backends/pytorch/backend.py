@@ -63,7 +63,7 @@ TUNED_REDUCTIONS |= IN_PROCESS_COMPILE
 # By the shapes they compile: the one-row decode step, and every other (more rows, prefills). fp8 tunes its one-row
 # step only: with more rows its products are torchao's _scaled_mm, and tuning the kernels around them cost 35-74 s
 # per shape of scenario=standard for frames no faster (H200: 4 rows 2.97 ms tuned, 2.74 ms not). So does int8: its
-# products of up to 64 rows are int8_rows.py's kernel on CUDA, and what is left to tune made its decode steps no
+# products of up to 64 rows are one_byte_rows.py's kernel on CUDA, and what is left to tune made its decode steps no
 # faster (H200, 3B shape, 4/16/64 rows: 2.52/2.59/5.89 ms tuned, 2.50/2.53/5.79 ms not) for a build 3x as long (51
 # against 17 s for the three shapes). Its products of more rows (prefills) stay torchao's conversion + cuBLAS, with
 # Inductor's pattern for them off (it would call torch's _weight_int8pack_mm: 7.3 ms at 64 rows, where conversion +

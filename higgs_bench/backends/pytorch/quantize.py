@@ -3,13 +3,14 @@ TensorRT-LLM converter quantises; fused as the network holds them), in place, on
 Every scale is per output row or per group of inputs, so a fused weight gets the scales its parts would.
 
 - int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA. On CUDA its
-  products of several rows take int8_rows.py's kernel (Int8Linear), which reads each weight once.
+  products of several rows take one_byte_rows.py's kernel (Int8Linear), which reads each weight once.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
   A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear); one_row.py's
-  kernels, which run one-row steps on CUDA by default, do its arithmetic too.
+  kernels, which run one-row steps on CUDA by default, do its arithmetic too, and so can one_byte_rows.py's for
+  products of several rows (Float8RowsLinear, FP8_ROWS_KERNEL: off until measured).
 
 torchao is imported only here, when a quantised variant is built (it is slow to import and prints notes about
 optional kernels). Written against torchao 0.18.
@@ -33,8 +34,10 @@ WEIGHT_KINDS = ("int8", "int4", "fp8")
 # under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 FP8_CAPABILITY = (8, 9)
-INT8_ROWS_KERNEL = True  # int8 products of several rows on CUDA as int8_rows.int8_matmul (Int8Linear)
-INT8_ROWS_CAPABILITY = (8, 0)
+# Products of several rows on CUDA as one_byte_rows.rows_matmul: int8's measured (docs/performance.md), fp8's not
+# yet (then torchao's _scaled_mm)
+INT8_ROWS_KERNEL, FP8_ROWS_KERNEL = True, False
+ROWS_CAPABILITY = (8, 0)
 
 
 def check_supported(weights: str, device: torch.device) -> None:
@@ -81,22 +84,23 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
-    linear_class = Float8Linear if weights == "fp8" else int8_linear_class(device) if weights == "int8" else None
+    chosen_class = linear_class(weights, device)
     for name, module in network.named_modules():
-        if name in chosen and linear_class is not None:
-            module.__class__ = linear_class
+        if name in chosen and chosen_class is not None:
+            module.__class__ = chosen_class
     return network
 
 
-def int8_linear_class(device: torch.device):
-    """The class of int8 linears on `device`: int8_rows.Int8Linear on CUDA from Ampere on (it imports Triton; on
-    Turing its tensor-core products do not compile as such and spill registers), else None: torchao's."""
-    if not (device.type == "cuda" and INT8_ROWS_KERNEL
-            and torch.cuda.get_device_capability(device) >= INT8_ROWS_CAPABILITY):
-        return None
-    from higgs_bench.backends.pytorch.int8_rows import Int8Linear
+def linear_class(weights: str, device: torch.device):
+    """The class the quantised linears take, if not torchao's own: for products of several rows on CUDA (from
+    Ampere on) one_byte_rows.py's Int8Linear (INT8_ROWS_KERNEL) or Float8RowsLinear (FP8_ROWS_KERNEL; they import
+    Triton, and on Turing their tensor-core products compile to spilling code), else Float8Linear for fp8."""
+    rows_kernel = {"int8": INT8_ROWS_KERNEL, "fp8": FP8_ROWS_KERNEL}.get(weights, False)
+    if rows_kernel and device.type == "cuda" and torch.cuda.get_device_capability(device) >= ROWS_CAPABILITY:
+        from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear
 
-    return Int8Linear
+        return {"int8": Int8Linear, "fp8": Float8RowsLinear}[weights]
+    return Float8Linear if weights == "fp8" else None
 
 
 class Float8Linear(nn.Linear):
@@ -113,13 +117,18 @@ class Float8Linear(nn.Linear):
         return super().forward(x)
 
 
-def one_row_fp8(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def fp8_activations(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
     """x [R, in] quantised per row to fp8 as torchao quantises activations (scale = row's max |x| / the fp8
-    maximum, in float32 as Inductor computes it), times the fp8 weights, products summed in float32 and scaled:
-    what `_scaled_mm` computes."""
-    fp8_max = torch.finfo(qdata.dtype).max
+    maximum, in float32 as Inductor computes it) -> (x in fp8, scales [R, 1] float32)."""
+    fp8_max = torch.finfo(dtype).max
     x_scale = x.float().abs().amax(dim=-1, keepdim=True) / fp8_max
-    x_fp8 = (x.float() / x_scale).clamp(-fp8_max, fp8_max).to(qdata.dtype)
+    return (x.float() / x_scale).clamp(-fp8_max, fp8_max).to(dtype), x_scale
+
+
+def one_row_fp8(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [R, in] quantised per row (fp8_activations), times the fp8 weights, products summed in float32 and
+    scaled: what `_scaled_mm` computes."""
+    x_fp8, x_scale = fp8_activations(x, qdata.dtype)
     out = torch.mm(x_fp8.float(), qdata.float().t()) * x_scale * scale.float().t()
     return out.to(x.dtype)
 

@@ -1,4 +1,5 @@
-"""int8 weight-only products of several rows as one Triton kernel that reads each int8 weight once.
+"""Products of several rows with one-byte weights (int8 weight-only, fp8) as one Triton kernel that reads each
+weight once.
 
 torchao's weight-only int8 product is `x @ W.to(x.dtype).T`, rounded, times each output row's scale, rounded
 (Int8Tensor's linear). Compiled by Inductor it becomes a kernel that writes the weights out as 16-bit values and
@@ -8,6 +9,10 @@ docs/performance.md). Inductor's own GEMM templates fuse the conversion, but aut
 (43 s for one shape). Here the same arithmetic is a GEMM whose program walks its weight rows BLOCK_K inputs at a
 time (Triton pipelines the loads through shared memory), converts them in registers and multiplies on tensor
 cores, with blocks measured once (FEW_ROWS_BLOCKS, MANY_ROWS_BLOCKS) rather than tuned at every build.
+
+fp8 (Float8RowsLinear, off until measured: quantize.FP8_ROWS_KERNEL): the rows quantised to fp8 as torchao
+quantises activations (quantize.fp8_activations, fused by Inductor before the kernel), fp8 products on tensor
+cores summed in float32, times both scales, rounded once: what quantize.one_row_fp8 and `_scaled_mm` compute.
 
 Under torch.compile the kernel is a user-defined Triton kernel in the compiled graph. Triton's interpreter runs it
 on a CPU (tests).
@@ -21,10 +26,14 @@ import torch
 import triton
 import triton.language as tl
 
+from higgs_bench.backends.pytorch.quantize import Float8Linear, fp8_activations
+
+WEIGHT_KINDS = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}  # the kernel's WEIGHTS, by the weights' dtype
+
 
 @dataclass(frozen=True)
 class Blocks:
-    """A launch of int8_matmul_kernel: rows of x per program, weight rows per program, inputs per loop step,
+    """A launch of rows_kernel: rows of x per program, weight rows per program, inputs per loop step,
     loads in flight (stages), warps, and whether the weight tile is the product's left operand (W @ x.T: the
     tile is then what tensor cores take from registers, converted there)."""
 
@@ -37,7 +46,7 @@ class Blocks:
 
 
 # Blocks by weight rows per program, widest first, for products of up to 16 rows of x and of 17-64, measured at the
-# 3B shape on an H200 (benchmarks/int8_rows_probe_gpu.py: 28 products of each kind in a CUDA graph; figures in
+# 3B shape on an H200 (benchmarks/rows_probe_gpu.py: 28 products of each kind in a CUDA graph; figures in
 # docs/performance.md). Up to 16 rows the first block was the fastest for o and down; at 64 rows the fastest width
 # gave each product at least half as many programs as SMs (q/k/v 64, o and down 32, gate/up 128). Products of more
 # rows (prefills of longer prompts) stay torchao's: at 256 rows the best blocks took 2.1-2.7x cuBLAS's time over
@@ -46,15 +55,16 @@ FEW_ROWS_BLOCKS = [Blocks(16, 32, 256, 4, 4), Blocks(16, 16, 256, 4, 4)]
 MANY_ROWS_BLOCKS = [Blocks(64, 128, 128, 3, 8, weights_first=True), Blocks(64, 64, 128, 4, 4),
                     Blocks(64, 32, 128, 4, 4), Blocks(64, 16, 128, 4, 4)]
 MAX_ROWS = 64
+MIN_INPUTS = 32  # inputs per step: fp8 products on tensor cores take 32 at a time
 
 
 @triton.jit(do_not_specialize=["M"])  # one compilation for every row count of a block
-def int8_matmul_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, STAGES: tl.constexpr, WEIGHTS_FIRST: tl.constexpr):
-    """out[m, n] = rounded(rounded(sum_k x[m, k] * W[n, k]) * scale[n]) for this program's BLOCK_M rows of x and
-    BLOCK_N rows of W; x [M, K] and out [M, N] 16-bit, W [N, K] int8, all contiguous; N and K multiples of the
-    blocks."""
-    dtype: tl.constexpr = x_ptr.dtype.element_ty
+def rows_kernel(x_ptr, x_scale_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, STAGES: tl.constexpr, WEIGHTS_FIRST: tl.constexpr, WEIGHTS: tl.constexpr):
+    """This program's BLOCK_M rows of x times BLOCK_N rows of W, x [M, K] and W [N, K] contiguous (N and K
+    multiples of the blocks), into out [M, N] (16-bit). int8: x 16-bit, out = rounded(rounded(sum_k x W) * scale).
+    fp8: x and W e4m3 (read as int8), out = rounded(sum_k x W * x_scale[m] * scale[n]) in float32."""
+    dtype: tl.constexpr = out_ptr.dtype.element_ty
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     k = tl.arange(0, BLOCK_K)
@@ -66,23 +76,30 @@ def int8_matmul_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, BLOCK_M: tl.co
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for start in tl.range(0, K, BLOCK_K, num_stages=STAGES):
-        x = tl.load(x_at + start, mask=in_rows, other=0.0)
-        w = tl.load(w_at + start).to(dtype)
+        x = tl.load(x_at + start, mask=in_rows, other=0)
+        w = tl.load(w_at + start)
+        if WEIGHTS == "fp8":
+            x, w = x.to(tl.float8e4nv, bitcast=True), w.to(tl.float8e4nv, bitcast=True)
+        else:
+            w = w.to(dtype)
         if WEIGHTS_FIRST:
             acc = tl.dot(w, tl.trans(x), acc)
         else:
             acc = tl.dot(x, tl.trans(w), acc)
     if WEIGHTS_FIRST:
         acc = tl.trans(acc)
-    product = acc.to(dtype).to(tl.float32)
-    scale = tl.load(scale_ptr + n).to(dtype).to(tl.float32)
-    tl.store(out_ptr + m[:, None] * N + n[None, :], (product * scale[None, :]).to(dtype), mask=in_rows)
+    if WEIGHTS == "fp8":
+        x_scale = tl.load(x_scale_ptr + m, mask=m < M, other=0.0)
+        out = acc * x_scale[:, None] * tl.load(scale_ptr + n).to(tl.float32)[None, :]
+    else:
+        out = acc.to(dtype).to(tl.float32) * tl.load(scale_ptr + n).to(dtype).to(tl.float32)[None, :]
+    tl.store(out_ptr + m[:, None] * N + n[None, :], out.to(dtype), mask=in_rows)
 
 
 def blocks_for(rows: int, outputs: int, inputs: int, programs_wanted: int) -> Blocks | None:
     """The widest blocks of the row count's table that divide the outputs into at least `programs_wanted`
-    programs (else the narrowest that divide them), inputs per step halved (down to 16) until they divide the
-    inputs; None over MAX_ROWS rows or when 16 does not divide the sizes."""
+    programs (else the narrowest that divide them), inputs per step halved (down to MIN_INPUTS) until they divide
+    the inputs; None over MAX_ROWS rows or for sizes that no blocks divide."""
     table = FEW_ROWS_BLOCKS if rows <= FEW_ROWS_BLOCKS[0].rows else MANY_ROWS_BLOCKS
     fitting = [b for b in table if outputs % b.outputs == 0]
     if rows > MAX_ROWS or not fitting:
@@ -90,7 +107,7 @@ def blocks_for(rows: int, outputs: int, inputs: int, programs_wanted: int) -> Bl
     blocks = next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
                   fitting[-1])
     depth = blocks.inputs
-    while depth > 16 and inputs % depth:
+    while depth > MIN_INPUTS and inputs % depth:
         depth //= 2
     return None if inputs % depth else replace(blocks, inputs=depth)
 
@@ -104,32 +121,49 @@ def programs_wanted(device: torch.device) -> int:
 
 
 def runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether int8_matmul takes this product: 16-bit activations, at most MAX_ROWS rows, sizes its blocks divide."""
-    return (x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == torch.int8
+    """Whether rows_matmul takes this product: 16-bit activations, int8 or fp8 weights, at most MAX_ROWS rows,
+    sizes its blocks divide."""
+    return (x.dtype in (torch.float16, torch.bfloat16) and weight.dtype in WEIGHT_KINDS
             and blocks_for(x.numel() // x.shape[-1], weight.shape[0], weight.shape[1], 1) is not None)
 
 
-def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+def rows_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
                 blocks: Blocks | None = None) -> torch.Tensor:
-    """x [..., K] (16-bit) times int8 weight [N, K] with per-row scales [N] (or [N, 1]) -> [..., N], as torchao's
-    weight-only int8 linear computes it (`runs` says which shapes it takes)."""
+    """x [..., K] (16-bit) times a one-byte weight [N, K] with per-row scales [N] (or [N, 1]) -> [..., N], as
+    torchao's weight-only int8 linear or its fp8 linear (quantize.one_row_fp8's arithmetic) computes it (`runs`
+    says which shapes it takes)."""
     rows, (outputs, inputs) = x.numel() // x.shape[-1], weight.shape
     blocks = blocks or blocks_for(rows, outputs, inputs, programs_wanted(x.device))
     flat = x.reshape(rows, inputs).contiguous()
     out = flat.new_empty(rows, outputs)
+    kind = WEIGHT_KINDS[weight.dtype]
+    if kind == "fp8":
+        flat, x_scale = fp8_activations(flat, weight.dtype)
+    else:
+        x_scale = scale  # unused
     grid = (outputs // blocks.outputs, triton.cdiv(rows, blocks.rows))
-    int8_matmul_kernel[grid](flat, weight, scale.reshape(-1), out, rows, outputs, inputs, BLOCK_M=blocks.rows,
-                             BLOCK_N=blocks.outputs, BLOCK_K=blocks.inputs, STAGES=blocks.stages,
-                             WEIGHTS_FIRST=blocks.weights_first, num_warps=blocks.warps)
+    rows_kernel[grid](flat.view(torch.int8) if kind == "fp8" else flat, x_scale, weight.view(torch.int8),
+                      scale.reshape(-1), out, rows, outputs, inputs, BLOCK_M=blocks.rows, BLOCK_N=blocks.outputs,
+                      BLOCK_K=blocks.inputs, STAGES=blocks.stages, WEIGHTS_FIRST=blocks.weights_first, WEIGHTS=kind,
+                      num_warps=blocks.warps)
     return out.view(*x.shape[:-1], outputs)
 
 
 class Int8Linear(torch.nn.Linear):
     """A linear holding torchao's int8 weight (qdata [out, in], scale [out, 1]) on CUDA: its products of 2 to
-    MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take int8_matmul; others stay torchao's
+    MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take rows_matmul; others stay torchao's
     (a one-row step runs one_row.py's kernels by default)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
-            return int8_matmul(x, self.weight.qdata, self.weight.scale)
+            return rows_matmul(x, self.weight.qdata, self.weight.scale)
+        return super().forward(x)
+
+
+class Float8RowsLinear(Float8Linear):
+    """Float8Linear whose products of 2 to MAX_ROWS rows take rows_matmul instead of torchao's `_scaled_mm`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
+            return rows_matmul(x, self.weight.qdata, self.weight.scale)
         return super().forward(x)
