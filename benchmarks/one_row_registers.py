@@ -51,7 +51,7 @@ def ptxas_usage(kernel, types: dict, constants: dict, options: dict, arch: int) 
     # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride (one_byte_rows: the
     # product's sizes) divisible by 16, without which Triton loads a byte or two at a time
     aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(types.items())
-               if kind.startswith("*") or name in ("cache_stride", "N", "K")}
+               if kind.startswith("*") or (kind == "i32" and name in ("cache_stride", "N", "K"))}
     compiled = triton.compile(ASTSource(fn=kernel, signature=types, constexprs=constants, attrs=aligned),
                               target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:

@@ -150,10 +150,10 @@ def rows_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
     return out.view(*x.shape[:-1], outputs)
 
 
-class Int8Linear(torch.nn.Linear):
-    """A linear holding torchao's int8 weight (qdata [out, in], scale [out, 1]) on CUDA: its products of 2 to
-    MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take rows_matmul; others stay torchao's
-    (a one-row step runs one_row.py's kernels by default)."""
+class RowsKernel:
+    """A linear holding torchao's one-byte weight (qdata [out, in], scale [out, 1]) on CUDA whose products of 2 to
+    MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take rows_matmul; others stay with the
+    class it is mixed into (a one-row step runs one_row.py's kernels by default)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
@@ -161,10 +161,9 @@ class Int8Linear(torch.nn.Linear):
         return super().forward(x)
 
 
-class Float8RowsLinear(Float8Linear):
-    """Float8Linear whose products of 2 to MAX_ROWS rows take rows_matmul instead of torchao's `_scaled_mm`."""
+class Int8Linear(RowsKernel, torch.nn.Linear):
+    """int8 weights; other products are torchao's weight-only product."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
-            return rows_matmul(x, self.weight.qdata, self.weight.scale)
-        return super().forward(x)
+
+class Float8RowsLinear(RowsKernel, Float8Linear):
+    """fp8 weights; other products are Float8Linear's (torchao's `_scaled_mm`, or one_row_fp8 for one row)."""
