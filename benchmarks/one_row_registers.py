@@ -1,7 +1,8 @@
 """Registers, spills and bytes in flight of each one-row kernel at the 3B shape, per weight kind: Triton's PTX
 for a GPU architecture (Hopper by default) through its own `ptxas -v`, as the layers launch them there (with PDL
-from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Also one_byte_rows.py's kernel
-(one-byte products of several rows) at each of its blocks, with the shared memory its stages take. Needs no GPU.
+from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Also the kernels of products
+of several rows (one_byte_rows.py's for int8 and fp8, int4_rows.py's) at each of their blocks, with the shared
+memory their stages take. Needs no GPU.
 
     python benchmarks/one_row_registers.py [OUT.json] [--arch 90|89|86|80]
 
@@ -25,7 +26,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from higgs_bench.backends.pytorch import one_byte_rows, one_row  # noqa: E402
+from higgs_bench.backends.pytorch import int4_rows, one_byte_rows, one_row  # noqa: E402
 from higgs_bench.model.random_checkpoint import make_config  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -51,7 +52,7 @@ def ptxas_usage(kernel, types: dict, constants: dict, options: dict, arch: int) 
     # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride (one_byte_rows: the
     # product's sizes) divisible by 16, without which Triton loads a byte or two at a time
     aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(types.items())
-               if kind.startswith("*") or (kind == "i32" and name in ("cache_stride", "N", "K"))}
+               if kind.startswith("*") or (kind == "i32" and name in ("cache_stride", "N", "K", "N_PACKED"))}
     compiled = triton.compile(ASTSource(fn=kernel, signature=types, constexprs=constants, attrs=aligned),
                               target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
@@ -91,36 +92,48 @@ def kernels(cfg, weights: str, shared_memory: int) -> dict:
 
 
 def rows_name(b, kind: str) -> str:
-    """one_byte_rows blocks as this table names them: kind, rows x weight rows x inputs, stages, warps."""
+    """Blocks of products of several rows as this table names them: kind, rows x weight rows x inputs, stages, warps."""
     return (f"{kind} rows {b.rows}x{b.outputs}x{b.inputs}/{b.stages}/{b.warps}"
             f"{' weights first' if b.weights_first else ''}")
 
 
 ROWS_TYPES = {"int8": {"x_ptr": "*bf16", "x_scale_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*bf16"},
-              "fp8": {"x_ptr": "*i8", "x_scale_ptr": "*fp32", "w_ptr": "*i8", "scale_ptr": "*fp32"}}
+              "fp8": {"x_ptr": "*i8", "x_scale_ptr": "*fp32", "w_ptr": "*i8", "scale_ptr": "*fp32"},
+              "int4": {"x_ptr": "*bf16", "w_ptr": "*i32", "sz_ptr": "*bf16"}}
+
+
+def rows_kernels(kind: str) -> list:
+    """(kernel, blocks, constants, weight bytes a block's step reads) per block of a kind's products of several
+    rows, as rows_matmul and int4_rows_matmul launch them."""
+    if kind == "int4":
+        return [(int4_rows.int4_rows_kernel, b, dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, STAGES=b.stages,
+                                                      WEIGHTS_FIRST=b.weights_first), b.outputs * b.inputs // 2)
+                for b in int4_rows.FEW_ROWS_BLOCKS + int4_rows.MANY_ROWS_BLOCKS]
+    return [(one_byte_rows.rows_kernel, b, dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
+                                                WEIGHTS_FIRST=b.weights_first, WEIGHTS=kind), b.outputs * b.inputs)
+            for b in one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS]
 
 
 def rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
-    """one_byte_rows.py's kernel at each of its blocks, for int8 (and fp8 from Ada on): registers, spills, its
-    stages' shared memory (which must fit the GPU's) and weight bytes in flight per SM (all stages but the one
-    being read)."""
+    """The kernels of products of several rows at each of their blocks, for int8 and int4 (and fp8 from Ada on):
+    registers, spills, their stages' shared memory (which must fit the GPU's) and weight bytes in flight per SM
+    (all stages but the one being read)."""
     table = {}
     for kind, pointers in ROWS_TYPES.items():
         if kind == "fp8" and arch < FP8_ARCH:
             continue
-        types = pointers | {"out_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
-        for b in one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS:
-            constants = dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
-                             WEIGHTS_FIRST=b.weights_first, WEIGHTS=kind)
-            registers, spilled, shared = ptxas_usage(one_byte_rows.rows_kernel, types | dict.fromkeys(
-                constants, "constexpr"), constants, {"num_warps": b.warps}, arch)
+        sizes = ("M", "N", "K", "N_PACKED", "GROUPS_PACKED") if kind == "int4" else ("M", "N", "K")
+        types = pointers | {"out_ptr": "*bf16"} | dict.fromkeys(sizes, "i32")
+        for kernel, b, constants, step_bytes in rows_kernels(kind):
+            registers, spilled, shared = ptxas_usage(kernel, types | dict.fromkeys(constants, "constexpr"), constants,
+                                                     {"num_warps": b.warps}, arch)
             threads = 32 * b.warps
             resident = min(REGISTERS_PER_SM // (registers * threads), threads_per_sm // threads,
                            shared_memory // max(shared, 1))
             table[rows_name(b, kind)] = {
                 "rows": b.rows, "warps": b.warps, "registers": registers, "spilled": spilled,
                 "shared_kb": shared / 1024, "fits_shared_memory": shared <= shared_memory, "programs_per_sm": resident,
-                "kb_in_flight_per_sm": resident * (b.stages - 1) * b.outputs * b.inputs / 1024}
+                "kb_in_flight_per_sm": resident * (b.stages - 1) * step_bytes / 1024}
     return table
 
 

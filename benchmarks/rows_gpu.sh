@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One-byte products of several rows (backends/pytorch/one_byte_rows.py) at full size on a GPU, with and without
-# the kernel (docs/performance.md). From the repo root, with the wheels the GPU image lacks in .whl/ (gpu_env.sh):
-#   OUT=/some/dir bash benchmarks/rows_gpu.sh int8|fp8
+# Quantised products of several rows (backends/pytorch/one_byte_rows.py, int4_rows.py) at full size on a GPU, with
+# and without the kernel (docs/performance.md). From the repo root, with the wheels the GPU image lacks in .whl/
+# (gpu_env.sh):
+#   OUT=/some/dir bash benchmarks/rows_gpu.sh int8|fp8|int4
 # Writes rows_probe_KIND.json (blocks per product and row count) and decode_step_rows_KIND_on.json, _off.json
 # (decode steps of 4, 16 and 64 rows); a device call returns at most 8 files, so the consoles go to one log.
 set -euo pipefail

@@ -247,31 +247,56 @@ def test_compiled_int8_at_several_rows_runs_the_rows_kernel_and_no_slow_int8pack
 
 
 @pytest.mark.parametrize("compile_mode", [None, "default"])
-@pytest.mark.parametrize("quantised", ["int8", "fp8"])
-def test_one_byte_products_of_several_rows_compute_what_torchaos_do(tiny_hf, prompt_inputs, monkeypatch, compile_mode,
-                                                                    quantised):
-    """An int8 or fp8 engine with one_byte_rows.py's kernel (quantize.INT8_ROWS_KERNEL, FP8_ROWS_KERNEL) against
-    the same engine with torchao's products: a prefill of three prompts and captured steps of three rows, eager and
-    compiled layers. int8: only the products' order of summation differs, in bf16. fp8: so it does, but a row's
-    activations quantised by Inductor's fused division can land one fp8 step from torchao's (COMPILED_BOUNDS)."""
-    from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear  # imports Triton
+@pytest.mark.parametrize("quantised", ["int8", "fp8", "int4"])
+def test_quantised_products_of_several_rows_compute_what_torchaos_do(tiny_trtllm, prompt_inputs, monkeypatch,
+                                                                     compile_mode, quantised):
+    """An int8, fp8 or int4 engine with its kernel for products of several rows (one_byte_rows.py, int4_rows.py;
+    quantize.INT8_ROWS_KERNEL, FP8_ROWS_KERNEL, INT4_ROWS_KERNEL) against the same engine with torchao's products:
+    a prefill of three prompts and captured steps of three rows, eager and compiled layers. int8: only the products'
+    order of summation differs, in bf16. fp8: so it does, but a row's activations quantised by Inductor's fused
+    division can land one fp8 step from torchao's (COMPILED_BOUNDS). int4: tinygemm rounds each dequantised weight
+    to bf16, the kernel sums scale * sum((q - 8) x) + zero * sum(x) in float32. The model whose sizes are multiples
+    of int4's groups of 128."""
+    from higgs_bench.backends.pytorch.int4_rows import Int4Linear  # imports Triton
+    from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear
 
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
     logits = []
     for kernel in (False, True):
         monkeypatch.setattr(f"higgs_bench.backends.pytorch.quantize.{quantised.upper()}_ROWS_KERNEL", kernel)
-        backend = TorchBackend.from_checkpoint(tiny_hf, device="cuda", dtype=torch.bfloat16, quantised=quantised,
+        backend = TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised=quantised,
                                                speed=Speed(cuda_graph=True, compile_mode=compile_mode, max_seq_len=512))
         frames = torch.randint(0, 1024, (3, len(prompt_inputs), 8), device="cuda", generator=torch.Generator(
             "cuda").manual_seed(0))
         logits.append([backend.prefill(prompt_inputs, 20)] + [backend.step(frame) for frame in frames])
         assert backend.state.graph is not None and len(prompt_inputs) == 3
-        rows_class = {"int8": Int8Linear, "fp8": Float8RowsLinear}[quantised]
+        rows_class = {"int8": Int8Linear, "fp8": Float8RowsLinear, "int4": Int4Linear}[quantised]
         assert any(isinstance(module, rows_class) for module in backend.network.modules()) == kernel
-    bound = 2e-2 if quantised == "int8" else COMPILED_BOUNDS["fp8"]
+    bound = COMPILED_BOUNDS["fp8"] if quantised == "fp8" else 2e-2
     for mine, theirs in zip(*logits):
         assert ((mine - theirs).norm() / theirs.norm()).item() < bound
+
+
+def test_int4_weights_are_packed_as_torch_packs_them_and_the_kernel_computes_tinygemms_product():
+    """int4_rows.tinygemm_pack (the layout the kernel reads, and the CPU tests pack with) is torch's
+    _convert_weight_to_int4pack, word for word; the kernel's products of 2-64 rows are tinygemm's, but for its
+    rounding of each dequantised weight to bf16, for 256 inputs packed as torchao pads them (to 1024)."""
+    from higgs_bench.backends.pytorch.int4_rows import GROUP, int4_rows_matmul, tinygemm_pack
+
+    values = torch.randint(0, 16, (64, 1024), device="cuda")
+    packed = torch.ops.aten._convert_weight_to_int4pack((values[:, ::2] << 4 | values[:, 1::2]).to(torch.uint8), 8)
+    assert torch.equal(tinygemm_pack(values), packed)
+    scale_and_zero = torch.stack([torch.rand(8, 64, device="cuda") / 64, torch.randn(8, 64, device="cuda") / 64],
+                                 -1).to(torch.bfloat16)
+    for rows in (2, 17, 64):
+        x = torch.randn(rows, 256, device="cuda", dtype=torch.bfloat16)
+        theirs = torch.ops.aten._weight_int4pack_mm(torch.nn.functional.pad(x, (0, 768)), packed, GROUP,
+                                                    scale_and_zero).float()
+        mine = int4_rows_matmul(x, packed, scale_and_zero, 64).float()
+        assert ((mine - theirs).norm() / theirs.norm()).item() < 1e-2
+        wrong = int4_rows_matmul(x, packed, scale_and_zero * 2, 64).float()
+        assert ((wrong - theirs).norm() / theirs.norm()).item() > 0.5
 
 
 @pytest.mark.skipif("HIGGS_BENCH_3B" not in os.environ, reason="set HIGGS_BENCH_3B to a 3B-shape checkpoint")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from higgs_bench.backends.pytorch import one_byte_rows, one_row
+from higgs_bench.backends.pytorch import int4_rows, one_byte_rows, one_row
 from higgs_bench.backends.pytorch.quantize import one_row_fp8
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.bench.build import torch_speed
@@ -133,8 +133,8 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     (`griddepcontrol` is PTX for sm_90 on; launched with it there, every default torch engine failed to build),
     with pointers as aligned as a launch finds them (without, Triton loads a byte or two at a time). A kernel
     that spilled would send its tile through local memory. Run apart: the tool compiles, while this module's
-    kernels run in the interpreter. Also one_byte_rows.py's kernel at each of its blocks, whose stages' shared memory
-    must fit the GPU's (99 KB per block on Ada)."""
+    kernels run in the interpreter. Also the kernels of products of several rows (one_byte_rows.py's, int4_rows.py's)
+    at each of their blocks, whose stages' shared memory must fit the GPU's (99 KB per block on Ada)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "one_row_registers.py"
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "registers.json"), "--arch", str(arch)], env=env,
@@ -143,7 +143,8 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     kinds = ("16-bit", "int8", "fp8") if arch >= 89 else ("16-bit", "int8")
     rows = {name for name in table if " rows " in name}
     blocks = one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS
-    assert len(rows) == len(blocks) * (2 if arch >= 89 else 1)  # int8's, and fp8's from Ada on
+    int4_blocks = int4_rows.FEW_ROWS_BLOCKS + int4_rows.MANY_ROWS_BLOCKS
+    assert len(rows) == len(blocks) * (2 if arch >= 89 else 1) + len(int4_blocks)  # int8's, int4's, fp8's from Ada
     assert set(table) == {f"{kind} {name}" for kind in kinds for name in ("qkv", "o", "gate_up", "down")} | \
         {"16-bit attention"} | rows
     assert all(row["spilled"] == 0 for row in table.values()), table

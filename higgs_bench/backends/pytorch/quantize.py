@@ -5,7 +5,8 @@ Every scale is per output row or per group of inputs, so a fused weight gets the
 - int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA. On CUDA its
   products of several rows take one_byte_rows.py's kernel (Int8Linear), which reads each weight once.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
-  `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only.
+  `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only. Its products of several rows can
+  take int4_rows.py's kernel, which reads the same packed weights once (Int4Linear, INT4_ROWS_KERNEL).
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
   A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear); one_row.py's
@@ -34,9 +35,9 @@ WEIGHT_KINDS = ("int8", "int4", "fp8")
 # under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 FP8_CAPABILITY = (8, 9)
-# Products of several rows on CUDA as one_byte_rows.rows_matmul: int8's measured (docs/performance.md), fp8's not
-# yet (then torchao's _scaled_mm)
-INT8_ROWS_KERNEL, FP8_ROWS_KERNEL = True, False
+# Products of several rows on CUDA as one_byte_rows.rows_matmul (int8, fp8) or int4_rows.int4_rows_matmul: int8's
+# measured (docs/performance.md), fp8's and int4's not yet (then torchao's _scaled_mm and tinygemm)
+INT8_ROWS_KERNEL, FP8_ROWS_KERNEL, INT4_ROWS_KERNEL = True, False, False
 ROWS_CAPABILITY = (8, 0)
 
 
@@ -93,13 +94,15 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
 
 def linear_class(weights: str, device: torch.device):
     """The class the quantised linears take, if not torchao's own: for products of several rows on CUDA (from
-    Ampere on) one_byte_rows.py's Int8Linear (INT8_ROWS_KERNEL) or Float8RowsLinear (FP8_ROWS_KERNEL; they import
-    Triton, and on Turing their tensor-core products compile to spilling code), else Float8Linear for fp8."""
-    rows_kernel = {"int8": INT8_ROWS_KERNEL, "fp8": FP8_ROWS_KERNEL}.get(weights, False)
+    Ampere on) one_byte_rows.py's Int8Linear (INT8_ROWS_KERNEL) or Float8RowsLinear (FP8_ROWS_KERNEL), or
+    int4_rows.py's Int4Linear (INT4_ROWS_KERNEL) (they import Triton, and on Turing their tensor-core products
+    compile to spilling code), else Float8Linear for fp8."""
+    rows_kernel = {"int8": INT8_ROWS_KERNEL, "fp8": FP8_ROWS_KERNEL, "int4": INT4_ROWS_KERNEL}[weights]
     if rows_kernel and device.type == "cuda" and torch.cuda.get_device_capability(device) >= ROWS_CAPABILITY:
+        from higgs_bench.backends.pytorch.int4_rows import Int4Linear
         from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear
 
-        return {"int8": Int8Linear, "fp8": Float8RowsLinear}[weights]
+        return {"int8": Int8Linear, "fp8": Float8RowsLinear, "int4": Int4Linear}[weights]
     return Float8Linear if weights == "fp8" else None
 
 

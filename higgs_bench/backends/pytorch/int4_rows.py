@@ -1,0 +1,128 @@
+"""Products of several rows with int4 weights as one Triton kernel that reads torchao's packed weights once.
+
+int4 engines keep torchao's weights as torch's int4 kernel (tinygemm, `_weight_int4pack_mm`) takes them. That
+kernel serves products of one row well, but a program multiplies 16 rows of x at most and reads its weights again
+for every 16 rows, dequantising each time (H200, 3B shape: frames of 4.6 and 14.8 ms at 16 and 64 rows, against
+bf16's 2.8 and 3.5 ms; docs/performance.md). Here the same packed weights are read once per product: a program walks
+its weight rows one group of 128 inputs at a time, takes the values out of their words in registers, and multiplies
+on tensor cores.
+
+The packed layout (`torch.ops.aten._convert_weight_to_int4pack` with 8 inner k-tiles, which torchao's
+Int4TilePackedTo4dTensor fixes): int32 words [N / 8][K / 128][32][4]. For output row n and group g, the 16 words at
+((n // 8) * K/128 + g) * 128 + (n % 8) * 16 hold its 128 values, word i = 4c + j and nibble p = 4h + 2t + e holding
+input 32j + 16t + 8e + 2c + h of the group (the places tensor cores' m16n8k16 fragments want them in). Each value
+q in 0..15 stands for (q - 8) * scale + zero, with one bf16 scale and zero per output row and group, as
+scale_and_zero [K / 128][N][2]. The kernel sums scale * sum((q - 8) x) + zero * sum(x) per group in float32, so its
+outputs differ from tinygemm's (which rounds each dequantised weight to bf16) in the last bits only.
+
+Under torch.compile the kernel is a user-defined Triton kernel in the compiled graph. Triton's interpreter runs it
+on a CPU (tests).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted
+
+GROUP = 128  # inputs per group, and per loop step of the kernel
+# Blocks by weight rows per program, widest first, for up to 16 rows of x and for 17-64: outputs in multiples of
+# tinygemm's tiles of 8 rows. Not yet measured on a GPU (benchmarks/rows_probe_gpu.py --weights int4).
+FEW_ROWS_BLOCKS = [Blocks(16, 32, GROUP, 4, 4), Blocks(16, 16, GROUP, 4, 4), Blocks(16, 8, GROUP, 4, 4)]
+MANY_ROWS_BLOCKS = [Blocks(64, 64, GROUP, 3, 4), Blocks(64, 32, GROUP, 3, 4), Blocks(64, 16, GROUP, 3, 4),
+                    Blocks(64, 8, GROUP, 3, 4)]
+MAX_ROWS = 64
+
+
+@triton.jit(do_not_specialize=["M"])  # one compilation for every row count of a block
+def int4_rows_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, N_PACKED, GROUPS_PACKED, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, STAGES: tl.constexpr, WEIGHTS_FIRST: tl.constexpr):
+    """This program's BLOCK_M rows of x [M, K] (bf16, contiguous) times BLOCK_N rows of the packed weights (module
+    docstring; N_PACKED and GROUPS_PACKED are the packing's padded rows and groups), into out [M, N]."""
+    dtype: tl.constexpr = out_ptr.dtype.element_ty
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    in_rows = (m < M)[:, None]
+    x_at = x_ptr + m[:, None] * K + tl.arange(0, 128)[None, :]
+    w_at = w_ptr + ((n // 8) * GROUPS_PACKED * 128 + (n % 8) * 16)[:, None] + tl.arange(0, 16)[None, :]
+    sz_at = sz_ptr + n * 2
+    shifts = tl.arange(0, 8) * 4
+    if WEIGHTS_FIRST:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for group in tl.range(0, K // 128, num_stages=STAGES):
+        x = tl.load(x_at + group * 128, mask=in_rows, other=0)
+        words = tl.load(w_at + group * 128)
+        q = (words[:, :, None] >> shifts[None, None, :]) & 15  # [n, word i = 4c + j, nibble p = 4h + 2t + e]
+        q = tl.permute(tl.reshape(q, (BLOCK_N, 4, 4, 2, 2, 2)), (0, 2, 4, 5, 1, 3))  # [n, j, t, e, c, h]
+        w = (tl.reshape(q, (BLOCK_N, 128)) - 8).to(dtype)  # inputs in order: 32j + 16t + 8e + 2c + h
+        scale = tl.load(sz_at + group * N_PACKED * 2).to(tl.float32)
+        zero = tl.load(sz_at + group * N_PACKED * 2 + 1).to(tl.float32)
+        x_sum = tl.sum(x.to(tl.float32), axis=1)
+        if WEIGHTS_FIRST:
+            acc += tl.dot(w, tl.trans(x)) * scale[:, None] + zero[:, None] * x_sum[None, :]
+        else:
+            acc += tl.dot(x, tl.trans(w)) * scale[None, :] + x_sum[:, None] * zero[None, :]
+    if WEIGHTS_FIRST:
+        acc = tl.trans(acc)
+    tl.store(out_ptr + m[:, None] * N + n[None, :], acc.to(dtype), mask=in_rows)
+
+
+def blocks_for(rows: int, outputs: int, programs_wanted: int) -> Blocks | None:
+    """The widest blocks of the row count's table that divide the outputs into at least `programs_wanted`
+    programs (else the narrowest that divide them); None over MAX_ROWS rows or for outputs no blocks divide."""
+    table = FEW_ROWS_BLOCKS if rows <= FEW_ROWS_BLOCKS[0].rows else MANY_ROWS_BLOCKS
+    fitting = [b for b in table if outputs % b.outputs == 0]
+    if rows > MAX_ROWS or not fitting:
+        return None
+    return next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
+                fitting[-1])
+
+
+def runs(x: torch.Tensor, weight) -> bool:
+    """Whether int4_rows_matmul takes this product: bf16 activations, at most MAX_ROWS rows, inputs in whole
+    groups, outputs its blocks divide."""
+    outputs, inputs = weight.shape
+    return (x.dtype == torch.bfloat16 and inputs % GROUP == 0 and weight.block_size[-1] == GROUP
+            and blocks_for(x.numel() // inputs, outputs, 1) is not None)
+
+
+def int4_rows_matmul(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tensor, outputs: int,
+                     blocks: Blocks | None = None) -> torch.Tensor:
+    """x [..., K] (bf16) times the packed int4 weight of `outputs` rows (module docstring) -> [..., outputs], what
+    torchao's Int4TilePackedTo4dTensor linear computes (`runs` says which shapes it takes)."""
+    inputs = x.shape[-1]
+    rows = x.numel() // inputs
+    blocks = blocks or blocks_for(rows, outputs, programs_wanted(x.device))
+    flat = x.reshape(rows, inputs).contiguous()
+    out = flat.new_empty(rows, outputs)
+    grid = (outputs // blocks.outputs, triton.cdiv(rows, blocks.rows))
+    int4_rows_kernel[grid](flat, qdata, scale_and_zero, out, rows, outputs, inputs, scale_and_zero.shape[1],
+                           qdata.shape[1], BLOCK_M=blocks.rows, BLOCK_N=blocks.outputs, STAGES=blocks.stages,
+                           WEIGHTS_FIRST=blocks.weights_first, num_warps=blocks.warps)
+    return out.view(*x.shape[:-1], outputs)
+
+
+def tinygemm_pack(values: torch.Tensor) -> torch.Tensor:
+    """int4 values [N, K] (0..15; N a multiple of 8, K of 128) as packed int32 words in the layout the module
+    docstring gives, which torch makes on CUDA only (`_convert_weight_to_int4pack`): for tests and probes on any
+    device. Word i = 4c + j and nibble p = 4h + 2t + e of a row and group hold input 32j + 16t + 8e + 2c + h."""
+    rows, inputs = values.shape
+    split = values.reshape(rows // 8, 8, inputs // GROUP, 4, 2, 2, 4, 2)  # [n // 8, n % 8, group, j, t, e, c, h]
+    nibbles = split.permute(0, 2, 1, 6, 3, 7, 4, 5).reshape(rows // 8, inputs // GROUP, 32, 4, 8).long()
+    words = (nibbles << (4 * torch.arange(8, device=values.device))).sum(-1)
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+
+
+class Int4Linear(torch.nn.Linear):
+    """A linear holding torchao's packed int4 weight (Int4TilePackedTo4dTensor) on CUDA whose products of 2 to
+    MAX_ROWS rows take int4_rows_matmul; others stay torchao's (tinygemm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != x.shape[-1] and runs(x, self.weight):
+            return int4_rows_matmul(x, self.weight.qdata, self.weight.scale_and_zero, self.weight.shape[0])
+        return super().forward(x)
+
