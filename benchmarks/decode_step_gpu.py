@@ -6,8 +6,8 @@
         [--one-row-kernels on|off|both]   # 16-bit, int8 and fp8 one-row steps as one_row.py's kernels (default: on)
         [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS (16-bit's)
         [--int8-rows-kernel on|off] [--fp8-rows-kernel on|off]   # products of several rows as one_byte_rows.py's
-                                                                  # kernel (default: int8's on, fp8's off)
-        [--int4-rows-kernel on|off]   # int4's as int4_rows.py's kernel (default: off)
+                                                                  # kernel (default: on)
+        [--int4-rows-kernel on|off]   # int4's of 17-64 rows as int4_rows.py's kernel (default: on)
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -118,9 +118,9 @@ def main() -> None:
                         help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
     parser.add_argument("--int8-rows-kernel", choices=("on", "off"), default="on",
                         help="int8 products of several rows as one_byte_rows.py's kernel (quantize.INT8_ROWS_KERNEL)")
-    parser.add_argument("--fp8-rows-kernel", choices=("on", "off"), default="off",
+    parser.add_argument("--fp8-rows-kernel", choices=("on", "off"), default="on",
                         help="fp8 products of several rows as one_byte_rows.py's kernel (quantize.FP8_ROWS_KERNEL)")
-    parser.add_argument("--int4-rows-kernel", choices=("on", "off"), default="off",
+    parser.add_argument("--int4-rows-kernel", choices=("on", "off"), default="on",
                         help="int4 products of several rows as int4_rows.py's kernel (quantize.INT4_ROWS_KERNEL)")
     args = parser.parse_args()
     override_inductor_options(args.inductor_options)

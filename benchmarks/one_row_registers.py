@@ -108,7 +108,7 @@ def rows_kernels(kind: str) -> list:
     if kind == "int4":
         return [(int4_rows.int4_rows_kernel, b, dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, STAGES=b.stages,
                                                       WEIGHTS_FIRST=b.weights_first), b.outputs * b.inputs // 2)
-                for b in int4_rows.FEW_ROWS_BLOCKS + int4_rows.MANY_ROWS_BLOCKS]
+                for b in int4_rows.BLOCKS]
     return [(one_byte_rows.rows_kernel, b, dict(BLOCK_M=b.rows, BLOCK_N=b.outputs, BLOCK_K=b.inputs, STAGES=b.stages,
                                                 WEIGHTS_FIRST=b.weights_first, WEIGHTS=kind), b.outputs * b.inputs)
             for b in one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS]

@@ -252,25 +252,32 @@ def test_quantised_products_of_several_rows_compute_what_torchaos_do(tiny_trtllm
                                                                      compile_mode, quantised):
     """An int8, fp8 or int4 engine with its kernel for products of several rows (one_byte_rows.py, int4_rows.py;
     quantize.INT8_ROWS_KERNEL, FP8_ROWS_KERNEL, INT4_ROWS_KERNEL) against the same engine with torchao's products:
-    a prefill of three prompts and captured steps of three rows, eager and compiled layers. int8: only the products'
+    a lone prompt's captured prefill (64 rows), a prefill of three prompts and captured steps of three rows, eager
+    and compiled layers; the kernel must have run (int4's takes 17-64 rows only). int8: only the products'
     order of summation differs, in bf16. fp8: so it does, but a row's activations quantised by Inductor's fused
     division can land one fp8 step from torchao's (COMPILED_BOUNDS). int4: tinygemm rounds each dequantised weight
     to bf16, the kernel sums scale * sum((q - 8) x) + zero * sum(x) in float32. The model whose sizes are multiples
     of int4's groups of 128."""
-    from higgs_bench.backends.pytorch.int4_rows import Int4Linear  # imports Triton
+    from higgs_bench.backends.pytorch import int4_rows, one_byte_rows  # import Triton
+    from higgs_bench.backends.pytorch.int4_rows import Int4Linear
     from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear
 
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
-    logits = []
+    logits, launches = [], []
+    for module, name in ((int4_rows, "int4_rows_matmul"), (one_byte_rows, "rows_matmul")):
+        monkeypatch.setattr(module, name, lambda *args, f=getattr(module, name), **kwargs: launches.append(1) or
+                            f(*args, **kwargs))
     for kernel in (False, True):
         monkeypatch.setattr(f"higgs_bench.backends.pytorch.quantize.{quantised.upper()}_ROWS_KERNEL", kernel)
         backend = TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised=quantised,
                                                speed=Speed(cuda_graph=True, compile_mode=compile_mode, max_seq_len=512))
         frames = torch.randint(0, 1024, (3, len(prompt_inputs), 8), device="cuda", generator=torch.Generator(
             "cuda").manual_seed(0))
-        logits.append([backend.prefill(prompt_inputs, 20)] + [backend.step(frame) for frame in frames])
-        assert backend.state.graph is not None and len(prompt_inputs) == 3
+        logits.append([backend.prefill(prompt_inputs[:1], 20), backend.prefill(prompt_inputs, 20)] +
+                      [backend.step(frame) for frame in frames])
+        assert backend.state.graph is not None and len(prompt_inputs) == 3 and backend.prefill_graphs
+        assert bool(launches) == kernel
         rows_class = {"int8": Int8Linear, "fp8": Float8RowsLinear, "int4": Int4Linear}[quantised]
         assert any(isinstance(module, rows_class) for module in backend.network.modules()) == kernel
     bound = COMPILED_BOUNDS["fp8"] if quantised == "fp8" else 2e-2

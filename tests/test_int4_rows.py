@@ -64,7 +64,7 @@ def test_a_product_whose_zeros_or_scales_are_off_fails_the_comparison():
     """Guard on the test above: the comparison sees a wrong scale or zero (here twice the right one)."""
     torch.manual_seed(0)
     packed, scale_and_zero, weights = int4_weight(64, 256)
-    x = torch.randn(4, 256, dtype=torch.float16)
+    x = torch.randn(17, 256, dtype=torch.float16)
     theirs = (x.float() @ weights.t()).half()
     for which in (0, 1):
         wrong = scale_and_zero.clone()
@@ -84,7 +84,7 @@ def linear_of(packed, scale_and_zero, outputs: int, inputs: int) -> Int4Linear:
     return linear
 
 
-def test_the_linear_takes_the_kernel_for_several_bf16_rows_and_torchaos_product_otherwise(monkeypatch):
+def test_the_linear_takes_the_kernel_for_17_to_64_bf16_rows_and_torchaos_product_otherwise(monkeypatch):
     torch.manual_seed(0)
     packed, scale_and_zero, weights = int4_weight(64, 256)
     linear = linear_of(packed, scale_and_zero, 64, 256)
@@ -92,26 +92,27 @@ def test_the_linear_takes_the_kernel_for_several_bf16_rows_and_torchaos_product_
     monkeypatch.setattr(int4_rows, "int4_rows_matmul", lambda x, *args: launched.append(x.shape) or
                         int4_rows_matmul(x.half(), *args).to(x.dtype))  # the interpreter computes float16
     monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: torchaos.append(x.shape))
-    x = torch.randn(5, 256, dtype=torch.bfloat16)
+    x = torch.randn(17, 256, dtype=torch.bfloat16)
     assert within_a_rounding_step(linear(x), x.float() @ weights.t())
-    linear(torch.randn(1, 256, dtype=torch.bfloat16))
-    linear(torch.randn(65, 256, dtype=torch.bfloat16))  # past MAX_ROWS
-    linear(torch.randn(5, 256, dtype=torch.float16))  # tinygemm's activations are bf16
-    assert launched == [(5, 256)] and torchaos == [(1, 256), (65, 256), (5, 256)]
+    for rows in (1, 16, 65):  # under MIN_ROWS (tinygemm measured faster there), past MAX_ROWS
+        linear(torch.randn(rows, 256, dtype=torch.bfloat16))
+    linear(torch.randn(17, 256, dtype=torch.float16))  # tinygemm's activations are bf16
+    assert launched == [(17, 256)] and torchaos == [(1, 256), (16, 256), (65, 256), (17, 256)]
     assert runs(x, linear.weight) and not runs(torch.randn(5, 256), linear.weight)
 
 
-def test_blocks_fit_every_product_up_to_64_rows():
-    """Outputs in multiples of tinygemm's 8-row tiles; each product at the 3B shape gets at least as many programs
-    as an H200 wants (66) where its outputs allow; more than 64 rows go to tinygemm."""
+def test_blocks_fit_every_product_of_17_to_64_rows():
+    """Outputs in multiples of tinygemm's 8-row tiles; each product at the 3B shape gets the blocks measured at
+    64 rows on an H200 (32 weight rows per program); fewer than 17 rows and more than 64 go to tinygemm."""
     shapes = {"qkv": (5120, 3072), "o": (3072, 3072), "gate_up": (16384, 3072), "down": (3072, 8192)}
-    for rows in (2, 3, 16, 17, 64):
+    assert {blocks_for(64, outputs, programs_wanted=66).outputs for outputs, _ in shapes.values()} == {32}
+    for rows in (17, 64):
         for outputs, _ in list(shapes.values()) + [(256, 128), (128, 256), (40, 128)]:
             blocks = blocks_for(rows, outputs, programs_wanted=66)
             assert outputs % blocks.outputs == 0 and blocks.inputs == GROUP, (rows, outputs)
             if outputs >= 3072:
                 assert outputs // blocks.outputs * -(-rows // blocks.rows) >= 66
-    assert blocks_for(65, 5120, 1) is None and blocks_for(4, 36, 1) is None
+    assert blocks_for(65, 5120, 1) is None and blocks_for(16, 5120, 1) is None and blocks_for(20, 36, 1) is None
 
 
 def test_int4_linears_take_the_kernel_on_cuda_from_ampere_on_where_it_is_on(monkeypatch):

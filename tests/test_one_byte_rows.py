@@ -111,10 +111,10 @@ def test_quantised_linears_take_the_kernel_on_cuda_from_ampere_on_where_it_is_on
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert (quantize.linear_class("int8", cuda) is Int8Linear) == taken
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    assert quantize.linear_class("fp8", cuda) is Float8Linear  # fp8's kernel is off until measured
-    monkeypatch.setattr(quantize, "FP8_ROWS_KERNEL", True)
     assert quantize.linear_class("fp8", cuda) is Float8RowsLinear
-    assert quantize.linear_class("int8", torch.device("cpu")) is None and quantize.linear_class("int4", cuda) is None
+    monkeypatch.setattr(quantize, "FP8_ROWS_KERNEL", False)
+    assert quantize.linear_class("fp8", cuda) is Float8Linear
+    assert quantize.linear_class("int8", torch.device("cpu")) is None
     from higgs_bench.backends.pytorch.backend import TorchBackend
 
     backend = TorchBackend.from_checkpoint(tiny_hf, dtype=torch.bfloat16, quantised="int8")

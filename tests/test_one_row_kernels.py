@@ -143,8 +143,7 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     kinds = ("16-bit", "int8", "fp8") if arch >= 89 else ("16-bit", "int8")
     rows = {name for name in table if " rows " in name}
     blocks = one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS
-    int4_blocks = int4_rows.FEW_ROWS_BLOCKS + int4_rows.MANY_ROWS_BLOCKS
-    assert len(rows) == len(blocks) * (2 if arch >= 89 else 1) + len(int4_blocks)  # int8's, int4's, fp8's from Ada
+    assert len(rows) == len(blocks) * (2 if arch >= 89 else 1) + len(int4_rows.BLOCKS)  # int8's, int4's, fp8's from Ada
     assert set(table) == {f"{kind} {name}" for kind in kinds for name in ("qkv", "o", "gate_up", "down")} | \
         {"16-bit attention"} | rows
     assert all(row["spilled"] == 0 for row in table.values()), table

@@ -1,4 +1,4 @@
-"""Products of several rows with int4 weights as one Triton kernel that reads torchao's packed weights once.
+"""Products of 17-64 rows with int4 weights as one Triton kernel that reads torchao's packed weights once.
 
 int4 engines keep torchao's weights as torch's int4 kernel (tinygemm, `_weight_int4pack_mm`) takes them. That
 kernel serves products of one row well, but a program multiplies 16 rows of x at most and reads its weights again
@@ -28,12 +28,14 @@ import triton.language as tl
 from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted
 
 GROUP = 128  # inputs per group, and per loop step of the kernel
-# Blocks by weight rows per program, widest first, for up to 16 rows of x and for 17-64: outputs in multiples of
-# tinygemm's tiles of 8 rows. Not yet measured on a GPU (benchmarks/rows_probe_gpu.py --weights int4).
-FEW_ROWS_BLOCKS = [Blocks(16, 32, GROUP, 4, 4), Blocks(16, 16, GROUP, 4, 4), Blocks(16, 8, GROUP, 4, 4)]
-MANY_ROWS_BLOCKS = [Blocks(64, 64, GROUP, 3, 4), Blocks(64, 32, GROUP, 3, 4), Blocks(64, 16, GROUP, 3, 4),
-                    Blocks(64, 8, GROUP, 3, 4)]
-MAX_ROWS = 64
+# Blocks by weight rows per program, widest first (outputs in multiples of tinygemm's tiles of 8 rows), measured at
+# the 3B shape on an H200 (benchmarks/rows_probe_gpu.py --weights int4; docs/performance.md): at 64 rows 32 weight
+# rows per program were within 4 % of the best of every product (24-60 us against tinygemm's 49-227 us). Up to 16
+# rows tinygemm was faster than any blocks (its step of 16 rows 4.3 ms, the kernel's 8.4 ms): taking the values out
+# of tinygemm's fragment order costs the kernel a pass through shared memory per group, so products of fewer than
+# MIN_ROWS rows stay tinygemm's.
+BLOCKS = [Blocks(64, 32, GROUP, 3, 4), Blocks(64, 16, GROUP, 3, 4), Blocks(64, 8, GROUP, 3, 4)]
+MIN_ROWS, MAX_ROWS = 17, 64
 
 
 @triton.jit(do_not_specialize=["M"])  # one compilation for every row count of a block
@@ -72,18 +74,17 @@ def int4_rows_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, N_PACKED, GROUPS_PA
 
 
 def blocks_for(rows: int, outputs: int, programs_wanted: int) -> Blocks | None:
-    """The widest blocks of the row count's table that divide the outputs into at least `programs_wanted`
-    programs (else the narrowest that divide them); None over MAX_ROWS rows or for outputs no blocks divide."""
-    table = FEW_ROWS_BLOCKS if rows <= FEW_ROWS_BLOCKS[0].rows else MANY_ROWS_BLOCKS
-    fitting = [b for b in table if outputs % b.outputs == 0]
-    if rows > MAX_ROWS or not fitting:
+    """The widest BLOCKS that divide the outputs into at least `programs_wanted` programs (else the narrowest that
+    divide them); None outside MIN_ROWS..MAX_ROWS rows or for outputs no blocks divide."""
+    fitting = [b for b in BLOCKS if outputs % b.outputs == 0]
+    if not MIN_ROWS <= rows <= MAX_ROWS or not fitting:
         return None
     return next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
                 fitting[-1])
 
 
 def runs(x: torch.Tensor, weight) -> bool:
-    """Whether int4_rows_matmul takes this product: bf16 activations, at most MAX_ROWS rows, inputs in whole
+    """Whether int4_rows_matmul takes this product: bf16 activations, MIN_ROWS to MAX_ROWS rows, inputs in whole
     groups, outputs its blocks divide."""
     outputs, inputs = weight.shape
     return (x.dtype == torch.bfloat16 and inputs % GROUP == 0 and weight.block_size[-1] == GROUP
@@ -118,8 +119,8 @@ def tinygemm_pack(values: torch.Tensor) -> torch.Tensor:
 
 
 class Int4Linear(torch.nn.Linear):
-    """A linear holding torchao's packed int4 weight (Int4TilePackedTo4dTensor) on CUDA whose products of 2 to
-    MAX_ROWS rows take int4_rows_matmul; others stay torchao's (tinygemm)."""
+    """A linear holding torchao's packed int4 weight (Int4TilePackedTo4dTensor) on CUDA whose products of MIN_ROWS
+    to MAX_ROWS rows take int4_rows_matmul; others stay torchao's (tinygemm)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1] and runs(x, self.weight):

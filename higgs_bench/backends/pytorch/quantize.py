@@ -6,12 +6,13 @@ Every scale is per output row or per group of inputs, so a fused weight gets the
   products of several rows take one_byte_rows.py's kernel (Int8Linear), which reads each weight once.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only. Its products of several rows can
-  take int4_rows.py's kernel, which reads the same packed weights once (Int4Linear, INT4_ROWS_KERNEL).
+  take int4_rows.py's kernel from 17 rows on, which reads the same packed weights once (Int4Linear,
+  INT4_ROWS_KERNEL).
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
   A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear); one_row.py's
   kernels, which run one-row steps on CUDA by default, do its arithmetic too, and so can one_byte_rows.py's for
-  products of several rows (Float8RowsLinear, FP8_ROWS_KERNEL: off until measured).
+  products of several rows (Float8RowsLinear, FP8_ROWS_KERNEL).
 
 torchao is imported only here, when a quantised variant is built (it is slow to import and prints notes about
 optional kernels). Written against torchao 0.18.
@@ -35,9 +36,9 @@ WEIGHT_KINDS = ("int8", "int4", "fp8")
 # under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
 BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 FP8_CAPABILITY = (8, 9)
-# Products of several rows on CUDA as one_byte_rows.rows_matmul (int8, fp8) or int4_rows.int4_rows_matmul: int8's
-# measured (docs/performance.md), fp8's and int4's not yet (then torchao's _scaled_mm and tinygemm)
-INT8_ROWS_KERNEL, FP8_ROWS_KERNEL, INT4_ROWS_KERNEL = True, False, False
+# Products of several rows on CUDA as one_byte_rows.rows_matmul (int8, fp8) or int4_rows.int4_rows_matmul (17-64
+# rows), each measured faster than torchao's products in decode steps on an H200 (docs/performance.md)
+INT8_ROWS_KERNEL, FP8_ROWS_KERNEL, INT4_ROWS_KERNEL = True, True, True
 ROWS_CAPABILITY = (8, 0)
 
 
