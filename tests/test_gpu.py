@@ -142,6 +142,14 @@ def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
 # fuses a norm and rounds its bf16 output differently, some activations land one fp8 step apart. The decode
 # steps (one row: fp8's quantize.one_row_fp8) are held to the same bounds.
 COMPILED_BOUNDS = {"int8": 2e-2, "int4": 2e-2, "fp8": 0.1}
+# Captured against eager: a captured prefill pads the prompt to its bucket (64 rows), an eager one does not, so
+# their products may take other kernels. int8: the rows kernel's other blocks sum in another order, in bf16. int4:
+# fewer than 17 rows are tinygemm's, which rounds each dequantised weight to bf16, 17-64 rows int4_rows.py's kernel,
+# which does not. fp8: other blocks round a product's bf16 output otherwise, and the next product's activations can
+# land one fp8 step apart. An H200 run with fp8's and int4's kernels on failed fp8 and int4 at the 1e-3 they had
+# while both were torchao's; the engine with and without the kernels meets COMPILED_BOUNDS there
+# (test_quantised_products_of_several_rows_compute_what_torchaos_do).
+CAPTURED_BOUNDS = {"int8": 1e-3, "int4": COMPILED_BOUNDS["int4"], "fp8": COMPILED_BOUNDS["fp8"]}
 
 
 @pytest.mark.parametrize("quantised", sorted(COMPILED_BOUNDS))
@@ -159,7 +167,7 @@ def test_each_quantised_engine_captures_its_prefill_and_computes_what_eager_does
     frames = torch.randint(0, 1024, (3, 1, 8), device="cuda")
     for prompt in (prompt_inputs[0], prompt_inputs[2]):
         want = [eager.prefill([prompt], 20)] + [eager.step(frame) for frame in frames]
-        for engine, bound in ((captured, 1e-3), (compiled, COMPILED_BOUNDS[quantised])):
+        for engine, bound in ((captured, CAPTURED_BOUNDS[quantised]), (compiled, COMPILED_BOUNDS[quantised])):
             # the prefill, then decode steps of one row (fp8 compiles them as quantize.one_row_fp8)
             got = [engine.prefill([prompt], 20)] + [engine.step(frame) for frame in frames]
             for mine, theirs in zip(got, want):
