@@ -126,4 +126,3 @@ class Int4Linear(torch.nn.Linear):
         if x.numel() != x.shape[-1] and runs(x, self.weight):
             return int4_rows_matmul(x, self.weight.qdata, self.weight.scale_and_zero, self.weight.shape[0])
         return super().forward(x)
-
