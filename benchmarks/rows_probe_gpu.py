@@ -78,7 +78,6 @@ def dequantised(w, *rest):
     if w.dtype != torch.int32:
         return w.to(torch.bfloat16)
     sz, values = rest
-    n, k = values.shape
     scale, zero = (sz[..., i].t().float().repeat_interleave(int4_rows.GROUP, dim=1) for i in (0, 1))
     return ((values.float() - 8) * scale + zero).to(torch.bfloat16)
 

@@ -68,8 +68,8 @@ def test_sweep_keeps_failed_variants_as_rows_and_resumes(tmp_path):
     records = sorted((tmp_path / "sweep").glob("*/benchmark_report.json"))
     before = {p: p.read_text() for p in records}
     # eager, unquantised variants on a CPU need none of the process's first costs (bench/process.py)
-    assert [json.loads(text)["build"]["process_first_s"] for text in before.values()
-            if json.loads(text)["status"] == "ok"] == [0.0, 0.0]
+    assert [record["build"]["process_first_s"] for record in map(json.loads, before.values())
+            if record["status"] == "ok"] == [0.0, 0.0]
     again = bench(tmp_path, *sweep, "resume=true")
     assert again.returncode == 3, again.stderr
     for path, text in before.items():

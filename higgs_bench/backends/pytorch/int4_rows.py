@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted
+from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted, widest_fitting
 
 GROUP = 128  # inputs per group, and per loop step of the kernel
 # Blocks by weight rows per program, widest first (outputs in multiples of tinygemm's tiles of 8 rows), measured at
@@ -76,11 +76,7 @@ def int4_rows_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, N_PACKED, GROUPS_PA
 def blocks_for(rows: int, outputs: int, programs_wanted: int) -> Blocks | None:
     """The widest BLOCKS that divide the outputs into at least `programs_wanted` programs (else the narrowest that
     divide them); None outside MIN_ROWS..MAX_ROWS rows or for outputs no blocks divide."""
-    fitting = [b for b in BLOCKS if outputs % b.outputs == 0]
-    if not MIN_ROWS <= rows <= MAX_ROWS or not fitting:
-        return None
-    return next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
-                fitting[-1])
+    return widest_fitting(BLOCKS, rows, outputs, programs_wanted) if MIN_ROWS <= rows <= MAX_ROWS else None
 
 
 def runs(x: torch.Tensor, weight) -> bool:
@@ -123,6 +119,6 @@ class Int4Linear(torch.nn.Linear):
     to MAX_ROWS rows take int4_rows_matmul; others stay torchao's (tinygemm)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() != x.shape[-1] and runs(x, self.weight):
+        if runs(x, self.weight):  # never one row: MIN_ROWS
             return int4_rows_matmul(x, self.weight.qdata, self.weight.scale_and_zero, self.weight.shape[0])
         return super().forward(x)

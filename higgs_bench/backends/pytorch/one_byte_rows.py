@@ -102,15 +102,21 @@ def blocks_for(rows: int, outputs: int, inputs: int, programs_wanted: int) -> Bl
     programs (else the narrowest that divide them), inputs per step halved (down to MIN_INPUTS) until they divide
     the inputs; None over MAX_ROWS rows or for sizes that no blocks divide."""
     table = FEW_ROWS_BLOCKS if rows <= FEW_ROWS_BLOCKS[0].rows else MANY_ROWS_BLOCKS
-    fitting = [b for b in table if outputs % b.outputs == 0]
-    if rows > MAX_ROWS or not fitting:
+    blocks = widest_fitting(table, rows, outputs, programs_wanted)
+    if rows > MAX_ROWS or blocks is None:
         return None
-    blocks = next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
-                  fitting[-1])
     depth = blocks.inputs
     while depth > MIN_INPUTS and inputs % depth:
         depth //= 2
     return None if inputs % depth else replace(blocks, inputs=depth)
+
+
+def widest_fitting(table: list[Blocks], rows: int, outputs: int, programs_wanted: int) -> Blocks | None:
+    """The first (widest) blocks of `table` that divide the outputs into at least `programs_wanted` programs, else
+    the narrowest that divide them; None when none do."""
+    fitting = [b for b in table if outputs % b.outputs == 0]
+    return next((b for b in fitting if outputs // b.outputs * triton.cdiv(rows, b.rows) >= programs_wanted),
+                fitting[-1] if fitting else None)
 
 
 def programs_wanted(device: torch.device) -> int:
