@@ -11,7 +11,8 @@ engine's compiled layer (filling the cache) and then ahead of time, saving a fil
 each time every shape's first call of the layer (what a start pays for it before capturing), the first through the
 engine's compiled layer, the second loading the shape's file. bf16 runs in float32 on a CPU. A precision or
 process that fails is a row with its error. Needs torch with `aot_compile` and `load_compiled_function` (on this
-project's CPU machine torch 2.13; whether the GPU image's 2.11 has them is for the next GPU session to see).
+project's CPU machine torch 2.13, where they are on by default; torch 2.11 has them behind
+`torch._dynamo.config.enable_aot_compile`, which the probe sets).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def child(args) -> None:
     from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options
     from higgs_bench.backends.pytorch.network import call_layer
 
+    if hasattr(torch._dynamo.config, "enable_aot_compile"):  # off by default in torch 2.11, on in 2.13
+        torch._dynamo.config.enable_aot_compile = True
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     speed = Speed(compile_mode="default", max_seq_len=2048)
