@@ -47,7 +47,7 @@ def child(args) -> None:
     from higgs_bench.backends.pytorch import engine
     from higgs_bench.backends.pytorch.backend import (CUDA_INDUCTOR_OPTIONS, IN_PROCESS_COMPILE, Speed,
                                                       override_inductor_options)
-    from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
+    from higgs_bench.backends.pytorch.engine import Artefacts, load_engine, save_artefacts
 
     override_inductor_options(args.inductor_options)
     if args.run == "local-in-workers":  # loaded and tuned kernels in the workers, as before either went in-process
@@ -62,9 +62,12 @@ def child(args) -> None:
     profile = cProfile.Profile() if args.profile else None
     if profile:
         profile.enable()
-    _, times = load_engine(Path(args.ckpt), device, torch.bfloat16, PRECISIONS[args.precision], speed,
-                           shapes, cache if args.run not in ("cold", "local-cache-only") else None,
-                           on_part=lambda part: print("warming", part, file=sys.stderr, flush=True))
+    kept = cache.parent / "artefacts.json"  # the cold run's file records, as build.json keeps them
+    artefacts = None if args.run in ("cold", "local-cache-only") else Artefacts(cache.parent, **json.loads(
+        kept.read_text()))
+    backend, times = load_engine(Path(args.ckpt), device, torch.bfloat16, PRECISIONS[args.precision], speed,
+                                 shapes, artefacts, on_part=lambda part: print("warming", part, file=sys.stderr,
+                                                                               flush=True))
     if profile:
         profile.disable()
         text = io.StringIO()
@@ -73,7 +76,8 @@ def child(args) -> None:
         stats.sort_stats("tottime").print_stats(30)
         times["profile"] = text.getvalue()
     if args.run == "cold":
-        save_artefacts(cache.parent)
+        saved = save_artefacts(cache.parent, backend)
+        kept.write_text(json.dumps({"compile_cache": saved.compile_cache, "precompiled": saved.precompiled}))
     times["compile_times"] = torch._dynamo.utils.compile_times(repr="str")
     configs = best_configs(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
     times["best_configs"] = {name: found for name, (found, _) in configs.items()}

@@ -1,18 +1,21 @@
 """The compiled torch engine: the same codes as eager decoding, built ahead of time into engines/, reused
 from its artefacts without compiling again, and rebuilt when they are damaged."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from torch._dynamo.utils import counters
 from torch._inductor import async_compile
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
-from higgs_bench.backends.pytorch.engine import inductor_compiles, load_engine
+from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, load_engine
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
 from higgs_bench.generate.loop import generate
@@ -136,37 +139,46 @@ def test_an_engine_start_names_each_part_as_it_begins(tiny_hf):
     assert set(times["warm_s_per_shape"]) == {"1x256", "2x512"}
 
 
-def test_a_second_run_loads_the_artefacts_and_compiles_nothing(tmp_path):
+@pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
+def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_nothing(tmp_path):
+    """A 16-bit engine keeps each compiled function whole (precompiled.py): a start loads them without dynamo or
+    Inductor, and a damaged one is rebuilt."""
     _, cold = bench(tmp_path, "cold")
-    assert cold["reused"] is False and cold["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
-    assert cold["compile_cache"]["bytes"] > 0 and cold["settings"]["shapes"] == [[1, 256]]
+    assert cold["reused"] is False and cold["settings"]["shapes"] == [[1, 256]]
+    assert cold["compile"]["precompiled"]["compiled"] == len(cold["precompiled"]) >= 1
+    assert cold["compile_cache"]["bytes"] > 0 and all(saved["bytes"] > 0 for saved in cold["precompiled"])
     _, warm = bench(tmp_path, "warm")
     assert warm["reused"] is True and warm["start"]["artefacts_loaded"] is True
-    assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
-                                        "fxgraph_cache_miss": 0, "kernels_tuned": 0}
+    assert warm["start"]["precompiled"] == {"loaded": len(cold["precompiled"]), "compiled": 0}
+    assert warm["start"]["kernels"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0, "kernels_tuned": 0}
     # each process paid Inductor's first compilation before its build or start was timed (bench/process.py)
     assert cold["process_first_s"] > 0 and warm["process_first_s"] > 0
     # the build planned every shape the run took (a compile while measuring would be counted: next test)
     assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
 
-    cache = tmp_path / cold["dir"] / "compile_cache.bin"
-    cache.write_bytes(cache.read_bytes()[:100])
-    done, rebuilt = bench(tmp_path, "rebuilt")
-    assert "compile_cache.bin is damaged" in done.stderr and rebuilt["reused"] is False
-    assert rebuilt["compile"]["kernels"]["fxgraph_cache_miss"] >= 1
+    for damaged in ("compile_cache.bin", cold["precompiled"][0]["file"]):
+        path = tmp_path / warm["dir"] / damaged
+        path.write_bytes(path.read_bytes()[:100])
+        done, rebuilt = bench(tmp_path, f"rebuilt-{path.stem}")
+        assert f"{damaged} is damaged" in done.stderr and rebuilt["reused"] is False
+        assert rebuilt["compile"]["precompiled"]["compiled"] >= 1
 
 
 def test_a_forced_build_compiles_from_an_empty_inductor_cache_and_its_artefacts_serve_the_next_run(tmp_path):
     """build.force is a cold build, as on a new machine: in the machine's Inductor cache (shared by these runs) it
-    would take the kernels, and their tuning, of the build it replaces, and its time would not be a cold build's."""
-    _, first = bench(tmp_path, "first", inductor="machine")
-    _, forced = bench(tmp_path, "forced", "build.force=true", inductor="machine")
+    would take the kernels, and their tuning, of the build it replaces, and its time would not be a cold build's.
+    An int8 engine: torchao's tensors cannot be saved with a function's guards, so its start traces its functions
+    again and finds each graph in the artefacts (a 16-bit engine's functions, compiled ahead of time, skip the
+    cache)."""
+    _, first = bench(tmp_path, "first", "precision=int8", inductor="machine")
+    _, forced = bench(tmp_path, "forced", "precision=int8", "build.force=true", inductor="machine")
     compiled = first["compile"]["kernels"]["fxgraph_cache_miss"]
     assert forced["reused"] is False and forced["compile"]["kernels"]["fxgraph_cache_hit"] == 0
     assert forced["compile"]["kernels"]["fxgraph_cache_miss"] == compiled >= 1
-    _, after = bench(tmp_path, "after", inductor="machine")
+    _, after = bench(tmp_path, "after", "precision=int8", inductor="machine")
     assert after["reused"] is True and after["compile_cache"] == forced["compile_cache"]
     assert after["start"]["kernels"] == {"fxgraph_cache_hit": compiled, "fxgraph_cache_miss": 0, "kernels_tuned": 0}
+    assert first["precompiled"] == [] and after["start"]["precompiled"] == {"loaded": 0, "compiled": 0}
 
 
 def test_a_start_from_artefacts_compiles_its_kernels_without_the_compile_workers(tiny_hf, tmp_path, monkeypatch):
@@ -176,8 +188,8 @@ def test_a_start_from_artefacts_compiles_its_kernels_without_the_compile_workers
     options: the test above)."""
     doubled = torch.compile(lambda x: x * 2)
     doubled(torch.ones(3))
-    artefacts = tmp_path / "compile_cache.bin"
-    artefacts.write_bytes(torch.compiler.save_cache_artifacts()[0])
+    (tmp_path / "compile_cache.bin").write_bytes(data := torch.compiler.save_cache_artifacts()[0])
+    artefacts = Artefacts(tmp_path, {"file": "compile_cache.bin", "sha256": hashlib.sha256(data).hexdigest()})
     threads = []
     monkeypatch.setattr(TorchBackend, "warm", lambda self, shapes: threads.append(
         torch._inductor.config.compile_threads))

@@ -8,6 +8,7 @@ import torch
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, one_row_inputs, one_row_logits
 from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.generate.chooser import FrameChooser
 from higgs_bench.generate.loop import generate
@@ -100,14 +101,17 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     speed = Speed(cuda_graph=True, compile_mode="default", max_seq_len=512)
     shapes = [(len(prompt_inputs), 200)]
     built, _ = load_engine(tiny_hf, torch.device("cuda"), torch.float32, None, speed, shapes)
-    save_artefacts(tmp_path)
+    artefacts = save_artefacts(tmp_path, built)
     frame = torch.randint(0, 1024, (len(prompt_inputs), 8), device="cuda")
     built.prefill(prompt_inputs, 40)
     expected = built.step(frame)
-    reloaded, times = load_engine(tiny_hf, torch.device("cuda"), torch.float32, None, speed, shapes,
-                                  tmp_path / "compile_cache.bin")
+    reloaded, times = load_engine(tiny_hf, torch.device("cuda"), torch.float32, None, speed, shapes, artefacts)
     reloaded.prefill(prompt_inputs, 40)
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
+    # its layers were loaded whole where this torch compiles ahead of time (precompiled.py), not compiled again
+    assert times["precompiled"] == ({"loaded": len(artefacts.precompiled), "compiled": 0} if AOT_COMPILE else
+                                    {"loaded": 0, "compiled": 0})
+    assert len(artefacts.precompiled) >= 1 or not AOT_COMPILE
 
 
 def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path):
@@ -121,6 +125,7 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0, "kernels_tuned": 0}
+    assert warm["start"]["precompiled"] == {"loaded": len(cold["precompiled"]), "compiled": 0}
     assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
 
 

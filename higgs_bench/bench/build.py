@@ -20,7 +20,7 @@ from torch._inductor.utils import fresh_inductor_cache
 from higgs_bench.backends import pytorch as torch_backend_package
 from higgs_bench.backends import trtllm as trtllm_package
 from higgs_bench.backends.pytorch.backend import Speed, cache_length, one_row_kernels_run
-from higgs_bench.backends.pytorch.engine import COMPILE_CACHE, artefact_damage, load_engine, save_artefacts
+from higgs_bench.backends.pytorch.engine import Artefacts, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
@@ -139,9 +139,15 @@ def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_
     """A built torch engine for the run: weights loaded, compile artefacts loaded, shapes, prefills and frame
     choosers warmed."""
     speed = torch_speed(cfg, device)
-    cache = Path(build_record["dir"]) / COMPILE_CACHE if build_record.get("compile_cache") else None
     return load_engine(model_dir, device, dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, speed, shapes,
-                       cache, prefills, choosers, on_part)
+                       kept_artefacts(build_record), prefills, choosers, on_part)
+
+
+def kept_artefacts(build_record: dict) -> Artefacts | None:
+    """What a torch engine's build kept in its folder (None: it compiled nothing)."""
+    if not build_record.get("compile_cache"):
+        return None
+    return Artefacts(Path(build_record["dir"]), build_record["compile_cache"], build_record.get("precompiled", []))
 
 
 def tuned_again_note(build_record: dict, start: dict) -> str | None:
@@ -167,7 +173,8 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
         return f"{BUILD_RECORD} describes another folder ({saved.get('dir')})"
     if not isinstance(saved.get("size_bytes"), int):
         return f"{BUILD_RECORD} lacks the engine size"
-    return artefact_damage(out, saved.get("compile_cache"))
+    artefacts = kept_artefacts(saved | {"dir": str(out)})
+    return artefacts.damage() if artefacts else None
 
 
 def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, prefills, choosers,
@@ -190,9 +197,9 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, 
     with fresh_inductor_cache() if cfg.build.force else nullcontext():
         backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes, None, prefills,
                                      choosers, on_part)
-        artefacts = save_artefacts(out)
+        artefacts = save_artefacts(out, backend)
     return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},
-                  "compile_cache": artefacts}, backend
+                  "compile_cache": artefacts.compile_cache, "precompiled": artefacts.precompiled}, backend
 
 
 def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:

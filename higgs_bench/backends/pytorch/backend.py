@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +20,7 @@ import torch
 
 from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer, call_prefill_layer, fuse_weights,
                                                   rope_inv_freq)
+from higgs_bench.backends.pytorch.precompiled import Precompiled, precompiles
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.errors import ConfigError, GenerationError
 from higgs_bench.generate.cuda_graph import capture
@@ -114,6 +116,13 @@ def compile_options(mode: str, quantised: str | None, device: torch.device, one_
         if quantised == "int8" and not one_row and (options.get("max_autotune") or options.get("max_autotune_gemm")):
             options |= INT8_GEMMS_AS_TEMPLATES
     return options
+
+
+def compiled_function(fn: Callable, name: str, options: dict, ahead_of_time: bool) -> Callable:
+    """fn compiled for fixed shapes: ahead of time, to be kept in the engine folder (precompiled.py), or by dynamo."""
+    if ahead_of_time:
+        return Precompiled(fn, name, options)
+    return torch.compile(fn, dynamic=False, options=options)
 
 
 def text_only(audio_mask: torch.Tensor) -> bool:
@@ -235,15 +244,22 @@ class TorchBackend:
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            self.decode_layers = {one_row: torch.compile(call_layer, dynamic=False, options=compile_options(
-                self.speed.compile_mode, quantised, self.device, one_row)) for one_row in (True, False)}
+            compiled = partial(compiled_function, ahead_of_time=precompiles(quantised))
+            self.decode_layers = {one_row: compiled(call_layer, "decode-one-row" if one_row else "decode-rows",
+                                                    compile_options(self.speed.compile_mode, quantised, self.device,
+                                                                    one_row)) for one_row in (True, False)}
             # a prefill's products have tens to hundreds of rows, which cuBLAS serves well: fusing the rest is the
             # gain, and autotuning every width bucket would cost minutes each
-            self.prefill_layer = torch.compile(call_prefill_layer, dynamic=False,
-                                               options=compile_options("default", quantised, self.device))
+            self.prefill_layer = compiled(call_prefill_layer, "prefill",
+                                          compile_options("default", quantised, self.device))
             # about 20 small kernels in eager (76 us of a 1.82 ms one-row step on an H200, docs/performance.md)
-            self.one_row_ends = tuple(torch.compile(end, dynamic=False, options=compile_options(
-                "default", None, self.device)) for end in self.one_row_ends)
+            self.one_row_ends = tuple(compiled(end, end.__name__, compile_options("default", None, self.device))
+                                      for end in self.one_row_ends)
+
+    def precompiled(self) -> list[Precompiled]:
+        """The functions this engine compiled ahead of time (none unless precompiled.precompiles says so)."""
+        functions = [*self.decode_layers.values(), self.prefill_layer, *self.one_row_ends]
+        return [function for function in functions if isinstance(function, Precompiled)]
 
     def _one_row_layers(self, quantised: str | None):
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""

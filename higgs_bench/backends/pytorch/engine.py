@@ -1,13 +1,14 @@
 """A torch "engine": the checkpoint loaded (and quantised) on its device, with the decode step compiled for
 the shapes a run will use. What the compilation produced (Inductor's kernels and autotuning choices,
-`torch.compiler.save_cache_artifacts`) is kept in the engine folder, so that the next run loads it instead
-of compiling and autotuning again.
+`torch.compiler.save_cache_artifacts`; for 16-bit engines also each compiled function whole, precompiled.py) is
+kept in the engine folder, so that the next run loads it instead of tracing, compiling and autotuning again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -32,24 +33,49 @@ COORDINATE_DESCENT = "CachingAutotuner.coordinate_descent_tuning"  # its name in
 WARM_START_INDUCTOR = IN_PROCESS_COMPILE
 
 
+@dataclass(frozen=True)
+class Artefacts:
+    """What a build kept in its engine folder: Inductor's cache artefacts, and the functions it compiled ahead of
+    time (file records: name from the folder, size, digest)."""
+
+    folder: Path
+    compile_cache: dict
+    precompiled: list[dict] = field(default_factory=list)
+
+    def damage(self) -> str | None:
+        """Why these files cannot be used (None: they can)."""
+        for saved in (self.compile_cache, *self.precompiled):
+            path = self.folder / saved["file"]
+            if not path.is_file():
+                return f"{saved['file']} is missing"
+            if hashlib.sha256(path.read_bytes()).hexdigest() != saved["sha256"]:
+                return f"{saved['file']} is damaged (its digest differs from build.json's)"
+        return None
+
+
 def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quantised: str | None, speed: Speed,
-                shapes: list[tuple[int, int]], cache_file: Path | None = None,
+                shapes: list[tuple[int, int]], artefacts: Artefacts | None = None,
                 prefills: list[tuple[int, bool]] = (),
                 choosers: list[tuple[SamplingConfig, int]] = (),
                 on_part: Callable[[str], None] = lambda part: None) -> tuple[TorchBackend, dict]:
     """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on), and
     the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
-    the engine). With `cache_file`, compile artefacts are loaded from it first. `on_part` hears what starts
-    next ("weights", then "NAME (I of N)"). Returns the backend, how long each part took (each shape's warm-up
+    the engine). With `artefacts`, what a build kept is loaded first. `on_part` hears what starts next
+    ("weights", then "NAME (I of N)"). Returns the backend, how long each part took (each shape's warm-up
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
-    and how many kernels coordinate descent tuned."""
+    how many kernels coordinate descent tuned, and how many functions were compiled ahead of time (a build) or
+    loaded so (a start)."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
-    if cache_file is not None and speed.compile_mode:
-        loaded = torch.compiler.load_cache_artifacts(cache_file.read_bytes())
+    if artefacts is not None and speed.compile_mode:
+        loaded = torch.compiler.load_cache_artifacts((artefacts.folder / artefacts.compile_cache["file"]).read_bytes())
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
+    precompiled_loaded = 0
+    if loaded is not None:
+        precompiled_loaded = sum(function.load(artefacts.folder, artefacts.precompiled)
+                                 for function in backend.precompiled())
     load_s = time.perf_counter() - start
     before, tunings_before = dict(counters["inductor"]), kernel_tunings()
     per_shape = {}
@@ -60,7 +86,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
             per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
     compiled = inductor_compiles(since=before) | {"kernels_tuned": kernel_tunings() - tunings_before}
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
-                     "artefacts_loaded": loaded is not None, "kernels": compiled}
+                     "artefacts_loaded": loaded is not None, "kernels": compiled,
+                     "precompiled": {"loaded": precompiled_loaded, "compiled": sum(
+                         len(function.compilations) for function in backend.precompiled()) - precompiled_loaded}}
 
 
 def warm_up_parts(backend: TorchBackend, shapes, prefills, choosers) -> list[tuple[str, Callable[[], object]]]:
@@ -109,24 +137,15 @@ def _seconds(device: torch.device, warm) -> float:
     return time.perf_counter() - start
 
 
-def save_artefacts(out_dir: Path) -> dict:
-    """Write what this process compiled into the engine folder; returns the file's name, size and digest."""
+def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
+    """Write what this process compiled (and the backend's functions compiled ahead of time) into the engine
+    folder."""
     artefacts = torch.compiler.save_cache_artifacts()
     if artefacts is None:
         raise HiggsBenchError("torch.compile produced no cache artefacts to keep (was anything compiled?)")
     data, _ = artefacts
     with atomic_path(out_dir / COMPILE_CACHE) as temp:
         temp.write_bytes(data)
-    return {"file": COMPILE_CACHE, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def artefact_damage(out_dir: Path, saved: dict | None) -> str | None:
-    """Why the engine folder's compile artefacts cannot be used (None: they can, or none are expected)."""
-    if not saved:
-        return None
-    path = out_dir / saved["file"]
-    if not path.is_file():
-        return f"{saved['file']} is missing"
-    if hashlib.sha256(path.read_bytes()).hexdigest() != saved["sha256"]:
-        return f"{saved['file']} is damaged (its digest differs from build.json's)"
-    return None
+    compile_cache = {"file": COMPILE_CACHE, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return Artefacts(out_dir, compile_cache, [saved for function in backend.precompiled()
+                                              for saved in function.save(out_dir)])

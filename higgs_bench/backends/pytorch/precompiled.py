@@ -1,0 +1,75 @@
+"""Compiled functions kept whole in the engine folder, so that a start loads them instead of having dynamo trace
+them again (torch.compile's `aot_compile` and `torch.compiler.load_compiled_function`, torch >= 2.11).
+
+A start through dynamo traces each (function, shape) again and then finds its graph in Inductor's cache: on an
+H200 at the 3B shape 0.21-0.23 s per later shape of the decode step's layer, against 0.04-0.06 s loading the
+function compiled ahead of time (benchmarks/precompile_probe.py, docs/performance.md). Only 16-bit weights: saving
+a function saves its guards, which copies each weight to the meta device, and torchao's quantised tensors refuse
+that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep dynamo's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from higgs_bench.files import atomic_path
+
+FOLDER = "precompiled"  # in the engine folder
+AOT_COMPILE = hasattr(torch._dynamo.config, "enable_aot_compile") and hasattr(torch.compiler, "load_compiled_function")
+
+
+def precompiles(quantised: str | None) -> bool:
+    """Whether this torch compiles an engine's functions ahead of time: 16-bit weights only (module docstring)."""
+    return AOT_COMPILE and quantised is None
+
+
+class Precompiled:
+    """A function compiled ahead of time once for each set of inputs its compilations so far do not accept (its
+    guards: shapes, dtypes, the layer's kind), as dynamo would compile it once per guard set; `save` writes the
+    compilations, `load` reads them back in another process."""
+
+    def __init__(self, fn: Callable, name: str, options: dict):
+        self.name, self.compilations = name, []
+        with torch._dynamo.config.patch(enable_aot_compile=True):  # off by default in torch 2.11
+            self.compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
+
+    def __call__(self, *args):
+        for compilation in self.compilations:
+            if compilation.guard_check(*args):
+                return compilation(*args)
+        compilation = self.compiled.aot_compile((args, {}))
+        self._keep(compilation)
+        return compilation(*args)
+
+    def _keep(self, compilation) -> None:
+        compilation.disable_guard_check()  # __call__ checks the guards once, to choose the compilation
+        self.compilations.append(compilation)
+
+    def save(self, engine_dir: Path) -> list[dict]:
+        """Write each compilation to the engine folder; each file's name (from the folder), size and digest."""
+        (engine_dir / FOLDER).mkdir(exist_ok=True)
+        saved = []
+        for i, compilation in enumerate(self.compilations):
+            name = f"{FOLDER}/{self.name}-{i}.bin"
+            with atomic_path(engine_dir / name) as temp:
+                compilation.save_compiled_function(str(temp))
+            data = (engine_dir / name).read_bytes()
+            saved.append({"function": self.name, "file": name, "bytes": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()})
+        return saved
+
+    def load(self, engine_dir: Path, saved: list[dict]) -> int:
+        """Read this function's compilations among `saved` (file records from save) back; how many."""
+        mine = [entry for entry in saved if entry["function"] == self.name]
+        # the guards are rebuilt as they load, against the grad mode of the moment: the engine's functions run in
+        # inference mode, and guards rebuilt outside it refuse every inference tensor (torch 2.13: "dispatch key
+        # set mismatch")
+        with torch._dynamo.config.patch(enable_aot_compile=True), torch.inference_mode():
+            for entry in mine:
+                with open(engine_dir / entry["file"], "rb") as file:
+                    self._keep(torch.compiler.load_compiled_function(file))
+        return len(mine)
