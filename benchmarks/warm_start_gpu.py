@@ -2,6 +2,7 @@
 
     python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
         [--keep-stderr] [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
+        [--dynamo-only]
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
@@ -57,7 +58,8 @@ def child(args) -> None:
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     cache = Path(args.cache)
     device = torch.device(args.device)
-    speed = Speed(cuda_graph=device.type == "cuda", compile_mode="default", max_seq_len=2048)
+    speed = Speed(cuda_graph=device.type == "cuda", compile_mode="default", max_seq_len=2048,
+                  precompile=not args.dynamo_only)
     started = time.time()
     profile = cProfile.Profile() if args.profile else None
     if profile:
@@ -110,6 +112,8 @@ def run_child(args, precision: str, run: str, work: Path) -> dict:
                "--inductor-options", json.dumps(args.inductor_options)]
     if args.profile and run != "cold":
         command.append("--profile")
+    if args.dynamo_only:
+        command.append("--dynamo-only")
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -133,6 +137,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep-stderr", action="store_true", help="each run's log (set TORCH_LOGS for more)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dynamo-only", action="store_true", help="no function compiled ahead of time "
+                        "(backend.precompile=false)")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
     parser.add_argument("--cache")

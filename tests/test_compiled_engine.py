@@ -18,6 +18,7 @@ from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, lo
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
+from higgs_bench.bench.build import torch_speed
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
@@ -162,6 +163,20 @@ def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_noth
         done, rebuilt = bench(tmp_path, f"rebuilt-{path.stem}")
         assert f"{damaged} is damaged" in done.stderr and rebuilt["reused"] is False
         assert rebuilt["compile"]["precompiled"]["compiled"] >= 1
+
+
+def test_engines_of_16_bit_weights_keep_their_compiled_functions_whole_unless_told_not_to(tiny_hf, compose_cfg):
+    """backend.precompile reaches the engine's speed settings; with it, a compiled 16-bit engine's decode layers,
+    prefill layer and one-row step ends are compiled ahead of time (where this torch can), a quantised engine's
+    never (torchao's tensors cannot be saved with a function's guards)."""
+    cpu = torch.device("cpu")
+
+    def precompiled(quantised=None, *overrides):
+        speed = torch_speed(compose_cfg("backend=torch", "backend.compile=true", *overrides), cpu)
+        return len(TorchBackend.from_checkpoint(tiny_hf, quantised=quantised, speed=speed).precompiled())
+
+    assert precompiled() == (5 if AOT_COMPILE else 0)
+    assert precompiled(None, "backend.precompile=false") == precompiled("int8") == 0
 
 
 def test_a_forced_build_compiles_from_an_empty_inductor_cache_and_its_artefacts_serve_the_next_run(tmp_path):

@@ -45,7 +45,7 @@ def torch_speed(cfg, device: torch.device) -> Speed:
     one_row = (cfg.backend.one_row_kernels and compile_on and cuda_graph and importlib.util.find_spec("triton")
                and one_row_kernels_run(dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights))
     return Speed(cuda_graph=cuda_graph, compile_mode=cfg.backend.compile_mode if compile_on else None,
-                 max_seq_len=cfg.engine.max_seq_len, one_row_kernels=bool(one_row))
+                 max_seq_len=cfg.engine.max_seq_len, one_row_kernels=bool(one_row), precompile=cfg.backend.precompile)
 
 
 def build_settings(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, int]],

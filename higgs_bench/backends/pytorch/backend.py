@@ -92,13 +92,15 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 @dataclass(frozen=True)
 class Speed:
     """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
-    limit that sets the buckets (None: each request's exact length, no buckets), and whether a step of one row
-    runs its layers as one_row.py's Triton kernels (16-bit, int8 or fp8 weights)."""
+    limit that sets the buckets (None: each request's exact length, no buckets), whether a step of one row
+    runs its layers as one_row.py's Triton kernels (16-bit, int8 or fp8 weights), and whether compiled functions
+    are compiled ahead of time where they can be (precompiled.py)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None
     max_seq_len: int | None = None
     one_row_kernels: bool = False
+    precompile: bool = True
 
 
 def one_row_kernels_run(dtype: torch.dtype, quantised: str | None) -> bool:
@@ -244,7 +246,7 @@ class TorchBackend:
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            compiled = partial(compiled_function, ahead_of_time=precompiles(quantised))
+            compiled = partial(compiled_function, ahead_of_time=self.speed.precompile and precompiles(quantised))
             self.decode_layers = {one_row: compiled(call_layer, "decode-one-row" if one_row else "decode-rows",
                                                     compile_options(self.speed.compile_mode, quantised, self.device,
                                                                     one_row)) for one_row in (True, False)}

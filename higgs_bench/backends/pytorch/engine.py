@@ -23,6 +23,7 @@ from higgs_bench.generate.chooser import choice_name, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
 COMPILE_CACHE = "compile_cache.bin"
+PRECOMPILED_PART = "compiled functions"  # a start's part that loads those compiled ahead of time
 COORDINATE_DESCENT = "CachingAutotuner.coordinate_descent_tuning"  # its name in dynamo's compile-time table
 # Inductor settings while an engine whose artefacts were loaded warms up. Its compile workers, once started, send
 # each kernel back pickled, and triton.Config.__setstate__ (Triton 3.6) keeps Triton's own fields only: the cached
@@ -61,24 +62,27 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on), and
     the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
     the engine). With `artefacts`, what a build kept is loaded first. `on_part` hears what starts next
-    ("weights", then "NAME (I of N)"). Returns the backend, how long each part took (each shape's warm-up
+    ("weights", then "compiled functions" where the build kept some whole, then "NAME (I of N)"). Returns the
+    backend, how long each part took (loading the kept functions under PRECOMPILED_PART, each shape's warm-up
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
-    how many kernels coordinate descent tuned, and how many functions were compiled ahead of time (a build) or
-    loaded so (a start)."""
+    how many kernels coordinate descent tuned, and how many functions compiled ahead of time were loaded or
+    compiled."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
     if artefacts is not None and speed.compile_mode:
         loaded = torch.compiler.load_cache_artifacts((artefacts.folder / artefacts.compile_cache["file"]).read_bytes())
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
-    precompiled_loaded = 0
-    if loaded is not None:
-        precompiled_loaded = sum(function.load(artefacts.folder, artefacts.precompiled)
-                                 for function in backend.precompiled())
     load_s = time.perf_counter() - start
     before, tunings_before = dict(counters["inductor"]), kernel_tunings()
-    per_shape = {}
+    per_shape, precompiled_loaded = {}, 0
+    if loaded is not None and artefacts.precompiled:
+        on_part(PRECOMPILED_PART)
+        part_start = time.perf_counter()
+        precompiled_loaded = sum(function.load(artefacts.folder, artefacts.precompiled)
+                                 for function in backend.precompiled())
+        per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
     parts = warm_up_parts(backend, shapes, prefills, choosers)
     with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
         for i, (name, warm) in enumerate(parts, 1):
