@@ -19,6 +19,7 @@ from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
 from higgs_bench.bench.build import torch_speed
+from higgs_bench.errors import ConfigError
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
@@ -142,7 +143,7 @@ def test_an_engine_start_names_each_part_as_it_begins(tiny_hf):
 
 @pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
 def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_nothing(tmp_path):
-    """A 16-bit engine keeps each compiled function whole (precompiled.py): a start loads them without dynamo or
+    """An unquantised engine keeps each compiled function whole (precompiled.py): a start loads them without dynamo or
     Inductor, and a damaged one is rebuilt."""
     _, cold = bench(tmp_path, "cold")
     assert cold["reused"] is False and cold["settings"]["shapes"] == [[1, 256]]
@@ -165,8 +166,8 @@ def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_noth
         assert rebuilt["compile"]["precompiled"]["compiled"] >= 1
 
 
-def test_engines_of_16_bit_weights_keep_their_compiled_functions_whole_unless_told_not_to(tiny_hf, compose_cfg):
-    """backend.precompile reaches the engine's speed settings; with it, a compiled 16-bit engine's decode layers,
+def test_unquantised_engines_keep_their_compiled_functions_whole_unless_told_not_to(tiny_hf, compose_cfg):
+    """backend.precompile reaches the engine's speed settings; with it, a compiled unquantised engine's decode layers,
     prefill layer and one-row step ends are compiled ahead of time (where this torch can), a quantised engine's
     never (torchao's tensors cannot be saved with a function's guards)."""
     cpu = torch.device("cpu")
@@ -179,11 +180,33 @@ def test_engines_of_16_bit_weights_keep_their_compiled_functions_whole_unless_to
     assert precompiled(None, "backend.precompile=false") == precompiled("int8") == 0
 
 
+@pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
+def test_a_failed_compilation_ahead_of_time_names_the_setting_that_goes_around_it(tiny_hf, tmp_path, monkeypatch):
+    """torch's aot_compile is experimental: where it fails to compile or to load a function, the user hears which
+    and that backend.precompile=false takes dynamo's path instead."""
+    speed = Speed(compile_mode="default", max_seq_len=2048)
+    backend = TorchBackend.from_checkpoint(tiny_hf, speed=speed)
+    backend.warm([(1, 100)])
+    saved = backend.decode_layers[True].save(tmp_path)
+    fresh = TorchBackend.from_checkpoint(tiny_hf, speed=speed)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unpickling failed\nmore detail")
+
+    monkeypatch.setattr(torch.compiler, "load_compiled_function", broken)
+    with pytest.raises(ConfigError, match=r"loading .*decode-one-row-0.bin failed \(RuntimeError: unpickling "
+                                          r"failed\); backend.precompile=false"):
+        fresh.decode_layers[True].load(tmp_path, saved)
+    monkeypatch.setattr(fresh.decode_layers[True].compiled, "aot_compile", broken)
+    with pytest.raises(ConfigError, match="compiling decode-one-row ahead of time failed .*backend.precompile=false"):
+        fresh.warm([(1, 100)])
+
+
 def test_a_forced_build_compiles_from_an_empty_inductor_cache_and_its_artefacts_serve_the_next_run(tmp_path):
     """build.force is a cold build, as on a new machine: in the machine's Inductor cache (shared by these runs) it
     would take the kernels, and their tuning, of the build it replaces, and its time would not be a cold build's.
     An int8 engine: torchao's tensors cannot be saved with a function's guards, so its start traces its functions
-    again and finds each graph in the artefacts (a 16-bit engine's functions, compiled ahead of time, skip the
+    again and finds each graph in the artefacts (an unquantised engine's functions, compiled ahead of time, skip the
     cache)."""
     _, first = bench(tmp_path, "first", "precision=int8", inductor="machine")
     _, forced = bench(tmp_path, "forced", "precision=int8", "build.force=true", inductor="machine")

@@ -3,7 +3,7 @@ them again (torch.compile's `aot_compile` and `torch.compiler.load_compiled_func
 
 A start through dynamo traces each (function, shape) again and then finds its graph in Inductor's cache: on an
 H200 at the 3B shape 0.21-0.23 s per later shape of the decode step's layer, against 0.04-0.06 s loading the
-function compiled ahead of time (benchmarks/precompile_probe.py, docs/performance.md). Only 16-bit weights: saving
+function compiled ahead of time (benchmarks/precompile_probe.py, docs/performance.md). Only unquantised weights: saving
 a function saves its guards, which copies each weight to the meta device, and torchao's quantised tensors refuse
 that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep dynamo's path.
 """
@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from higgs_bench.errors import ConfigError
 from higgs_bench.files import atomic_path
 
 FOLDER = "precompiled"  # in the engine folder
@@ -23,7 +24,7 @@ AOT_COMPILE = hasattr(torch._dynamo.config, "enable_aot_compile") and hasattr(to
 
 
 def precompiles(quantised: str | None) -> bool:
-    """Whether this torch compiles an engine's functions ahead of time: 16-bit weights only (module docstring)."""
+    """Whether this torch compiles an engine's functions ahead of time: unquantised weights only (module docstring)."""
     return AOT_COMPILE and quantised is None
 
 
@@ -41,7 +42,10 @@ class Precompiled:
         for compilation in self.compilations:
             if compilation.guard_check(*args):
                 return compilation(*args)
-        compilation = self.compiled.aot_compile((args, {}))
+        try:
+            compilation = self.compiled.aot_compile((args, {}))
+        except Exception as error:  # an experimental torch API: name the setting that goes around it
+            raise precompile_error(f"compiling {self.name} ahead of time", error) from error
         self._keep(compilation)
         return compilation(*args)
 
@@ -70,6 +74,16 @@ class Precompiled:
         # set mismatch")
         with torch._dynamo.config.patch(enable_aot_compile=True), torch.inference_mode():
             for entry in mine:
-                with open(engine_dir / entry["file"], "rb") as file:
-                    self._keep(torch.compiler.load_compiled_function(file))
+                try:
+                    with open(engine_dir / entry["file"], "rb") as file:
+                        self._keep(torch.compiler.load_compiled_function(file))
+                except Exception as error:
+                    raise precompile_error(f"loading {engine_dir / entry['file']}", error) from error
         return len(mine)
+
+
+def precompile_error(action: str, error: Exception) -> ConfigError:
+    """What failed in torch's compilation ahead of time, and how to do without it."""
+    first_line = next(iter(str(error).splitlines()), "")
+    return ConfigError(f"{action} failed ({type(error).__name__}: {first_line}); backend.precompile=false compiles "
+                       "through dynamo instead, as quantised engines do")
