@@ -7,6 +7,7 @@ ever left under a final name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -74,6 +75,22 @@ def read_json(path: str | Path):
         return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def file_record(folder: Path, name: str) -> dict:
+    """What a build record keeps of a file it wrote under `folder`: its name there, size and digest."""
+    data = (folder / name).read_bytes()
+    return {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_damage(folder: Path, record: dict) -> str | None:
+    """Why the file a file_record describes cannot be used (None: it can)."""
+    path = folder / record["file"]
+    if not path.is_file():
+        return f"{record['file']} is missing"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"]:
+        return f"{record['file']} is damaged (its digest differs from build.json's)"
+    return None
 
 
 @contextmanager

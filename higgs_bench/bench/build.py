@@ -173,7 +173,7 @@ def stale_reason(saved, settings: dict, out: Path) -> str | None:
         return f"{BUILD_RECORD} describes another folder ({saved.get('dir')})"
     if not isinstance(saved.get("size_bytes"), int):
         return f"{BUILD_RECORD} lacks the engine size"
-    artefacts = kept_artefacts(saved | {"dir": str(out)})
+    artefacts = kept_artefacts(saved)  # its folder is `out`: checked above
     return artefacts.damage() if artefacts else None
 
 

@@ -6,7 +6,6 @@ kept in the engine folder, so that the next run loads it instead of tracing, com
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,7 +17,7 @@ from torch._dynamo.utils import compilation_time_metrics, counters
 
 from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
 from higgs_bench.errors import HiggsBenchError
-from higgs_bench.files import atomic_path
+from higgs_bench.files import atomic_path, file_damage, file_record
 from higgs_bench.generate.chooser import choice_name, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
@@ -46,11 +45,8 @@ class Artefacts:
     def damage(self) -> str | None:
         """Why these files cannot be used (None: they can)."""
         for saved in (self.compile_cache, *self.precompiled):
-            path = self.folder / saved["file"]
-            if not path.is_file():
-                return f"{saved['file']} is missing"
-            if hashlib.sha256(path.read_bytes()).hexdigest() != saved["sha256"]:
-                return f"{saved['file']} is damaged (its digest differs from build.json's)"
+            if why := file_damage(self.folder, saved):
+                return why
         return None
 
 
@@ -150,6 +146,5 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
     data, _ = artefacts
     with atomic_path(out_dir / COMPILE_CACHE) as temp:
         temp.write_bytes(data)
-    compile_cache = {"file": COMPILE_CACHE, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    return Artefacts(out_dir, compile_cache, [saved for function in backend.precompiled()
-                                              for saved in function.save(out_dir)])
+    return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE), [saved for function in backend.precompiled()
+                                                                    for saved in function.save(out_dir)])

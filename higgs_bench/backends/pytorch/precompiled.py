@@ -10,14 +10,13 @@ that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from higgs_bench.errors import ConfigError
-from higgs_bench.files import atomic_path
+from higgs_bench.files import atomic_path, file_record
 
 FOLDER = "precompiled"  # in the engine folder
 AOT_COMPILE = hasattr(torch._dynamo.config, "enable_aot_compile") and hasattr(torch.compiler, "load_compiled_function")
@@ -61,9 +60,7 @@ class Precompiled:
             name = f"{FOLDER}/{self.name}-{i}.bin"
             with atomic_path(engine_dir / name) as temp:
                 compilation.save_compiled_function(str(temp))
-            data = (engine_dir / name).read_bytes()
-            saved.append({"function": self.name, "file": name, "bytes": len(data),
-                          "sha256": hashlib.sha256(data).hexdigest()})
+            saved.append({"function": self.name} | file_record(engine_dir, name))
         return saved
 
     def load(self, engine_dir: Path, saved: list[dict]) -> int:
