@@ -2,7 +2,7 @@
 
     python benchmarks/warm_start_gpu.py CKPT OUT.json [--precisions bf16,int8] [--shapes 1x300,16x1100] [--profile]
         [--keep-stderr] [--runs cold,local] [--inductor-options '{"int8": {"use_static_cuda_launcher": false}}']
-        [--dynamo-only]
+        [--dynamo-only] [--one-row-kernels]
 
 For each precision, fresh processes one after another:
 - cold: an empty Inductor cache; compiles every shape and keeps the artefacts (what the build stage does);
@@ -49,6 +49,7 @@ def child(args) -> None:
     from higgs_bench.backends.pytorch.backend import (CUDA_INDUCTOR_OPTIONS, IN_PROCESS_COMPILE, Speed,
                                                       override_inductor_options)
     from higgs_bench.backends.pytorch.engine import Artefacts, load_engine, save_artefacts
+    from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 
     override_inductor_options(args.inductor_options)
     if args.run == "local-in-workers":  # loaded and tuned kernels in the workers, as before either went in-process
@@ -59,7 +60,7 @@ def child(args) -> None:
     cache = Path(args.cache)
     device = torch.device(args.device)
     speed = Speed(cuda_graph=device.type == "cuda", compile_mode="default", max_seq_len=2048,
-                  precompile=not args.dynamo_only)
+                  one_row_kernels=args.one_row_kernels, precompile=not args.dynamo_only)
     started = time.time()
     profile = cProfile.Profile() if args.profile else None
     if profile:
@@ -69,7 +70,8 @@ def child(args) -> None:
         kept.read_text()))
     backend, times = load_engine(Path(args.ckpt), device, torch.bfloat16, PRECISIONS[args.precision], speed,
                                  shapes, artefacts, on_part=lambda part: print("warming", part, file=sys.stderr,
-                                                                               flush=True))
+                                                                               flush=True),
+                                 kernel_folder=cache.parent / KERNEL_FOLDER)
     if profile:
         profile.disable()
         text = io.StringIO()
@@ -79,7 +81,8 @@ def child(args) -> None:
         times["profile"] = text.getvalue()
     if args.run == "cold":
         saved = save_artefacts(cache.parent, backend)
-        kept.write_text(json.dumps({"compile_cache": saved.compile_cache, "precompiled": saved.precompiled}))
+        kept.write_text(json.dumps({"compile_cache": saved.compile_cache, "precompiled": saved.precompiled,
+                                    "kernels": saved.kernels}))
     times["compile_times"] = torch._dynamo.utils.compile_times(repr="str")
     configs = best_configs(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
     times["best_configs"] = {name: found for name, (found, _) in configs.items()}
@@ -114,6 +117,8 @@ def run_child(args, precision: str, run: str, work: Path) -> dict:
         command.append("--profile")
     if args.dynamo_only:
         command.append("--dynamo-only")
+    if args.one_row_kernels:
+        command.append("--one-row-kernels")
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -139,6 +144,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dynamo-only", action="store_true", help="no function compiled ahead of time "
                         "(backend.precompile=false)")
+    parser.add_argument("--one-row-kernels", action="store_true", help="one-row steps as one_row.py's kernels, "
+                        "as the toolkit runs bf16, int8 and fp8 (their Triton kernels kept in the engine folder)")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--run", choices=sorted(RUNS))
     parser.add_argument("--cache")

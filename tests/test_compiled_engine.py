@@ -9,12 +9,18 @@ import sys
 
 import pytest
 import torch
+import triton  # the test extras' (CUDA torch brings it)
+import triton.language as tl
 from omegaconf import OmegaConf
 from torch._dynamo.utils import counters
 from torch._inductor import async_compile
+from triton.backends.compiler import GPUTarget
+from triton.runtime.jit import JITFunction
 
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
-from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, load_engine
+from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, load_engine, save_artefacts
+from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
+from higgs_bench.backends.pytorch.kernel_cache import KernelCache
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
@@ -156,7 +162,8 @@ def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_noth
     # each process paid Inductor's first compilation before its build or start was timed (bench/process.py)
     assert cold["process_first_s"] > 0 and warm["process_first_s"] > 0
     # the build planned every shape the run took (a compile while measuring would be counted: next test)
-    assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
+    assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0,
+                                                                         "ahead_of_time": 0}
 
     for damaged in ("compile_cache.bin", cold["precompiled"][0]["file"]):
         path = tmp_path / warm["dir"] / damaged
@@ -235,6 +242,41 @@ def test_a_start_from_artefacts_compiles_its_kernels_without_the_compile_workers
     load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)])
     _, times = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)], artefacts)
     assert times["artefacts_loaded"] and threads == [torch._inductor.config.compile_threads, 1]
+
+
+def add_one(x_ptr, N: tl.constexpr):
+    i = tl.arange(0, N)
+    tl.store(x_ptr + i, tl.load(x_ptr + i) + 1)
+
+
+def compile_for_hopper() -> None:
+    """add_one compiled for an H100's target, as a one-row kernel's first launch compiles it (Triton compiles
+    without a GPU; launching would need one). JITFunction directly: the tests' TRITON_INTERPRET would make
+    @triton.jit an interpreted function."""
+    source = triton.compiler.ASTSource(JITFunction(add_one), signature={"x_ptr": "*fp32", "N": "constexpr"},
+                                       constexprs={"N": 16})
+    triton.compile(source, target=GPUTarget("cuda", 90, 32))
+
+
+@pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")
+def test_kernels_triton_compiles_for_an_engine_are_kept_in_its_folder_recorded_and_checked(tiny_hf, tmp_path):
+    """An engine's own Triton kernels (one_row.py's) compile into its folder and load from it at the next start,
+    whatever Triton's cache folder is otherwise in the process (an H200 bf16 start compiled them again: 3.7 s);
+    the build records each file, and a damaged one rebuilds the engine."""
+    before = (triton.knobs.cache.dir, os.environ.get("TRITON_CACHE_DIR"))
+    cache = KernelCache(tmp_path / KERNEL_FOLDER)
+    for _ in range(2):
+        with cache.in_use():
+            compile_for_hopper()
+    assert cache.counts() == {"loaded": 1, "compiled": 1}
+    assert (triton.knobs.cache.dir, os.environ.get("TRITON_CACHE_DIR")) == before  # the process's cache as it was
+    torch.compile(lambda x: x + 1)(torch.ones(2))  # something of Inductor's for the artefacts
+    artefacts = save_artefacts(tmp_path, TorchBackend.from_checkpoint(tiny_hf))
+    cubin = next(saved["file"] for saved in artefacts.kernels if saved["file"].endswith(".cubin"))
+    assert [saved["file"] for saved in artefacts.kernels] == cache.files() and cubin.startswith(f"{KERNEL_FOLDER}/")
+    assert artefacts.damage() is None
+    (tmp_path / cubin).write_bytes(b"\0" * 8)
+    assert artefacts.damage() == f"{cubin} is damaged (its digest differs from build.json's)"
 
 
 def test_a_reused_engine_that_tunes_kernels_again_says_so_and_how_long_it_took(monkeypatch, capsys):

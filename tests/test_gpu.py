@@ -114,19 +114,29 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     assert len(artefacts.precompiled) >= 1 or not AOT_COMPILE
 
 
-def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path, precision):
     """The build compiles the decode step's shapes, the lone prompt's captured prefill and the frame chooser, and
     keeps them all: a fresh process with an empty Inductor cache of its own compiles nothing, and neither run
-    compiles anything after its start."""
-    _, cold = bench(tmp_path, "cold", "backend.device=cuda")
+    compiles anything after its start. bf16's one-row steps are one_row.py's kernels, which Triton compiles into
+    the engine folder at the build and loads from there at the start (kernel_cache.py)."""
+    settings = ("backend.device=cuda", f"precision={precision}")
+    _, cold = bench(tmp_path, "cold", *settings)
     assert cold["settings"]["prefills"] == [[64, False]]
     assert {"prefill-64", "choose-1-sampled"} <= set(cold["compile"]["warm_s_per_shape"])
-    _, warm = bench(tmp_path, "warm", "backend.device=cuda")
+    _, warm = bench(tmp_path, "warm", *settings)
+    one_row = cold["compile"]["one_row_kernels"]
+    assert warm["start"]["one_row_kernels"] == {"loaded": one_row["compiled"], "compiled": 0}
+    assert (one_row["compiled"] > 0 and any(k["file"].endswith(".cubin") for k in cold["triton_kernels"])) == (
+        precision == "bf16")
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0, "kernels_tuned": 0}
     assert warm["start"]["precompiled"] == {"loaded": len(cold["precompiled"]), "compiled": 0}
-    assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0}
+    # the frame choosers' compilations among them, whatever the weights (chooser.precompiled_choices)
+    assert any(saved["function"].startswith("choose-") for saved in cold["precompiled"]) == AOT_COMPILE
+    assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0,
+                                                                         "ahead_of_time": 0}
 
 
 def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):

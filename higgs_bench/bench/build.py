@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -21,6 +22,7 @@ from higgs_bench.backends import pytorch as torch_backend_package
 from higgs_bench.backends import trtllm as trtllm_package
 from higgs_bench.backends.pytorch.backend import Speed, cache_length, one_row_kernels_run
 from higgs_bench.backends.pytorch.engine import Artefacts, load_engine, save_artefacts
+from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.quantize import weight_bytes
 from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
@@ -140,14 +142,16 @@ def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_
     choosers warmed."""
     speed = torch_speed(cfg, device)
     return load_engine(model_dir, device, dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, speed, shapes,
-                       kept_artefacts(build_record), prefills, choosers, on_part)
+                       kept_artefacts(build_record), prefills, choosers, on_part,
+                       Path(build_record["dir"]) / KERNEL_FOLDER)
 
 
 def kept_artefacts(build_record: dict) -> Artefacts | None:
     """What a torch engine's build kept in its folder (None: it compiled nothing)."""
     if not build_record.get("compile_cache"):
         return None
-    return Artefacts(Path(build_record["dir"]), build_record["compile_cache"], build_record.get("precompiled", []))
+    return Artefacts(Path(build_record["dir"]), build_record["compile_cache"], build_record.get("precompiled", []),
+                     build_record.get("triton_kernels", []))
 
 
 def tuned_again_note(build_record: dict, start: dict) -> str | None:
@@ -194,12 +198,15 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, 
         return log | {"note": "torch backend: weights loaded and quantised at run time (torchao)"}, None
     # build.force compiles as on a new machine: in the machine's Inductor cache it would find the kernels, and
     # their tuning, of the build it replaces (and its time would not be a cold build's)
+    # (the engine folder's Triton kernels likewise: one_row.py's kernels are compiled into it afresh)
+    shutil.rmtree(out / KERNEL_FOLDER, ignore_errors=True)
     with fresh_inductor_cache() if cfg.build.force else nullcontext():
         backend, times = load_engine(model_dir, device, dtype, cfg.precision.weights, speed, shapes, None, prefills,
-                                     choosers, on_part)
+                                     choosers, on_part, out / KERNEL_FOLDER)
         artefacts = save_artefacts(out, backend)
     return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},
-                  "compile_cache": artefacts.compile_cache, "precompiled": artefacts.precompiled}, backend
+                  "compile_cache": artefacts.compile_cache, "precompiled": artefacts.precompiled,
+                  "triton_kernels": artefacts.kernels}, backend
 
 
 def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:

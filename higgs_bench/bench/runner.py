@@ -22,6 +22,7 @@ from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import TorchBackend, prefill_key
 from higgs_bench.backends.pytorch.engine import inductor_compiles
+from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.bench import asr, serving
 from higgs_bench.bench.build import build, load_torch_engine, torch_speed, tuned_again_note, variant_name
 from higgs_bench.bench.config import check_variant
@@ -150,7 +151,7 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
             with console.status(f"loading {variant_name(cfg)}") as status:
                 backend = load_backend(cfg, model_dir, device, record["build"], *plan,
                                        on_part=_show_part(status, "loading", cfg))
-        built = dict(counters["inductor"])
+        built, built_ahead = dict(counters["inductor"]), precompiled_counts["compiled"]
         loaded_bytes = _allocated(device)
         codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
         record["timing"] = measure_speed(cfg, backend, prompter, codec)
@@ -166,8 +167,9 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     if cfg.scenario.fidelity_frames:
         with console.status("fidelity against the reference"):
             record["fidelity"] = measure_fidelity(cfg, backend, prompter, model_dir, device)
-    # what the build and start did not cover was compiled while measuring (0 and 0 when the plan was whole)
-    record["build"]["compiled_during_run"] = inductor_compiles(since=built)
+    # what the build and start did not cover was compiled while measuring (all 0 when the plan was whole)
+    record["build"]["compiled_during_run"] = inductor_compiles(since=built) | {
+        "ahead_of_time": precompiled_counts["compiled"] - built_ahead}
 
 
 def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.device) -> dict:

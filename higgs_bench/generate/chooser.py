@@ -5,6 +5,7 @@ flags) that would otherwise run one by one after every decode step."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import astuple, replace
@@ -12,12 +13,16 @@ from functools import partial
 
 import torch
 
+from higgs_bench.backends.pytorch.precompiled import Precompiled
 from higgs_bench.generate.cuda_graph import capture
 from higgs_bench.generate.sampling import NO_EOS_YET, SamplingConfig, choose_frame, race_draws
 from higgs_bench.model.config import HiggsConfig
 
 MAX_CHOOSERS = 8  # choosers kept (with their CUDA graphs), by (device, rows, compiled, sampling settings)
 _choosers: OrderedDict[tuple, FrameChooser] = OrderedDict()
+# choices compiled ahead of time for engines that keep them (precompiled_choices), by advance_key: compiled choosers
+# of those settings take them rather than compiling through dynamo, also once their choosers are released
+_precompiled: dict[tuple, Precompiled] = {}
 
 
 class FrameChooser:
@@ -44,7 +49,8 @@ class FrameChooser:
         # (seconds, once per process) where the engine is compiled too
         self.advance = partial(advance_rows, sampling=sampling, bos=self.bos, eos=self.eos)
         if self.mode == "compiled CUDA graph":
-            self.advance = torch.compile(self.advance, fullgraph=True)
+            precompiled = _precompiled.get(advance_key(sampling, config, device))
+            self.advance = precompiled or torch.compile(self.advance, fullgraph=True)
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def seed(self, seed: int | None) -> None:
@@ -117,13 +123,37 @@ def choice_key(sampling: SamplingConfig) -> tuple:
     return astuple(replace(sampling, seed=None))
 
 
+def advance_key(sampling: SamplingConfig, config: HiggsConfig, device) -> tuple:
+    """What a chooser's compiled advance_rows holds constant: the sampling settings but the seed, the stream's
+    BOS and EOS, the device."""
+    return str(torch.device(device)), choice_key(sampling), config.stream_bos_id, config.stream_eos_id
+
+
+def precompiled_choices(plans: list[tuple[SamplingConfig, int]], config: HiggsConfig,
+                        device: torch.device) -> list[Precompiled]:
+    """advance_rows compiled ahead of time (precompiled.py) for the sampling settings of these plans, one function
+    each (its compilations, one per row count, are made as the choosers are warmed, or loaded), for an engine to
+    keep whole; choosers compiled from now on take them. Functions made before for the same settings are reused."""
+    functions = {}
+    for sampling, _ in plans if device.type == "cuda" else ():
+        key = advance_key(sampling, config, device)
+        if key not in _precompiled:
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
+            name = f"choose-{'greedy' if sampling.greedy else 'sampled'}-{digest}"
+            _precompiled[key] = Precompiled(partial(advance_rows, sampling=sampling, bos=config.stream_bos_id,
+                                                    eos=config.stream_eos_id), name, {})
+            for made_before in [k for k in _choosers if k[0] == key and k[2]]:  # compiled through dynamo:
+                del _choosers[made_before]  # made again when next asked for, with the function
+        functions[key] = _precompiled[key]
+    return list(functions.values())
+
+
 def frame_chooser(sampling: SamplingConfig, config: HiggsConfig, device: torch.device, rows: int,
                   compile: bool) -> FrameChooser:
     """The chooser for these settings, kept across requests so that its CUDA graph is captured once (a capture
     synchronises the device and empties its cache: not something to pay per request). The caller seeds it
     and starts its rows."""
-    key = (str(device), rows, compile, choice_key(sampling), config.stream_bos_id,
-           config.stream_eos_id, config.num_codebooks, config.audio_vocab_size)
+    key = (advance_key(sampling, config, device), rows, compile, config.num_codebooks, config.audio_vocab_size)
     if key in _choosers:
         _choosers.move_to_end(key)
         return _choosers[key]

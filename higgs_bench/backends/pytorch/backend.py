@@ -243,6 +243,7 @@ class TorchBackend:
         self.state: DecodeState | None = None
         self.decode_layers: dict[bool, Callable] = {}  # compiled, by whether the step has one row
         self.prefill_layer = None
+        self.choices: list[Precompiled] = []  # the frame choosers' functions compiled ahead of time, kept with it
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
@@ -259,8 +260,9 @@ class TorchBackend:
                                       for end in self.one_row_ends)
 
     def precompiled(self) -> list[Precompiled]:
-        """The functions this engine compiled ahead of time (none unless precompiled.precompiles says so)."""
-        functions = [*self.decode_layers.values(), self.prefill_layer, *self.one_row_ends]
+        """The functions this engine compiled ahead of time (none unless precompiled.precompiles says so), with
+        the frame choices its start warms where they are (`choices`, set by engine.load_engine)."""
+        functions = [*self.decode_layers.values(), self.prefill_layer, *self.one_row_ends, *self.choices]
         return [function for function in functions if isinstance(function, Precompiled)]
 
     def _one_row_layers(self, quantised: str | None):

@@ -16,9 +16,13 @@ import torch
 from torch._dynamo.utils import compilation_time_metrics, counters
 
 from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
+from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
+from higgs_bench.backends.pytorch.kernel_cache import KernelCache
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path, file_damage, file_record
-from higgs_bench.generate.chooser import choice_name, warm_choosers
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
+from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
+from higgs_bench.generate.chooser import choice_name, precompiled_choices, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
 COMPILE_CACHE = "compile_cache.bin"
@@ -35,16 +39,18 @@ WARM_START_INDUCTOR = IN_PROCESS_COMPILE
 
 @dataclass(frozen=True)
 class Artefacts:
-    """What a build kept in its engine folder: Inductor's cache artefacts, and the functions it compiled ahead of
-    time (file records: name from the folder, size, digest)."""
+    """What a build kept in its engine folder: Inductor's cache artefacts, the functions it compiled ahead of
+    time, and the kernels Triton compiled for the engine's own launches (kernel_cache.py) (file records: name from
+    the folder, size, digest)."""
 
     folder: Path
     compile_cache: dict
     precompiled: list[dict] = field(default_factory=list)
+    kernels: list[dict] = field(default_factory=list)
 
     def damage(self) -> str | None:
         """Why these files cannot be used (None: they can)."""
-        for saved in (self.compile_cache, *self.precompiled):
+        for saved in (self.compile_cache, *self.precompiled, *self.kernels):
             if why := file_damage(self.folder, saved):
                 return why
         return None
@@ -54,7 +60,8 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
                 shapes: list[tuple[int, int]], artefacts: Artefacts | None = None,
                 prefills: list[tuple[int, bool]] = (),
                 choosers: list[tuple[SamplingConfig, int]] = (),
-                on_part: Callable[[str], None] = lambda part: None) -> tuple[TorchBackend, dict]:
+                on_part: Callable[[str], None] = lambda part: None,
+                kernel_folder: Path | None = None) -> tuple[TorchBackend, dict]:
     """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on), and
     the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
     the engine). With `artefacts`, what a build kept is loaded first. `on_part` hears what starts next
@@ -62,8 +69,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     backend, how long each part took (loading the kept functions under PRECOMPILED_PART, each shape's warm-up
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
-    how many kernels coordinate descent tuned, and how many functions compiled ahead of time were loaded or
-    compiled."""
+    how many kernels coordinate descent tuned, how many functions compiled ahead of time were loaded or
+    compiled, and how many of one_row.py's kernels Triton loaded from `kernel_folder` or compiled into it (with
+    no folder, Triton's default cache keeps them and they are not counted)."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
@@ -71,13 +79,19 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
         loaded = torch.compiler.load_cache_artifacts((artefacts.folder / artefacts.compile_cache["file"]).read_bytes())
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
+    kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.one_row is not None else None
+    if kernels:
+        backend.one_row.kernel_cache = kernels
+    if backend.compiled and speed.precompile and AOT_COMPILE:
+        backend.choices = precompiled_choices(choosers, backend.config, device)
     before, tunings_before = dict(counters["inductor"]), kernel_tunings()
-    per_shape, precompiled_loaded = {}, 0
+    precompiled_before, per_shape = dict(precompiled_counts), {}
     if loaded is not None and artefacts.precompiled:
         on_part(PRECOMPILED_PART)
         part_start = time.perf_counter()
-        precompiled_loaded = sum(function.load(artefacts.folder, artefacts.precompiled)
-                                 for function in backend.precompiled())
+        for function in backend.precompiled():
+            if not function.compilations:  # a chooser's may have come with an engine this process ran before
+                function.load(artefacts.folder, artefacts.precompiled)
         per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
     parts = warm_up_parts(backend, shapes, prefills, choosers)
     with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
@@ -87,8 +101,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     compiled = inductor_compiles(since=before) | {"kernels_tuned": kernel_tunings() - tunings_before}
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled,
-                     "precompiled": {"loaded": precompiled_loaded, "compiled": sum(
-                         len(function.compilations) for function in backend.precompiled()) - precompiled_loaded}}
+                     "precompiled": {key: precompiled_counts[key] - precompiled_before[key]
+                                     for key in ("loaded", "compiled")},
+                     "one_row_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0}}
 
 
 def warm_up_parts(backend: TorchBackend, shapes, prefills, choosers) -> list[tuple[str, Callable[[], object]]]:
@@ -139,12 +154,13 @@ def _seconds(device: torch.device, warm) -> float:
 
 def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
     """Write what this process compiled (and the backend's functions compiled ahead of time) into the engine
-    folder."""
+    folder, and record it with the kernels Triton compiled there (kernel_cache.FOLDER)."""
     artefacts = torch.compiler.save_cache_artifacts()
     if artefacts is None:
         raise HiggsBenchError("torch.compile produced no cache artefacts to keep (was anything compiled?)")
     data, _ = artefacts
     with atomic_path(out_dir / COMPILE_CACHE) as temp:
         temp.write_bytes(data)
-    return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE), [saved for function in backend.precompiled()
-                                                                    for saved in function.save(out_dir)])
+    return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE),
+                     [saved for function in backend.precompiled() for saved in function.save(out_dir)],
+                     [file_record(out_dir, name) for name in KernelCache(out_dir / KERNEL_FOLDER).files()])

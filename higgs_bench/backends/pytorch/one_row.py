@@ -22,12 +22,14 @@ kernels on a CPU (tests).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from higgs_bench.backends.pytorch.kernel_cache import KernelCache
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
 # Rows per program and warps, by product, measured at the 3B shape on an H200: the fastest chain of 28 products
@@ -391,12 +393,17 @@ class OneRowLayers:
         self.attention_block = attention_block(cfg.head_dim, cache_item, device)
         self.arrivals = torch.zeros(cfg.num_kv_heads, dtype=torch.int32, device=device)
         self.blocks = product_blocks(cfg, item, weights)
+        self.kernel_cache: KernelCache | None = None  # where Triton keeps these kernels (None: its default)
 
     def run(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, column: torch.Tensor,
             caches: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
         """h [1, 1, H] (overwritten: the residual stream is updated in place), RoPE's cos and sin at the row's
         position (HiggsNetwork.rope: [1, 1, 1, head_dim]), its cache column [1] (long), caches [1, KV heads,
         columns, head_dim] each, mask [1, 1, 1, columns] -> h after every layer."""
+        with self.kernel_cache.in_use() if self.kernel_cache else nullcontext():
+            return self._run(h, cos, sin, column, caches, mask)
+
+    def _run(self, h, cos, sin, column, caches, mask) -> torch.Tensor:
         cfg = self.cfg
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q, attended = h.new_empty(heads * head_dim), h.new_empty(heads * head_dim)

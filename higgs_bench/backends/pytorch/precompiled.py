@@ -10,6 +10,7 @@ that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,9 @@ from higgs_bench.files import atomic_path, file_record
 
 FOLDER = "precompiled"  # in the engine folder
 AOT_COMPILE = hasattr(torch._dynamo.config, "enable_aot_compile") and hasattr(torch.compiler, "load_compiled_function")
+# compilations loaded from files and compiled in this process, by every Precompiled (as dynamo's counters count
+# its own): a start's record counts the difference
+counts = Counter(loaded=0, compiled=0)
 
 
 def precompiles(quantised: str | None) -> bool:
@@ -46,6 +50,7 @@ class Precompiled:
         except Exception as error:  # an experimental torch API: name the setting that goes around it
             raise precompile_error(f"compiling {self.name} ahead of time", error) from error
         self._keep(compilation)
+        counts["compiled"] += 1
         return compilation(*args)
 
     def _keep(self, compilation) -> None:
@@ -74,6 +79,7 @@ class Precompiled:
                 try:
                     with open(engine_dir / entry["file"], "rb") as file:
                         self._keep(torch.compiler.load_compiled_function(file))
+                    counts["loaded"] += 1
                 except Exception as error:
                     raise precompile_error(f"loading {engine_dir / entry['file']}", error) from error
         return len(mine)
