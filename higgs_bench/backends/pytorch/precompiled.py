@@ -5,7 +5,8 @@ A start through dynamo traces each (function, shape) again and then finds its gr
 H200 at the 3B shape 0.21-0.23 s per later shape of the decode step's layer, against 0.04-0.06 s loading the
 function compiled ahead of time (benchmarks/precompile_probe.py, docs/performance.md). Only unquantised weights: saving
 a function saves its guards, which copies each weight to the meta device, and torchao's quantised tensors refuse
-that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep dynamo's path.
+that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep dynamo's path for their layers
+(their frame choosers, which hold no weights, are compiled ahead of time like any engine's: generate/chooser.py).
 """
 
 from __future__ import annotations
