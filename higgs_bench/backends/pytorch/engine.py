@@ -18,10 +18,10 @@ from torch._dynamo.utils import compilation_time_metrics, counters
 from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache
-from higgs_bench.errors import HiggsBenchError
-from higgs_bench.files import atomic_path, file_damage, file_record
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
+from higgs_bench.errors import HiggsBenchError
+from higgs_bench.files import atomic_path, file_damage, file_record
 from higgs_bench.generate.chooser import choice_name, precompiled_choices, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
