@@ -47,7 +47,7 @@ class FrameChooser:
         self.graph: torch.cuda.CUDAGraph | None = None
         # Inductor fuses the ~40 small kernels into a few (the random draws stay out); worth its compile time
         # (seconds, once per process) where the engine is compiled too
-        self.advance = partial(advance_rows, sampling=sampling, bos=self.bos, eos=self.eos)
+        self.advance = choice_function(sampling, config)
         if self.mode == "compiled CUDA graph":
             precompiled = _precompiled.get(advance_key(sampling, config, device))
             self.advance = precompiled or torch.compile(self.advance, fullgraph=True)
@@ -123,6 +123,11 @@ def choice_key(sampling: SamplingConfig) -> tuple:
     return astuple(replace(sampling, seed=None))
 
 
+def choice_function(sampling: SamplingConfig, config: HiggsConfig):
+    """advance_rows with what it holds constant bound: the function a chooser runs, compiled or not."""
+    return partial(advance_rows, sampling=sampling, bos=config.stream_bos_id, eos=config.stream_eos_id)
+
+
 def advance_key(sampling: SamplingConfig, config: HiggsConfig, device) -> tuple:
     """What a chooser's compiled advance_rows holds constant: the sampling settings but the seed, the stream's
     BOS and EOS, the device."""
@@ -140,8 +145,7 @@ def precompiled_choices(plans: list[tuple[SamplingConfig, int]], config: HiggsCo
         if key not in _precompiled:
             digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
             name = f"choose-{'greedy' if sampling.greedy else 'sampled'}-{digest}"
-            _precompiled[key] = Precompiled(partial(advance_rows, sampling=sampling, bos=config.stream_bos_id,
-                                                    eos=config.stream_eos_id), name, {})
+            _precompiled[key] = Precompiled(choice_function(sampling, config), name, {})
             for made_before in [k for k in _choosers if k[0] == key and k[2]]:  # compiled through dynamo:
                 del _choosers[made_before]  # made again when next asked for, with the function
         functions[key] = _precompiled[key]
