@@ -23,7 +23,7 @@ import triton
 from gemv_pdl_probe_gpu import replay_us  # this folder's scripts run with it on sys.path
 from higgs_bench.backends.pytorch import int4_rows, one_byte_rows
 from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted
-from higgs_bench.backends.pytorch.quantize import fp8_activations, one_row_fp8
+from higgs_bench.backends.pytorch.quantised_linears import fp8_activations, one_row_fp8
 
 LAYERS = 28
 KINDS = {"qkv": (5120, 3072), "o": (3072, 3072), "gate_up": (16384, 3072), "down": (3072, 8192)}  # (N, K)
@@ -84,7 +84,7 @@ def dequantised(w, *rest):
 
 def reference(x, w, *rest):
     """torchao's arithmetic. int8 (Int8Tensor's weight-only linear): x @ W.to(x.dtype).T rounded, times the row
-    scales, rounded. fp8: quantize.one_row_fp8. int4: x times the dequantised weights, in float32."""
+    scales, rounded. fp8: quantised_linears.one_row_fp8. int4: x times the dequantised weights, in float32."""
     if w.dtype == torch.float8_e4m3fn:
         return one_row_fp8(x, w, *rest)
     if w.dtype == torch.int32:

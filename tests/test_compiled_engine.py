@@ -173,18 +173,32 @@ def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_noth
         assert rebuilt["compile"]["precompiled"]["compiled"] >= 1
 
 
-def test_unquantised_engines_keep_their_compiled_functions_whole_unless_told_not_to(tiny_hf, compose_cfg):
-    """backend.precompile reaches the engine's speed settings; with it, a compiled unquantised engine's decode layers,
-    prefill layer and one-row step ends are compiled ahead of time (where this torch can), a quantised engine's
-    never (torchao's tensors cannot be saved with a function's guards)."""
+def test_compiled_engines_keep_their_compiled_functions_whole_unless_told_not_to(tiny_hf, compose_cfg):
+    """backend.precompile reaches the engine's speed settings; with it, a compiled engine's decode layers, prefill
+    layer and one-row step ends are compiled ahead of time (where this torch can), quantised engines' too (they
+    hold torchao's tensors as plain ones, quantised_linears.py)."""
     cpu = torch.device("cpu")
 
     def precompiled(quantised=None, *overrides):
         speed = torch_speed(compose_cfg("backend=torch", "backend.compile=true", *overrides), cpu)
         return len(TorchBackend.from_checkpoint(tiny_hf, quantised=quantised, speed=speed).precompiled())
 
-    assert precompiled() == (5 if AOT_COMPILE else 0)
-    assert precompiled(None, "backend.precompile=false") == precompiled("int8") == 0
+    assert precompiled() == precompiled("int8") == (5 if AOT_COMPILE else 0)
+    assert precompiled(None, "backend.precompile=false") == precompiled("int8", "backend.precompile=false") == 0
+
+
+@pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
+def test_a_quantised_engines_second_run_loads_its_functions_and_traces_nothing(tmp_path):
+    """An int8 engine keeps its compiled functions whole as an unquantised one does: a start loads them and
+    compiles nothing, and it generates what the build's run generated."""
+    _, cold = bench(tmp_path, "cold", "precision=int8")
+    assert cold["compile"]["precompiled"]["compiled"] == len(cold["precompiled"]) >= 1
+    _, warm = bench(tmp_path, "warm", "precision=int8")
+    assert warm["reused"] is True and warm["start"]["precompiled"] == {"loaded": len(cold["precompiled"]),
+                                                                       "compiled": 0}
+    assert warm["start"]["kernels"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0, "kernels_tuned": 0}
+    speech = [sorted(path.read_bytes() for path in (tmp_path / run).rglob("*.wav")) for run in ("cold", "warm")]
+    assert speech[0] and speech[0] == speech[1]
 
 
 @pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
@@ -212,15 +226,15 @@ def test_a_failed_compilation_ahead_of_time_names_the_setting_that_goes_around_i
 def test_a_forced_build_compiles_from_an_empty_inductor_cache_and_its_artefacts_serve_the_next_run(tmp_path):
     """build.force is a cold build, as on a new machine: in the machine's Inductor cache (shared by these runs) it
     would take the kernels, and their tuning, of the build it replaces, and its time would not be a cold build's.
-    An int8 engine: torchao's tensors cannot be saved with a function's guards, so its start traces its functions
-    again and finds each graph in the artefacts (an unquantised engine's functions, compiled ahead of time, skip the
-    cache)."""
-    _, first = bench(tmp_path, "first", "precision=int8", inductor="machine")
-    _, forced = bench(tmp_path, "forced", "precision=int8", "build.force=true", inductor="machine")
+    An int8 engine whose functions are not compiled ahead of time (backend.precompile=false): its start traces
+    them again and finds each graph in the artefacts (functions compiled ahead of time skip the cache)."""
+    traced = ("precision=int8", "backend.precompile=false")
+    _, first = bench(tmp_path, "first", *traced, inductor="machine")
+    _, forced = bench(tmp_path, "forced", *traced, "build.force=true", inductor="machine")
     compiled = first["compile"]["kernels"]["fxgraph_cache_miss"]
     assert forced["reused"] is False and forced["compile"]["kernels"]["fxgraph_cache_hit"] == 0
     assert forced["compile"]["kernels"]["fxgraph_cache_miss"] == compiled >= 1
-    _, after = bench(tmp_path, "after", "precision=int8", inductor="machine")
+    _, after = bench(tmp_path, "after", *traced, inductor="machine")
     assert after["reused"] is True and after["compile_cache"] == forced["compile_cache"]
     assert after["start"]["kernels"] == {"fxgraph_cache_hit": compiled, "fxgraph_cache_miss": 0, "kernels_tuned": 0}
     assert first["precompiled"] == [] and after["start"]["precompiled"] == {"loaded": 0, "compiled": 0}

@@ -97,15 +97,22 @@ def test_the_captured_frame_chooser_chooses_what_the_eager_one_does(sampling, co
         assert len({tuple(f[0].tolist()) for f in frames[config.num_codebooks:]}) > 1
 
 
-def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tiny_hf, prompt_inputs, tmp_path):
+@pytest.mark.parametrize("quantised", [None, "int8", "fp8", "int4"])
+def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tiny_hf, tiny_trtllm, prompt_inputs,
+                                                                              tmp_path, quantised):
+    """fp32, and bf16 with each quantisation (its products of several rows in its own Triton kernels inside the
+    functions kept whole; the model whose sizes are multiples of int4's groups of 128)."""
+    if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability >= 8.9")
     speed = Speed(cuda_graph=True, compile_mode="default", max_seq_len=512)
     shapes = [(len(prompt_inputs), 200)]
-    built, _ = load_engine(tiny_hf, torch.device("cuda"), torch.float32, None, speed, shapes)
+    model, dtype = (tiny_trtllm, torch.bfloat16) if quantised else (tiny_hf, torch.float32)
+    built, _ = load_engine(model, torch.device("cuda"), dtype, quantised, speed, shapes)
     artefacts = save_artefacts(tmp_path, built)
     frame = torch.randint(0, 1024, (len(prompt_inputs), 8), device="cuda")
     built.prefill(prompt_inputs, 40)
     expected = built.step(frame)
-    reloaded, times = load_engine(tiny_hf, torch.device("cuda"), torch.float32, None, speed, shapes, artefacts)
+    reloaded, times = load_engine(model, torch.device("cuda"), dtype, quantised, speed, shapes, artefacts)
     reloaded.prefill(prompt_inputs, 40)
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
     # its layers were loaded whole where this torch compiles ahead of time (precompiled.py), not compiled again
@@ -114,12 +121,15 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     assert len(artefacts.precompiled) >= 1 or not AOT_COMPILE
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "fp8"])
 def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path, precision):
     """The build compiles the decode step's shapes, the lone prompt's captured prefill and the frame chooser, and
-    keeps them all: a fresh process with an empty Inductor cache of its own compiles nothing, and neither run
-    compiles anything after its start. bf16's one-row steps are one_row.py's kernels, which Triton compiles into
-    the engine folder at the build and loads from there at the start (kernel_cache.py)."""
+    keeps them all, quantised engines' too: a fresh process with an empty Inductor cache of its own compiles
+    nothing, and neither run compiles anything after its start. bf16's, int8's and fp8's one-row steps are
+    one_row.py's kernels, which Triton compiles into the engine folder at the build and loads from there at the
+    start (kernel_cache.py)."""
+    if precision == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability >= 8.9")
     settings = ("backend.device=cuda", f"precision={precision}")
     _, cold = bench(tmp_path, "cold", *settings)
     assert cold["settings"]["prefills"] == [[64, False]]
@@ -128,7 +138,7 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     one_row = cold["compile"]["one_row_kernels"]
     assert warm["start"]["one_row_kernels"] == {"loaded": one_row["compiled"], "compiled": 0}
     assert (one_row["compiled"] > 0 and any(k["file"].endswith(".cubin") for k in cold["triton_kernels"])) == (
-        precision == "bf16")
+        precision != "fp32")
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0, "kernels_tuned": 0}
@@ -282,8 +292,8 @@ def test_quantised_products_of_several_rows_compute_what_torchaos_do(tiny_trtllm
     to bf16, the kernel sums scale * sum((q - 8) x) + zero * sum(x) in float32. The model whose sizes are multiples
     of int4's groups of 128."""
     from higgs_bench.backends.pytorch import int4_rows, one_byte_rows  # import Triton
-    from higgs_bench.backends.pytorch.int4_rows import Int4Linear
-    from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear
+    from higgs_bench.backends.pytorch.int4_rows import Int4RowsLinear
+    from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8RowsLinear
 
     if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
@@ -307,11 +317,34 @@ def test_quantised_products_of_several_rows_compute_what_torchaos_do(tiny_trtllm
                       [backend.step(frame) for frame in frames])
         assert backend.state.graph is not None and len(prompt_inputs) == 3 and backend.prefill_graphs
         assert (launches.item() > 0) == kernel
-        rows_class = {"int8": Int8Linear, "fp8": Float8RowsLinear, "int4": Int4Linear}[quantised]
+        rows_class = {"int8": Int8RowsLinear, "fp8": Float8RowsLinear, "int4": Int4RowsLinear}[quantised]
         assert any(isinstance(module, rows_class) for module in backend.network.modules()) == kernel
     bound = COMPILED_BOUNDS["fp8"] if quantised == "fp8" else 2e-2
     for mine, theirs in zip(*logits):
         assert ((mine - theirs).norm() / theirs.norm()).item() < bound
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("quantised", ["int8", "fp8", "int4"])
+def test_the_engines_linears_compute_what_torchaos_do_on_the_gpu(quantised):
+    """quantised_linears.py's products (torchao's tensors held as plain ones; the classes without the rows kernels)
+    against torchao's own linears on CUDA, exactly, at one row and several (fp8 against torchao's compiled product:
+    quantised_linears.fp8_activations). 384 inputs: int4's packing pads them to 1024."""
+    from torchao.quantization import quantize_
+
+    from higgs_bench.backends.pytorch.quantize import torchao_config
+    from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, Int4Linear, Int8Linear
+
+    if quantised == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability >= 8.9")
+    torch.manual_seed(0)
+    theirs = torch.nn.Linear(384, 256, bias=False, device="cuda", dtype=torch.bfloat16)
+    quantize_(theirs, torchao_config(quantised))
+    mine = {"int8": Int8Linear, "fp8": Float8Linear, "int4": Int4Linear}[quantised].of(theirs.weight)
+    reference = torch.compile(theirs) if quantised == "fp8" else theirs
+    for rows in (1, 5, 100):
+        x = torch.randn(rows, 384, device="cuda", dtype=torch.bfloat16)
+        assert torch.equal(mine(x), reference(x)), rows
 
 
 def test_int4_weights_are_packed_as_torch_packs_them_and_the_kernel_computes_tinygemms_product():

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from higgs_bench.backends.pytorch import int4_rows, quantize
-from higgs_bench.backends.pytorch.int4_rows import GROUP, Int4Linear, blocks_for, int4_rows_matmul, runs, tinygemm_pack
+from higgs_bench.backends.pytorch.int4_rows import (GROUP, Int4RowsLinear, blocks_for, int4_rows_matmul, runs,
+                                                   tinygemm_pack)
+from higgs_bench.backends.pytorch.quantised_linears import Int4Linear
 from higgs_bench.backends.pytorch.one_byte_rows import Blocks
 
 pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's; on CUDA see tests/test_gpu.py"),
@@ -72,33 +74,21 @@ def test_a_product_whose_zeros_or_scales_are_off_fails_the_comparison():
         assert not within_a_rounding_step(int4_rows_matmul(x, packed, wrong, 64), theirs)
 
 
-def linear_of(packed, scale_and_zero, outputs: int, inputs: int) -> Int4Linear:
-    """An Int4Linear over torchao's int4 tensor holding these packed weights (built directly: torchao quantises to
-    this layout on CUDA only)."""
-    from torchao.quantization.quantize_.workflows.int4.int4_tile_packed_to_4d_tensor import Int4TilePackedTo4dTensor
-
-    linear = torch.nn.Linear(inputs, outputs, bias=False, device="meta")
-    weight = Int4TilePackedTo4dTensor(packed, scale_and_zero, [1, GROUP], torch.Size([outputs, inputs]))
-    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
-    linear.__class__ = Int4Linear
-    return linear
-
-
 def test_the_linear_takes_the_kernel_for_17_to_64_bf16_rows_and_torchaos_product_otherwise(monkeypatch):
     torch.manual_seed(0)
     packed, scale_and_zero, weights = int4_weight(64, 256)
-    linear = linear_of(packed, scale_and_zero, 64, 256)
+    linear = Int4RowsLinear(256, 64, qdata=packed, scale_and_zero=scale_and_zero)
     launched, torchaos = [], []
     monkeypatch.setattr(int4_rows, "int4_rows_matmul", lambda x, *args: launched.append(x.shape) or
                         int4_rows_matmul(x.half(), *args).to(x.dtype))  # the interpreter computes float16
-    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: torchaos.append(x.shape))
+    monkeypatch.setattr(Int4Linear, "forward", lambda self, x: torchaos.append(x.shape))  # tinygemm: CUDA only
     x = torch.randn(17, 256, dtype=torch.bfloat16)
     assert within_a_rounding_step(linear(x), x.float() @ weights.t())
     for rows in (1, 16, 65):  # under MIN_ROWS (tinygemm measured faster there), past MAX_ROWS
         linear(torch.randn(rows, 256, dtype=torch.bfloat16))
     linear(torch.randn(17, 256, dtype=torch.float16))  # tinygemm's activations are bf16
     assert launched == [(17, 256)] and torchaos == [(1, 256), (16, 256), (65, 256), (17, 256)]
-    assert runs(x, linear.weight) and not runs(torch.randn(5, 256), linear.weight)
+    assert runs(x, linear) and not runs(torch.randn(5, 256), linear)
 
 
 def test_blocks_fit_every_product_of_17_to_64_rows():
@@ -120,6 +110,6 @@ def test_int4_linears_take_the_kernel_on_cuda_from_ampere_on_where_it_is_on(monk
     monkeypatch.setattr(quantize, "INT4_ROWS_KERNEL", True)
     for capability, taken in (((9, 0), True), ((8, 0), True), ((7, 5), False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert (quantize.linear_class("int4", cuda) is Int4Linear) == taken
+        assert quantize.linear_class("int4", cuda) is (Int4RowsLinear if taken else Int4Linear)
     monkeypatch.setattr(quantize, "INT4_ROWS_KERNEL", False)
-    assert quantize.linear_class("int4", cuda) is None
+    assert quantize.linear_class("int4", cuda) is Int4Linear

@@ -8,28 +8,24 @@ import pytest
 import torch
 
 from higgs_bench.backends.pytorch import one_byte_rows, quantize
-from higgs_bench.backends.pytorch.one_byte_rows import (Blocks, Float8RowsLinear, Int8Linear, blocks_for, rows_matmul,
-                                                        runs)
-from higgs_bench.backends.pytorch.quantize import Float8Linear, one_row_fp8
+from higgs_bench.backends.pytorch.one_byte_rows import (Blocks, Float8RowsLinear, Int8RowsLinear, blocks_for,
+                                                        rows_matmul, runs)
+from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, Int8Linear, one_row_fp8
 from tests.test_quantised_variants import fp8_weight
 
 pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's; on CUDA see tests/test_gpu.py"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:triton")]
 
 
-def int8_linear(outputs: int, inputs: int) -> torch.nn.Linear:
-    """A linear quantised by the engine's torchao configuration (per-row int8), as an Int8Linear."""
+def int8_linears(outputs: int, inputs: int) -> tuple[torch.nn.Linear, Int8RowsLinear]:
+    """A linear quantised by the engine's torchao configuration (per-row int8), and the engine's linear over its
+    tensors."""
     from torchao.quantization import quantize_
 
     torch.manual_seed(0)
-    linear = torch.nn.Linear(inputs, outputs, bias=False).to(torch.float16)
-    quantize_(linear, quantize.torchao_config("int8"))
-    linear.__class__ = Int8Linear
-    return linear
-
-
-def torchaos(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.Linear.forward(linear, x)
+    torchaos = torch.nn.Linear(inputs, outputs, bias=False).to(torch.float16)
+    quantize_(torchaos, quantize.torchao_config("int8"))
+    return torchaos, Int8RowsLinear.of(torchaos.weight)
 
 
 def fp8s(weight, x: torch.Tensor) -> torch.Tensor:
@@ -45,10 +41,10 @@ def within_a_rounding_step(mine: torch.Tensor, theirs: torch.Tensor) -> bool:
 @pytest.mark.parametrize("weights_first", [False, True])
 def test_the_kernel_computes_torchaos_int8_product_at_any_row_count(rows, weights_first):
     """Row counts under, at and over one block of 16 rows (the last block masked), in both operand orders."""
-    linear = int8_linear(64, 128)
+    torchaos, linear = int8_linears(64, 128)
     x = torch.randn(rows, 1, 128, dtype=torch.float16)
-    mine = rows_matmul(x, linear.weight.qdata, linear.weight.scale, Blocks(16, 32, 64, 2, 4, weights_first))
-    assert mine.shape == (rows, 1, 64) and within_a_rounding_step(mine, torchaos(linear, x))
+    mine = rows_matmul(x, linear.qdata, linear.scale, Blocks(16, 32, 64, 2, 4, weights_first))
+    assert mine.shape == (rows, 1, 64) and within_a_rounding_step(mine, torchaos(x))
 
 
 @pytest.mark.parametrize("rows", [3, 17])
@@ -64,9 +60,9 @@ def test_the_kernel_computes_the_fp8_product_at_any_row_count(rows, weights_firs
 
 def test_a_product_whose_scales_are_off_fails_the_comparison():
     """Guard on the tests above: the comparison sees a wrong scale (here twice the right one)."""
-    linear, weight = int8_linear(64, 128), fp8_weight(64, 96)
+    (torchaos, linear), weight = int8_linears(64, 128), fp8_weight(64, 96)
     x, x8 = torch.randn(4, 128, dtype=torch.float16), torch.randn(4, 96, dtype=torch.float16)
-    assert not within_a_rounding_step(rows_matmul(x, linear.weight.qdata, linear.weight.scale * 2), torchaos(linear, x))
+    assert not within_a_rounding_step(rows_matmul(x, linear.qdata, linear.scale * 2), torchaos(x))
     assert not within_a_rounding_step(rows_matmul(x8, weight.qdata, weight.scale * 2), fp8s(weight, x8))
 
 
@@ -74,18 +70,16 @@ def test_linears_take_the_kernel_for_several_rows_and_their_own_product_for_one(
     launched = []
     monkeypatch.setattr(one_byte_rows, "rows_matmul",
                         lambda x, *args: launched.append(x.shape) or rows_matmul(x, *args))
-    linear = int8_linear(64, 128)
+    torchaos, linear = int8_linears(64, 128)
     for rows in (1, 5):
         x = torch.randn(rows, 1, 128, dtype=torch.float16)
-        assert within_a_rounding_step(linear(x), torchaos(linear, x))
-    fp8_linear = torch.nn.Linear(96, 64, bias=False)
-    fp8_linear.weight = torch.nn.Parameter(fp8_weight(64, 96), requires_grad=False)
-    fp8_linear.__class__ = Float8RowsLinear
+        assert within_a_rounding_step(linear(x), torchaos(x))
+    fp8_linear = Float8RowsLinear.of(fp8_weight(64, 96))
     assert within_a_rounding_step(fp8_linear(torch.ones(3, 96, dtype=torch.float16)),
-                                  fp8s(fp8_linear.weight, torch.ones(3, 96, dtype=torch.float16)))
+                                  fp8s(fp8_linear, torch.ones(3, 96, dtype=torch.float16)))
     assert launched == [(5, 1, 128), (3, 96)]
-    assert runs(torch.randn(5, 128, dtype=torch.float16), linear.weight.qdata)
-    assert not runs(torch.randn(5, 128), linear.weight.qdata)  # float32 activations stay torchao's
+    assert runs(torch.randn(5, 128, dtype=torch.float16), linear.qdata)
+    assert not runs(torch.randn(5, 128), linear.qdata)  # float32 activations stay torchao's
 
 
 def test_blocks_fit_every_product_up_to_64_rows():
@@ -109,13 +103,14 @@ def test_quantised_linears_take_the_kernel_on_cuda_from_ampere_on_where_it_is_on
     cuda = torch.device("cuda")
     for capability, taken in (((9, 0), True), ((8, 0), True), ((7, 5), False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert (quantize.linear_class("int8", cuda) is Int8Linear) == taken
+        assert quantize.linear_class("int8", cuda) is (Int8RowsLinear if taken else Int8Linear)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert quantize.linear_class("fp8", cuda) is Float8RowsLinear
     monkeypatch.setattr(quantize, "FP8_ROWS_KERNEL", False)
     assert quantize.linear_class("fp8", cuda) is Float8Linear
-    assert quantize.linear_class("int8", torch.device("cpu")) is None
+    assert quantize.linear_class("int8", torch.device("cpu")) is Int8Linear
     from higgs_bench.backends.pytorch.backend import TorchBackend
 
     backend = TorchBackend.from_checkpoint(tiny_hf, dtype=torch.bfloat16, quantised="int8")
-    assert not any(isinstance(module, Int8Linear) for module in backend.network.modules())
+    assert not any(isinstance(module, Int8RowsLinear) for module in backend.network.modules())
+    assert any(isinstance(module, Int8Linear) for module in backend.network.modules())

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from higgs_bench.backends.pytorch import int4_rows, one_byte_rows, one_row
-from higgs_bench.backends.pytorch.quantize import one_row_fp8
+from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, one_row_fp8
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.bench.build import torch_speed
 from higgs_bench.errors import ConfigError
@@ -116,7 +116,7 @@ def test_an_fp8_product_quantises_its_row_and_scales_as_torchao():
     x = (fp8_values.view(torch.float8_e4m3fn).float() / 64).half()
     h = torch.randn(rows, generator=generator).half()
     want = h + one_row_fp8(x[None], qdata, scale)[0]
-    product = one_row.Product.of(type("Float8Weight", (), {"qdata": qdata, "scale": scale})())
+    product = one_row.Product.of(Float8Linear(inputs, rows, qdata=qdata, scale=scale))
     assert product.kind == "fp8" and product.weight.shape == (rows, inputs)
     w_arg, scale_arg, kind = product.args()
     block, warps = one_row.rows_per_program("o", rows, inputs, 1, weights=kind)

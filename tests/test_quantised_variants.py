@@ -6,7 +6,7 @@ import torch
 from higgs_bench.backends.pytorch import quantize
 from higgs_bench.backends.pytorch.backend import TorchBackend
 from higgs_bench.backends.pytorch.network import network_linear
-from higgs_bench.backends.pytorch.quantize import Float8Linear, one_row_fp8
+from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, Int8Linear, one_row_fp8
 from higgs_bench.bench.fidelity import fidelity
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.checkpoint import load_checkpoint
@@ -33,8 +33,7 @@ def within(report: dict, bounds: dict) -> bool:
 
 def test_int8_quantises_exactly_the_shared_table_of_linears(tiny_hf):
     backend = int8_backend(tiny_hf)
-    quantised = {name for name, module in backend.network.named_modules()
-                 if isinstance(module, torch.nn.Linear) and type(module.weight).__name__ == "Int8Tensor"}
+    quantised = {name for name, module in backend.network.named_modules() if isinstance(module, Int8Linear)}
     assert quantised == {network_linear(name) for name in quantised_linears(backend.config)}
     assert "audio_lm_head" not in quantised and quantised  # the audio head stays in 16 bits
 
@@ -48,7 +47,7 @@ def test_int8_fidelity_is_within_its_bounds(tiny_hf, reference, prompt_inputs):
 def test_a_broken_quantisation_fails_the_bound(tiny_hf, reference, prompt_inputs):
     broken = int8_backend(tiny_hf)
     for name in {network_linear(name) for name in quantised_linears(broken.config)}:
-        broken.network.get_submodule(name).weight.scale.mul_(2)  # scales off by 2x
+        broken.network.get_submodule(name).scale.mul_(2)  # scales off by 2x
     assert not within(fidelity(reference, broken, prompt_inputs, 24), INT8_BOUNDS)
 
 
@@ -94,15 +93,41 @@ def test_the_one_row_fp8_product_computes_what_torchao_fp8_computes(magnitude):
 
 @torch.inference_mode()
 def test_a_compiled_fp8_linear_takes_the_one_row_product_for_one_row_only(monkeypatch):
-    """Compiled, one row takes one_row_fp8 and several take torchao's product: the same arithmetic."""
+    """Compiled, one row takes one_row_fp8 and several take `_scaled_mm`: the same arithmetic."""
     torch.manual_seed(0)
-    linear = torch.nn.Linear(96, 64, bias=False)
-    linear.weight = torch.nn.Parameter(fp8_weight(64, 96), requires_grad=False)
-    linear.__class__ = Float8Linear
+    linear = Float8Linear.of(fp8_weight(64, 96))
     traced = []
-    monkeypatch.setattr(quantize, "one_row_fp8", lambda *args: traced.append(args[0].shape) or one_row_fp8(*args))
+    monkeypatch.setattr("higgs_bench.backends.pytorch.quantised_linears.one_row_fp8",
+                        lambda *args: traced.append(args[0].shape) or one_row_fp8(*args))
     for rows in (1, 4):
         x = torch.randn(rows, 1, 96, dtype=torch.bfloat16)
-        want = one_row_fp8(x.reshape(rows, 96), linear.weight.qdata, linear.weight.scale).view(rows, 1, 64)
+        want = one_row_fp8(x.reshape(rows, 96), linear.qdata, linear.scale).view(rows, 1, 64)
         torch.testing.assert_close(torch.compile(linear)(x), want, rtol=1e-2, atol=1e-2)
     assert traced == [(1, 96)]  # traced once, for the product of one row
+
+
+def torchao_linear(weight) -> torch.nn.Linear:
+    linear = torch.nn.Linear(*reversed(weight.shape), bias=False, device="meta")
+    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    return linear
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_engines_linears_compute_what_torchaos_linears_compute(dtype):
+    """The engine holds torchao's quantised tensors as plain ones (quantised_linears.py) and computes torchao's
+    products over them, exactly: fp8 as compiled (quantised_linears.fp8_activations). int4's tinygemm runs on CUDA
+    only (tests/test_gpu.py). A scale off by 2x fails the comparison."""
+    from torchao.quantization import quantize_
+
+    torch.manual_seed(0)
+    theirs_int8 = torch.nn.Linear(96, 64, bias=False).to(dtype)
+    quantize_(theirs_int8, quantize.torchao_config("int8"))
+    theirs_fp8 = torchao_linear(fp8_weight(64, 96))
+    x = torch.randn(3, 5, 96, dtype=dtype)
+    for theirs, mine in ((theirs_int8, Int8Linear.of(theirs_int8.weight)), (theirs_fp8, Float8Linear.of(
+            theirs_fp8.weight))):
+        want = torch.compile(theirs)(x) if theirs is theirs_fp8 else theirs(x)
+        assert mine(x).shape == want.shape == (3, 5, 64) and mine(x).dtype == dtype and torch.equal(mine(x), want)
+        mine.scale.mul_(2)
+        assert not torch.allclose(mine(x), want, rtol=0.1, atol=0.1)

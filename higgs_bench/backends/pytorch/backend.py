@@ -20,7 +20,7 @@ import torch
 
 from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer, call_prefill_layer, fuse_weights,
                                                   rope_inv_freq)
-from higgs_bench.backends.pytorch.precompiled import Precompiled, precompiles
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, Precompiled
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.errors import ConfigError, GenerationError
 from higgs_bench.generate.cuda_graph import capture
@@ -39,7 +39,7 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # the CUDA graph is o
 # tuning, which makes each batch-1 product a tuned Triton reduction (one 3072x16384 product: 242 us without,
 # 19 us with), searching all directions (batch-1 step 1.87 against 2.34 ms, for a build of 68 s against 36 s),
 # and pattern matching off, which would rewrite a batched product into torch's _weight_int8pack_mm (7.3 ms at
-# 64 rows, where conversion + cuBLAS take 72 us). fp8's one-row products (quantize.Float8Linear) need the same
+# 64 rows, where conversion + cuBLAS take 72 us). fp8's one-row products (quantised_linears.Float8Linear) need the same
 # tuning (batch-1 step 1.92 against 2.36 ms without all directions, for a build of 140 s against 31 s). For bf16
 # it made the step slower (batch 1: 2.75 against 2.50 ms), so bf16 keeps Inductor's defaults.
 TUNED_REDUCTIONS = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True}
@@ -247,7 +247,7 @@ class TorchBackend:
         if self.speed.compile_mode:
             logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notes, seen by inductor
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            compiled = partial(compiled_function, ahead_of_time=self.speed.precompile and precompiles(quantised))
+            compiled = partial(compiled_function, ahead_of_time=self.speed.precompile and AOT_COMPILE)
             self.decode_layers = {one_row: compiled(call_layer, "decode-one-row" if one_row else "decode-rows",
                                                     compile_options(self.speed.compile_mode, quantised, self.device,
                                                                     one_row)) for one_row in (True, False)}
@@ -260,7 +260,7 @@ class TorchBackend:
                                       for end in self.one_row_ends)
 
     def precompiled(self) -> list[Precompiled]:
-        """The functions this engine compiled ahead of time (none unless precompiled.precompiles says so), with
+        """The functions this engine compiled ahead of time (none without backend.precompile or AOT_COMPILE), with
         the frame choices its start warms where they are (`choices`, set by engine.load_engine)."""
         functions = [*self.decode_layers.values(), self.prefill_layer, *self.one_row_ends, *self.choices]
         return [function for function in functions if isinstance(function, Precompiled)]

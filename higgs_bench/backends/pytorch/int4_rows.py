@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted, widest_fitting
+from higgs_bench.backends.pytorch.quantised_linears import Int4Linear
 
 GROUP = 128  # inputs per group, and per loop step of the kernel
 # Blocks by weight rows per program, widest first (outputs in multiples of tinygemm's tiles of 8 rows), measured at
@@ -79,12 +80,11 @@ def blocks_for(rows: int, outputs: int, programs_wanted: int) -> Blocks | None:
     return widest_fitting(BLOCKS, rows, outputs, programs_wanted) if MIN_ROWS <= rows <= MAX_ROWS else None
 
 
-def runs(x: torch.Tensor, weight) -> bool:
+def runs(x: torch.Tensor, linear: Int4Linear) -> bool:
     """Whether int4_rows_matmul takes this product: bf16 activations, MIN_ROWS to MAX_ROWS rows, inputs in whole
     groups, outputs its blocks divide."""
-    outputs, inputs = weight.shape
-    return (x.dtype == torch.bfloat16 and inputs % GROUP == 0 and weight.block_size[-1] == GROUP
-            and blocks_for(x.numel() // inputs, outputs, 1) is not None)
+    return (x.dtype == torch.bfloat16 and linear.in_features % GROUP == 0
+            and blocks_for(x.numel() // linear.in_features, linear.out_features, 1) is not None)
 
 
 def int4_rows_matmul(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tensor, outputs: int,
@@ -114,11 +114,11 @@ def tinygemm_pack(values: torch.Tensor) -> torch.Tensor:
     return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
 
 
-class Int4Linear(torch.nn.Linear):
-    """A linear holding torchao's packed int4 weight (Int4TilePackedTo4dTensor) on CUDA whose products of MIN_ROWS
-    to MAX_ROWS rows take int4_rows_matmul; others stay torchao's (tinygemm)."""
+class Int4RowsLinear(Int4Linear):
+    """An int4 linear (quantised_linears.py) on CUDA whose products of MIN_ROWS to MAX_ROWS rows take
+    int4_rows_matmul; others stay torchao's (tinygemm)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if runs(x, self.weight):  # never one row: MIN_ROWS
-            return int4_rows_matmul(x, self.weight.qdata, self.weight.scale_and_zero, self.weight.shape[0])
+        if runs(x, self):  # never one row: MIN_ROWS
+            return int4_rows_matmul(x, self.qdata, self.scale_and_zero, self.out_features)
         return super().forward(x)

@@ -11,8 +11,8 @@ time (Triton pipelines the loads through shared memory), converts them in regist
 cores, with blocks measured once (FEW_ROWS_BLOCKS, MANY_ROWS_BLOCKS) rather than tuned at every build.
 
 fp8 (Float8RowsLinear, quantize.FP8_ROWS_KERNEL): the rows quantised to fp8 as torchao
-quantises activations (quantize.fp8_activations, fused by Inductor before the kernel), fp8 products on tensor
-cores summed in float32, times both scales, rounded once: what quantize.one_row_fp8 and `_scaled_mm` compute.
+quantises activations (quantised_linears.fp8_activations, fused by Inductor before the kernel), fp8 products on tensor
+cores summed in float32, times both scales, rounded once: what quantised_linears.one_row_fp8 and `_scaled_mm` compute.
 
 Under torch.compile the kernel is a user-defined Triton kernel in the compiled graph. Triton's interpreter runs it
 on a CPU (tests).
@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from higgs_bench.backends.pytorch.quantize import Float8Linear, fp8_activations
+from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, Int8Linear, fp8_activations
 
 WEIGHT_KINDS = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}  # the kernel's WEIGHTS, by the weights' dtype
 
@@ -137,7 +137,7 @@ def runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def rows_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
                 blocks: Blocks | None = None) -> torch.Tensor:
     """x [..., K] (16-bit) times a one-byte weight [N, K] with per-row scales [N] (or [N, 1]) -> [..., N], as
-    torchao's weight-only int8 linear or its fp8 linear (quantize.one_row_fp8's arithmetic) computes it (`runs`
+    torchao's weight-only int8 linear or its fp8 linear (quantised_linears.one_row_fp8's arithmetic) computes it (`runs`
     says which shapes it takes)."""
     rows, (outputs, inputs) = x.numel() // x.shape[-1], weight.shape
     blocks = blocks or blocks_for(rows, outputs, inputs, programs_wanted(x.device))
@@ -157,19 +157,19 @@ def rows_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
 
 
 class RowsKernel:
-    """A linear holding torchao's one-byte weight (qdata [out, in], scale [out, 1]) on CUDA whose products of 2 to
-    MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take rows_matmul; others stay with the
-    class it is mixed into (a one-row step runs one_row.py's kernels by default)."""
+    """A quantised linear with one-byte weights (quantised_linears.py: qdata [out, in], scale) on CUDA whose products
+    of 2 to MAX_ROWS rows (decode steps of several rows, prefills of short prompts) take rows_matmul; others stay
+    with the class it is mixed into (a one-row step runs one_row.py's kernels by default)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() != x.shape[-1] and runs(x, self.weight.qdata):
-            return rows_matmul(x, self.weight.qdata, self.weight.scale)
+        if x.numel() != x.shape[-1] and runs(x, self.qdata):
+            return rows_matmul(x, self.qdata, self.scale)
         return super().forward(x)
 
 
-class Int8Linear(RowsKernel, torch.nn.Linear):
+class Int8RowsLinear(RowsKernel, Int8Linear):
     """int8 weights; other products are torchao's weight-only product."""
 
 
 class Float8RowsLinear(RowsKernel, Float8Linear):
-    """fp8 weights; other products are Float8Linear's (torchao's `_scaled_mm`, or one_row_fp8 for one row)."""
+    """fp8 weights; other products are Float8Linear's (`_scaled_mm`, or one_row_fp8 for one compiled row)."""

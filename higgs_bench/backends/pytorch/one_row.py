@@ -127,7 +127,7 @@ def _rms_normed(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, dtyp
 @triton.jit
 def _input(x, WEIGHTS: tl.constexpr):
     """x (float32) as the product reads it, and its scale: for fp8 weights quantised per row to fp8 as torchao
-    quantises activations (quantize.one_row_fp8), else x itself and 1."""
+    quantises activations (quantised_linears.one_row_fp8), else x itself and 1."""
     x_scale = 1.0
     if WEIGHTS == "fp8":
         x_scale = tl.max(tl.abs(x), axis=0) / FP8_MAX
@@ -347,18 +347,18 @@ def product_blocks(cfg: HiggsConfig, itemsize: int, weights: str = "16-bit") -> 
 @dataclass
 class Product:
     """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3
-    read as int8) and their per-row scales (quantize.py)."""
+    read as int8) and their per-row scales (quantised_linears.py)."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
     kind: str = "16-bit"  # or "int8", "fp8": the kernels' WEIGHTS
 
     @classmethod
-    def of(cls, weight: torch.Tensor) -> Product:
-        if hasattr(weight, "qdata"):  # torchao's Int8Tensor or Float8Tensor
-            kind = "fp8" if weight.qdata.dtype == torch.float8_e4m3fn else "int8"
-            return cls(weight.qdata.view(torch.int8), weight.scale.reshape(-1), kind)
-        return cls(weight)
+    def of(cls, linear: torch.nn.Module) -> Product:
+        if hasattr(linear, "qdata"):  # quantised_linears.Int8Linear or Float8Linear
+            kind = "fp8" if linear.qdata.dtype == torch.float8_e4m3fn else "int8"
+            return cls(linear.qdata.view(torch.int8), linear.scale.reshape(-1), kind)
+        return cls(linear.weight)
 
     def args(self) -> tuple:
         """weight, scale pointers and WEIGHTS, as the kernels take them (an unused scale pointer is the weight's)."""
@@ -458,4 +458,4 @@ def _weights(layer, kind: str) -> LayerWeights:
     norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
         ("input_layernorm", "post_attention_layernorm")
     linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    return LayerWeights(*(Product.of(linear.weight) for linear in linears), *(getattr(layer, n).weight for n in norms))
+    return LayerWeights(*(Product.of(linear) for linear in linears), *(getattr(layer, n).weight for n in norms))

@@ -3,10 +3,9 @@ them again (torch.compile's `aot_compile` and `torch.compiler.load_compiled_func
 
 A start through dynamo traces each (function, shape) again and then finds its graph in Inductor's cache: on an
 H200 at the 3B shape 0.21-0.23 s per later shape of the decode step's layer, against 0.04-0.06 s loading the
-function compiled ahead of time (benchmarks/precompile_probe.py, docs/performance.md). Only unquantised weights: saving
-a function saves its guards, which copies each weight to the meta device, and torchao's quantised tensors refuse
-that (Int8Tensor: aten.empty_like is not implemented), so quantised engines keep dynamo's path for their layers
-(their frame choosers, which hold no weights, are compiled ahead of time like any engine's: generate/chooser.py).
+function compiled ahead of time (benchmarks/precompile_probe.py, docs/performance.md). Saving a function saves its
+guards, which copies each weight to the meta device: quantised engines hold torchao's tensors as plain ones for
+that (quantised_linears.py).
 """
 
 from __future__ import annotations
@@ -25,11 +24,6 @@ AOT_COMPILE = hasattr(torch._dynamo.config, "enable_aot_compile") and hasattr(to
 # compilations loaded from files and compiled in this process, by every Precompiled (as dynamo's counters count
 # its own): a start's record counts the difference
 counts = Counter(loaded=0, compiled=0)
-
-
-def precompiles(quantised: str | None) -> bool:
-    """Whether this torch compiles an engine's functions ahead of time: unquantised weights only (module docstring)."""
-    return AOT_COMPILE and quantised is None
 
 
 class Precompiled:
@@ -90,4 +84,4 @@ def precompile_error(action: str, error: Exception) -> ConfigError:
     """What failed in torch's compilation ahead of time, and how to do without it."""
     first_line = next(iter(str(error).splitlines()), "")
     return ConfigError(f"{action} failed ({type(error).__name__}: {first_line}); backend.precompile=false compiles "
-                       "through dynamo instead, as quantised engines do")
+                       "through dynamo instead")

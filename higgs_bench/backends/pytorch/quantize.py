@@ -1,18 +1,20 @@
 """Quantised torch variants with torchao: the linears of `model.weights.quantised_linears` (the same ones the
 TensorRT-LLM converter quantises; fused as the network holds them), in place, on the device they will run on.
-Every scale is per output row or per group of inputs, so a fused weight gets the scales its parts would.
+Every scale is per output row or per group of inputs, so a fused weight gets the scales its parts would. Once
+torchao has quantised them, each linear becomes one of quantised_linears.py's, which hold torchao's tensors as
+plain ones (so that compiled functions can be kept whole) and compute torchao's products.
 
 - int8: weight-only, per output channel (torchao `Int8WeightOnlyConfig`); runs on the CPU and CUDA. On CUDA its
-  products of several rows take one_byte_rows.py's kernel (Int8Linear), which reads each weight once.
+  products of several rows take one_byte_rows.py's kernel (Int8RowsLinear), which reads each weight once.
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only. Its products of several rows can
-  take int4_rows.py's kernel from 17 rows on, which reads the same packed weights once (Int4Linear,
+  take int4_rows.py's kernel from 17 rows on, which reads the same packed weights once (Int4RowsLinear,
   INT4_ROWS_KERNEL).
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
-  A compiled product of one row takes `one_row_fp8` instead of torchao's `_scaled_mm` (Float8Linear); one_row.py's
-  kernels, which run one-row steps on CUDA by default, do its arithmetic too, and so can one_byte_rows.py's for
-  products of several rows (Float8RowsLinear, FP8_ROWS_KERNEL).
+  A compiled product of one row takes `one_row_fp8` instead of `_scaled_mm` (quantised_linears.Float8Linear);
+  one_row.py's kernels, which run one-row steps on CUDA by default, do its arithmetic too, and so can
+  one_byte_rows.py's for products of several rows (Float8RowsLinear, FP8_ROWS_KERNEL).
 
 torchao is imported only here, when a quantised variant is built (it is slow to import and prints notes about
 optional kernels). Written against torchao 0.18.
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from higgs_bench.backends.pytorch.network import network_linear
+from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, Int4Linear, Int8Linear, QuantisedLinear
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import HiggsConfig
 from higgs_bench.model.weights import quantised_linears
@@ -86,55 +89,24 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
-    chosen_class = linear_class(weights, device)
-    for name, module in network.named_modules():
-        if name in chosen and chosen_class is not None:
-            module.__class__ = chosen_class
+    plain = linear_class(weights, device)
+    for name in chosen:  # torchao's tensors taken out of its subclass (quantised_linears.py says why)
+        network.set_submodule(name, plain.of(network.get_submodule(name).weight))
     return network
 
 
-def linear_class(weights: str, device: torch.device):
-    """The class the quantised linears take, if not torchao's own: for products of several rows on CUDA (from
-    Ampere on) one_byte_rows.py's Int8Linear (INT8_ROWS_KERNEL) or Float8RowsLinear (FP8_ROWS_KERNEL), or
-    int4_rows.py's Int4Linear (INT4_ROWS_KERNEL) (they import Triton, and on Turing their tensor-core products
-    compile to spilling code), else Float8Linear for fp8."""
+def linear_class(weights: str, device: torch.device) -> type[QuantisedLinear]:
+    """The class the quantised linears take: for products of several rows on CUDA (from Ampere on)
+    one_byte_rows.py's Int8RowsLinear (INT8_ROWS_KERNEL) or Float8RowsLinear (FP8_ROWS_KERNEL), or int4_rows.py's
+    Int4RowsLinear (INT4_ROWS_KERNEL) (they import Triton, and on Turing their tensor-core products compile to
+    spilling code), else quantised_linears.py's, with torchao's products only."""
     rows_kernel = {"int8": INT8_ROWS_KERNEL, "fp8": FP8_ROWS_KERNEL, "int4": INT4_ROWS_KERNEL}[weights]
     if rows_kernel and device.type == "cuda" and torch.cuda.get_device_capability(device) >= ROWS_CAPABILITY:
-        from higgs_bench.backends.pytorch.int4_rows import Int4Linear
-        from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8Linear
+        from higgs_bench.backends.pytorch.int4_rows import Int4RowsLinear
+        from higgs_bench.backends.pytorch.one_byte_rows import Float8RowsLinear, Int8RowsLinear
 
-        return {"int8": Int8Linear, "fp8": Float8RowsLinear, "int4": Int4Linear}[weights]
-    return Float8Linear if weights == "fp8" else None
-
-
-class Float8Linear(nn.Linear):
-    """A linear holding torchao's fp8 weight (qdata [out, in] e4m3, scale [out, 1]). torchao runs every product
-    as `_scaled_mm`, whose kernels work in tiles of 64-128 rows: at one row they read the weights at under half
-    the memory bandwidth (docs/performance.md). A compiled product of one row is `one_row_fp8` instead, the same
-    arithmetic as one matrix-vector product that Inductor fuses with the dequantisation (engines compiled with
-    coordinate-descent tuning turn it into one tuned reduction, backend.CUDA_INDUCTOR_OPTIONS)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
-            out = one_row_fp8(x.reshape(1, -1), self.weight.qdata, self.weight.scale)
-            return out.view(*x.shape[:-1], -1)
-        return super().forward(x)
-
-
-def fp8_activations(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [R, in] quantised per row to fp8 as torchao quantises activations (scale = row's max |x| / the fp8
-    maximum, in float32 as Inductor computes it) -> (x in fp8, scales [R, 1] float32)."""
-    fp8_max = torch.finfo(dtype).max
-    x_scale = x.float().abs().amax(dim=-1, keepdim=True) / fp8_max
-    return (x.float() / x_scale).clamp(-fp8_max, fp8_max).to(dtype), x_scale
-
-
-def one_row_fp8(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x [R, in] quantised per row (fp8_activations), times the fp8 weights, products summed in float32 and
-    scaled: what `_scaled_mm` computes."""
-    x_fp8, x_scale = fp8_activations(x, qdata.dtype)
-    out = torch.mm(x_fp8.float(), qdata.float().t()) * x_scale * scale.float().t()
-    return out.to(x.dtype)
+        return {"int8": Int8RowsLinear, "fp8": Float8RowsLinear, "int4": Int4RowsLinear}[weights]
+    return {"int8": Int8Linear, "fp8": Float8Linear, "int4": Int4Linear}[weights]
 
 
 def weight_bytes(shapes: dict[str, tuple[int, ...]], cfg: HiggsConfig, dtype_bytes: int, weights: str | None) -> int:
