@@ -89,6 +89,8 @@ class Int4Linear(QuantisedLinear):
         return cls(inputs, outputs, qdata=weight.qdata, scale_and_zero=weight.scale_and_zero)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:  # tinygemm refuses no rows (an eager prefill's audio MLP on a text-only prompt)
+            return x.new_empty(*x.shape[:-1], self.out_features)
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
         padded = torch.nn.functional.pad(flat, (0, -self.in_features % PACKED_INPUTS))
         out = torch.ops.aten._weight_int4pack_mm(padded, self.qdata, 128, self.scale_and_zero)
