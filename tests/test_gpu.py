@@ -32,15 +32,20 @@ def test_cpu_cuda_eager_graph_and_compiled_give_the_same_greedy_codes(tiny_hf, p
         assert torch.equal(generate(backend, prompt_inputs, GREEDY, 40).streams, cpu), speed
 
 
-def test_weights_reach_the_gpu_exactly_and_a_damaged_one_is_refused_there(tiny_hf, tmp_path):
-    """The loader's pinned, asynchronous copies and its one wait for every tensor's check."""
+@pytest.mark.parametrize("staging_bytes", [1000, 64 << 20])
+def test_weights_reach_the_gpu_exactly_and_a_damaged_one_is_refused_there(tiny_hf, tmp_path, monkeypatch,
+                                                                           staging_bytes):
+    """The loader's pinned, asynchronous copies through two buffers (each tensor in many chunks, the last one
+    short, or each in one) and its one wait for every tensor's check."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
     from higgs_bench.errors import CheckpointError
+    from higgs_bench.model import checkpoint
     from higgs_bench.model.checkpoint import load_checkpoint
 
+    monkeypatch.setattr(checkpoint, "STAGING_BYTES", staging_bytes)
     on_cpu = load_checkpoint(tiny_hf).weights
     on_gpu = load_checkpoint(tiny_hf, device="cuda").weights
     assert all(torch.equal(on_gpu[name].cpu(), tensor) for name, tensor in on_cpu.items())

@@ -43,9 +43,9 @@ class BackendConfig:
     # runs its layers as hand-written Triton kernels (backends/pytorch/one_row.py); false: as the compiled layer
     one_row_kernels: bool = True
     # torch backend, compiled, torch >= 2.11: the engine folder keeps each compiled function whole
-    # (backends/pytorch/precompiled.py), which a start loads without tracing it again: an unquantised engine's layers
-    # and every engine's frame choosers on a GPU (H200, bf16: a start 25 % shorter beside its weights, a cold build
-    # 16 % longer; with the choosers, 3.4 s of a 32.6 s build; docs/performance.md); false: a start traces them again
+    # (backends/pytorch/precompiled.py), which a start loads without tracing it again: its layers, quantised or not,
+    # and its frame choosers on a GPU (H200, bf16: a start 25 % shorter beside its weights, a cold build 16 % longer;
+    # with the choosers, 3.4 s of a 32.6 s build; docs/performance.md); false: a start traces them again
     precompile: bool = True
 
 

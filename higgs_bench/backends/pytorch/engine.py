@@ -1,6 +1,6 @@
 """A torch "engine": the checkpoint loaded (and quantised) on its device, with the decode step compiled for
 the shapes a run will use. What the compilation produced (Inductor's kernels and autotuning choices,
-`torch.compiler.save_cache_artifacts`; for unquantised engines also each compiled function whole, precompiled.py) is
+`torch.compiler.save_cache_artifacts`; and each compiled function whole, precompiled.py) is
 kept in the engine folder, so that the next run loads it instead of tracing, compiling and autotuning again.
 """
 
