@@ -44,8 +44,8 @@ class BackendConfig:
     one_row_kernels: bool = True
     # torch backend, compiled, torch >= 2.11: the engine folder keeps each compiled function whole
     # (backends/pytorch/precompiled.py), which a start loads without tracing it again: its layers, quantised or not,
-    # and its frame choosers on a GPU (H200, bf16: a start 25 % shorter beside its weights, a cold build 16 % longer;
-    # with the choosers, 3.4 s of a 32.6 s build; docs/performance.md); false: a start traces them again
+    # and its frame choosers on a GPU (H200: a bf16 start 2.1 s of a 32.0 s build, fp8 1.6 s of 20.9 s;
+    # docs/performance.md); false: a start traces them again
     precompile: bool = True
 
 

@@ -89,9 +89,9 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
         raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
                           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
-    plain = linear_class(weights, device)
+    engine_linear = linear_class(weights, device)
     for name in chosen:  # torchao's tensors taken out of its subclass (quantised_linears.py says why)
-        network.set_submodule(name, plain.of(network.get_submodule(name).weight))
+        network.set_submodule(name, engine_linear.of(network.get_submodule(name).weight))
     return network
 
 
