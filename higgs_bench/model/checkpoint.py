@@ -102,9 +102,8 @@ STAGING_BYTES = 64 << 20  # each of the two pinned buffers that weights pass thr
 class PinnedStaging:
     """Copies tensors (memory-mapped from their files) to a GPU in chunks through two pinned buffers: a chunk's
     copy into one buffer overlaps the transfer of the chunk before it from the other, which waits for nothing
-    else. Pinning memory costs about as much as copying it, and pinning each tensor made a process's first load
-    of the 3B checkpoint 1.13 s against 0.39 s for its second (H200, docs/performance.md); two buffers are pinned
-    once."""
+    else. Pinning memory costs about as much as copying it: a fresh process's first load of the 3B checkpoint took
+    0.90 s with each tensor pinned, 0.49 s through two buffers pinned once (H200, docs/performance.md)."""
 
     def __init__(self, device):
         self.device = torch.device(device)

@@ -26,9 +26,9 @@ import triton
 import triton.language as tl
 
 from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted, widest_fitting
-from higgs_bench.backends.pytorch.quantised_linears import Int4Linear
+from higgs_bench.backends.pytorch.quantised_linears import INT4_GROUP, Int4Linear
 
-GROUP = 128  # inputs per group, and per loop step of the kernel
+GROUP = INT4_GROUP  # inputs per group, and per loop step of the kernel
 # Blocks by weight rows per program, widest first (outputs in multiples of tinygemm's tiles of 8 rows), measured at
 # the 3B shape on an H200 (benchmarks/rows_probe_gpu.py --weights int4; docs/performance.md): at 64 rows 32 weight
 # rows per program were within 4 % of the best of every product (24-60 us against tinygemm's 49-227 us). Up to 16

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+INT4_GROUP = 128  # inputs sharing one int4 scale and zero point (quantize.torchao_config)
 PACKED_INPUTS = 1024  # torchao pads an int4 weight's inputs to a multiple of this before packing
 
 
@@ -81,7 +82,7 @@ class Float8Linear(QuantisedLinear):
 
 class Int4Linear(QuantisedLinear):
     """qdata: the packed int32 words (int4_rows.py's docstring gives their layout), scale_and_zero
-    [in / 128][out, padded][2] bf16."""
+    [in / INT4_GROUP][out, padded][2] bf16."""
 
     @classmethod
     def of(cls, weight) -> Int4Linear:  # torchao's Int4TilePackedTo4dTensor
@@ -93,7 +94,7 @@ class Int4Linear(QuantisedLinear):
             return x.new_empty(*x.shape[:-1], self.out_features)
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
         padded = torch.nn.functional.pad(flat, (0, -self.in_features % PACKED_INPUTS))
-        out = torch.ops.aten._weight_int4pack_mm(padded, self.qdata, 128, self.scale_and_zero)
+        out = torch.ops.aten._weight_int4pack_mm(padded, self.qdata, INT4_GROUP, self.scale_and_zero)
         return out[:, :self.out_features].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from higgs_bench.backends.pytorch.network import network_linear
-from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, Int4Linear, Int8Linear, QuantisedLinear
+from higgs_bench.backends.pytorch.quantised_linears import (INT4_GROUP, Float8Linear, Int4Linear, Int8Linear,
+                                                           QuantisedLinear)
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import HiggsConfig
 from higgs_bench.model.weights import quantised_linears
@@ -37,7 +38,7 @@ from higgs_bench.model.weights import quantised_linears
 WEIGHT_KINDS = ("int8", "int4", "fp8")
 # Bytes stored per quantised weight, scales included: int8 and fp8 one byte (a 16-bit scale per output row adds
 # under 0.1 %), int4 half a byte plus a 16-bit scale and zero point per group of 128.
-BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
+BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / INT4_GROUP}
 FP8_CAPABILITY = (8, 9)
 # Products of several rows on CUDA as one_byte_rows.rows_matmul (int8, fp8) or int4_rows.int4_rows_matmul (17-64
 # rows), each measured faster than torchao's products in decode steps on an H200 (docs/performance.md)
@@ -74,7 +75,8 @@ def torchao_config(weights: str):
     if weights == "int8":
         return Int8WeightOnlyConfig(set_inductor_config=False)
     if weights == "int4":
-        return Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d", set_inductor_config=False)
+        return Int4WeightOnlyConfig(group_size=INT4_GROUP, int4_packing_format="tile_packed_to_4d",
+                                    set_inductor_config=False)
     return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
 
 
@@ -85,9 +87,10 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
     from torchao.quantization import quantize_
 
     chosen = {network_linear(name) for name in quantised_linears(cfg)}
-    if weights == "int4" and (cfg.hidden_size % 128 or cfg.intermediate_size % 128 or cfg.num_heads * cfg.head_dim % 128):
-        raise ConfigError(f"precision=int4 quantises in groups of 128 inputs; this model's sizes (hidden "
-                          f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of 128")
+    sizes = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim)
+    if weights == "int4" and any(size % INT4_GROUP for size in sizes):
+        raise ConfigError(f"precision=int4 quantises in groups of {INT4_GROUP} inputs; this model's sizes (hidden "
+                          f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}) are not multiples of {INT4_GROUP}")
     quantize_(network, config, filter_fn=lambda module, name: name in chosen)
     engine_linear = linear_class(weights, device)
     for name in chosen:  # torchao's tensors taken out of its subclass (quantised_linears.py says why)
