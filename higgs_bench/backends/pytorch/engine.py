@@ -7,6 +7,8 @@ kept in the engine folder, so that the next run loads it instead of tracing, com
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,7 +20,7 @@ from torch._dynamo.utils import compilation_time_metrics, counters
 from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache
-from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path, file_damage, file_record
@@ -70,8 +72,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
     how many kernels coordinate descent tuned, how many functions compiled ahead of time were loaded or
-    compiled, and how many of one_row.py's kernels Triton loaded from `kernel_folder` or compiled into it (with
-    no folder, Triton's default cache keeps them and they are not counted)."""
+    compiled, and how many of the engine's own Triton kernels (one_row.py's, and those inside its compiled
+    functions) Triton loaded from `kernel_folder` or compiled into it (with no folder, Triton's default cache
+    keeps them and they are not counted)."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
@@ -79,8 +82,8 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
         loaded = torch.compiler.load_cache_artifacts((artefacts.folder / artefacts.compile_cache["file"]).read_bytes())
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
-    kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.one_row is not None else None
-    if kernels:
+    kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.compiled else None
+    if kernels and backend.one_row is not None:
         backend.one_row.kernel_cache = kernels
     if backend.compiled and speed.precompile and AOT_COMPILE:
         backend.choices = precompiled_choices(choosers, backend.config, device)
@@ -89,9 +92,10 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     if loaded is not None and artefacts.precompiled:
         on_part(PRECOMPILED_PART)
         part_start = time.perf_counter()
-        for function in backend.precompiled():
-            if not function.compilations:  # a chooser's may have come with an engine this process ran before
-                function.load(artefacts.folder, artefacts.precompiled)
+        with kernels_kept_in(kernels):
+            for function in backend.precompiled():
+                if not function.compilations:  # a chooser's may have come with an engine this process ran before
+                    function.load(artefacts.folder, artefacts.precompiled)
         per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
     parts = warm_up_parts(backend, shapes, prefills, choosers)
     with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
@@ -103,7 +107,20 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
                      "artefacts_loaded": loaded is not None, "kernels": compiled,
                      "precompiled": {key: precompiled_counts[key] - precompiled_before[key]
                                      for key in ("loaded", "compiled")},
-                     "one_row_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0}}
+                     "own_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0}}
+
+
+@contextmanager
+def kernels_kept_in(kernels: KernelCache | None) -> Iterator[None]:
+    """Where the compiled functions' own Triton kernels are compiled as they load (precompiled.read_compilation):
+    into the engine folder (`kernels`), in this process. Inductor's compile workers would compile them into
+    Triton's cache folder, where their cache key also differs from this process's (H200, int8: a start after the
+    build compiled four rows kernels, 0.5-1.8 s of its 2.3-3.2 s, docs/performance.md)."""
+    if kernels is None:
+        yield
+        return
+    with kernels.in_use(), torch._inductor.config.patch(IN_PROCESS_COMPILE):
+        yield
 
 
 def warm_up_parts(backend: TorchBackend, shapes, prefills, choosers) -> list[tuple[str, Callable[[], object]]]:
@@ -161,6 +178,10 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
     data, _ = artefacts
     with atomic_path(out_dir / COMPILE_CACHE) as temp:
         temp.write_bytes(data)
-    return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE),
-                     [saved for function in backend.precompiled() for saved in function.save(out_dir)],
-                     [file_record(out_dir, name) for name in KernelCache(out_dir / KERNEL_FOLDER).files()])
+    precompiled = [saved for function in backend.precompiled() for saved in function.save(out_dir)]
+    kernels = KernelCache(out_dir / KERNEL_FOLDER)
+    with kernels_kept_in(kernels):  # each saved function loads, and its own kernels are kept for the start
+        for saved in precompiled:
+            read_compilation(out_dir / saved["file"])
+    return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE), precompiled,
+                     [file_record(out_dir, name) for name in kernels.files()])

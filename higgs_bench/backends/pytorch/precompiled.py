@@ -66,18 +66,24 @@ class Precompiled:
     def load(self, engine_dir: Path, saved: list[dict]) -> int:
         """Read this function's compilations among `saved` (file records from save) back; how many."""
         mine = [entry for entry in saved if entry["function"] == self.name]
-        # the guards are rebuilt as they load, against the grad mode of the moment: the engine's functions run in
-        # inference mode, and guards rebuilt outside it refuse every inference tensor (torch 2.13: "dispatch key
-        # set mismatch")
-        with torch._dynamo.config.patch(enable_aot_compile=True), torch.inference_mode():
-            for entry in mine:
-                try:
-                    with open(engine_dir / entry["file"], "rb") as file:
-                        self._keep(torch.compiler.load_compiled_function(file))
-                    counts["loaded"] += 1
-                except Exception as error:
-                    raise precompile_error(f"loading {engine_dir / entry['file']}", error) from error
+        for entry in mine:
+            self._keep(read_compilation(engine_dir / entry["file"]))
+            counts["loaded"] += 1
         return len(mine)
+
+
+def read_compilation(path: Path):
+    """One compilation that Precompiled.save wrote. Loading it runs its Inductor module, which has Triton compile
+    the user-defined kernels inside it (one_byte_rows.py's, int4_rows.py's) unless Triton's cache holds them."""
+    # the guards are rebuilt as they load, against the grad mode of the moment: the engine's functions run in
+    # inference mode, and guards rebuilt outside it refuse every inference tensor (torch 2.13: "dispatch key
+    # set mismatch")
+    with torch._dynamo.config.patch(enable_aot_compile=True), torch.inference_mode():
+        try:
+            with open(path, "rb") as file:
+                return torch.compiler.load_compiled_function(file)
+        except Exception as error:
+            raise precompile_error(f"loading {path}", error) from error
 
 
 def precompile_error(action: str, error: Exception) -> ConfigError:
