@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,11 +18,12 @@ from torch._inductor import async_compile
 from triton.backends.compiler import GPUTarget
 from triton.runtime.jit import JITFunction
 
+from higgs_bench.backends.pytorch import engine, precompiled
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
 from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache
-from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
 from higgs_bench.bench.build import torch_speed
@@ -221,6 +223,40 @@ def test_a_failed_compilation_ahead_of_time_names_the_setting_that_goes_around_i
     monkeypatch.setattr(fresh.decode_layers[True].compiled, "aot_compile", broken)
     with pytest.raises(ConfigError, match="compiling decode-one-row ahead of time failed .*backend.precompile=false"):
         fresh.warm([(1, 100)])
+
+
+@pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
+def test_a_build_loads_each_function_it_keeps_in_its_own_process_as_a_start_loads_them(tiny_hf, tmp_path,
+                                                                                        monkeypatch):
+    """Loading a kept function has Triton compile the user-defined kernels inside it (int8's and fp8's rows
+    kernels). The build loads each one back in its own process, not in Inductor's compile workers, and so does a
+    start, which then finds them in Triton's cache (H200, int8: a start compiled four rows kernels the build had
+    compiled in the workers, 0.5-1.8 s). A function that does not load fails the build, not the next start."""
+    loads = []
+
+    def recorded(path):
+        loads.append((path.name, torch._inductor.config.compile_threads))
+        return read_compilation(path)
+
+    monkeypatch.setattr(engine, "read_compilation", recorded)
+    monkeypatch.setattr(precompiled, "read_compilation", recorded)
+    speed, cpu = Speed(compile_mode="default", max_seq_len=2048), torch.device("cpu")
+    built, _ = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)])
+    monkeypatch.setattr(torch._inductor.config, "compile_threads", 4)  # as a machine with workers would have
+    artefacts = save_artefacts(tmp_path, built)
+    in_the_process = [(Path(saved["file"]).name, 1) for saved in artefacts.precompiled]
+    assert in_the_process and loads == in_the_process
+    loads.clear()
+    _, times = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)], artefacts)
+    assert times["precompiled"]["loaded"] == len(in_the_process) and loads == in_the_process
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unpickling failed")
+
+    monkeypatch.setattr(torch.compiler, "load_compiled_function", broken)
+    (tmp_path / "again").mkdir()
+    with pytest.raises(ConfigError, match=r"loading .*decode-one-row-0.bin failed .*backend.precompile=false"):
+        save_artefacts(tmp_path / "again", built)
 
 
 def test_a_forced_build_compiles_from_an_empty_inductor_cache_and_its_artefacts_serve_the_next_run(tmp_path):
