@@ -225,17 +225,19 @@ def test_a_failed_compilation_ahead_of_time_names_the_setting_that_goes_around_i
         fresh.warm([(1, 100)])
 
 
-@pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")
-def test_a_build_loads_each_function_it_keeps_in_its_own_process_as_a_start_loads_them(tiny_hf, tmp_path,
-                                                                                        monkeypatch):
+@pytest.mark.skipif(not AOT_COMPILE or not hasattr(triton, "knobs"),
+                    reason="this torch cannot compile functions ahead of time, or Triton < 3.4 has no knobs")
+def test_a_build_loads_each_function_it_keeps_into_its_folder_as_a_start_loads_them(tiny_hf, tmp_path,
+                                                                                     monkeypatch):
     """Loading a kept function has Triton compile the user-defined kernels inside it (int8's and fp8's rows
-    kernels). The build loads each one back in its own process, not in Inductor's compile workers, and so does a
-    start, which then finds them in Triton's cache (H200, int8: a start compiled four rows kernels the build had
-    compiled in the workers, 0.5-1.8 s). A function that does not load fails the build, not the next start."""
-    loads = []
+    kernels). The build loads each one back in its own process (not in Inductor's compile workers) with the engine
+    folder as Triton's cache, and so does a start, which then finds them there (H200, int8: a start compiled four
+    rows kernels the build had compiled in the workers, 0.5-1.8 s). A function that does not load fails the build,
+    not the next start."""
+    loads, folder = [], str(tmp_path / KERNEL_FOLDER)
 
     def recorded(path):
-        loads.append((path.name, torch._inductor.config.compile_threads))
+        loads.append((path.name, torch._inductor.config.compile_threads, triton.knobs.cache.dir))
         return read_compilation(path)
 
     monkeypatch.setattr(engine, "read_compilation", recorded)
@@ -244,11 +246,12 @@ def test_a_build_loads_each_function_it_keeps_in_its_own_process_as_a_start_load
     built, _ = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)])
     monkeypatch.setattr(torch._inductor.config, "compile_threads", 4)  # as a machine with workers would have
     artefacts = save_artefacts(tmp_path, built)
-    in_the_process = [(Path(saved["file"]).name, 1) for saved in artefacts.precompiled]
-    assert in_the_process and loads == in_the_process
+    into_the_folder = [(Path(saved["file"]).name, 1, folder) for saved in artefacts.precompiled]
+    assert into_the_folder and loads == into_the_folder
     loads.clear()
-    _, times = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)], artefacts)
-    assert times["precompiled"]["loaded"] == len(in_the_process) and loads == in_the_process
+    _, times = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)], artefacts,
+                           kernel_folder=tmp_path / KERNEL_FOLDER)
+    assert times["precompiled"]["loaded"] == len(into_the_folder) and loads == into_the_folder
 
     def broken(*args, **kwargs):
         raise RuntimeError("unpickling failed")

@@ -132,7 +132,7 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     keeps them all, quantised engines' too: a fresh process with an empty Inductor cache of its own compiles
     nothing, and neither run compiles anything after its start. bf16's, int8's and fp8's one-row steps are
     one_row.py's kernels, which Triton compiles into the engine folder at the build and loads from there at the
-    start (kernel_cache.py)."""
+    start (kernel_cache.py), and so are the rows kernels inside int8's and fp8's compiled functions."""
     if precision == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
     settings = ("backend.device=cuda", f"precision={precision}")
@@ -140,10 +140,13 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     assert cold["settings"]["prefills"] == [[64, False]]
     assert {"prefill-64", "choose-1-sampled"} <= set(cold["compile"]["warm_s_per_shape"])
     _, warm = bench(tmp_path, "warm", *settings)
-    one_row = cold["compile"]["one_row_kernels"]
-    assert warm["start"]["one_row_kernels"] == {"loaded": one_row["compiled"], "compiled": 0}
-    assert (one_row["compiled"] > 0 and any(k["file"].endswith(".cubin") for k in cold["triton_kernels"])) == (
+    own, own_warm = cold["compile"]["own_kernels"], warm["start"]["own_kernels"]
+    assert own_warm["compiled"] == 0
+    assert (own["compiled"] > 0 and any(k["file"].endswith(".cubin") for k in cold["triton_kernels"])) == (
         precision != "fp32")
+    # int8's and fp8's products of two rows are their rows kernel, inside the compiled functions: the build kept it
+    # in the engine folder too (engine.kernels_kept_in), and the start loaded it from there
+    assert (own_warm["loaded"] > own["compiled"]) == (precision in ("int8", "fp8"))
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0, "kernels_tuned": 0}

@@ -7,6 +7,8 @@ kept in the engine folder, so that the next run loads it instead of tracing, com
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,8 +36,6 @@ COORDINATE_DESCENT = "CachingAutotuner.coordinate_descent_tuning"  # its name in
 # the seven shapes of scenario=standard: 66 of 76 kernels, 45 s of a 62 s start; the first shape escaped because
 # the workers were not up yet). Kernels that are in the cache load in the process within seconds (the same
 # start: 4.3-12.1 s for all seven shapes, no kernel tuned again).
-# The kept functions load under it too: the build compiled the rows kernels inside them in its own process
-# (save_artefacts), and a start finds them in Triton's cache as a process compiles them, not as the workers do.
 WARM_START_INDUCTOR = IN_PROCESS_COMPILE
 
 
@@ -72,8 +72,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
     how many kernels coordinate descent tuned, how many functions compiled ahead of time were loaded or
-    compiled, and how many of one_row.py's kernels Triton loaded from `kernel_folder` or compiled into it (with
-    no folder, Triton's default cache keeps them and they are not counted)."""
+    compiled, and how many of the engine's own Triton kernels (one_row.py's, and those inside its compiled
+    functions) Triton loaded from `kernel_folder` or compiled into it (with no folder, Triton's default cache
+    keeps them and they are not counted)."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
@@ -81,22 +82,23 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
         loaded = torch.compiler.load_cache_artifacts((artefacts.folder / artefacts.compile_cache["file"]).read_bytes())
     backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
-    kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.one_row is not None else None
-    if kernels:
+    kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.compiled else None
+    if kernels and backend.one_row is not None:
         backend.one_row.kernel_cache = kernels
     if backend.compiled and speed.precompile and AOT_COMPILE:
         backend.choices = precompiled_choices(choosers, backend.config, device)
     before, tunings_before = dict(counters["inductor"]), kernel_tunings()
     precompiled_before, per_shape = dict(precompiled_counts), {}
-    parts = warm_up_parts(backend, shapes, prefills, choosers)
-    with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
-        if loaded is not None and artefacts.precompiled:
-            on_part(PRECOMPILED_PART)
-            part_start = time.perf_counter()
+    if loaded is not None and artefacts.precompiled:
+        on_part(PRECOMPILED_PART)
+        part_start = time.perf_counter()
+        with kernels_kept_in(kernels):
             for function in backend.precompiled():
                 if not function.compilations:  # a chooser's may have come with an engine this process ran before
                     function.load(artefacts.folder, artefacts.precompiled)
-            per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
+        per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
+    parts = warm_up_parts(backend, shapes, prefills, choosers)
+    with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
         for i, (name, warm) in enumerate(parts, 1):
             on_part(f"{name} ({i} of {len(parts)})")
             per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
@@ -105,7 +107,22 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
                      "artefacts_loaded": loaded is not None, "kernels": compiled,
                      "precompiled": {key: precompiled_counts[key] - precompiled_before[key]
                                      for key in ("loaded", "compiled")},
-                     "one_row_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0}}
+                     "own_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0}}
+
+
+@contextmanager
+def kernels_kept_in(kernels: KernelCache | None) -> Iterator[None]:
+    """Where the compiled functions' own Triton kernels (the rows kernels) are compiled as they load
+    (precompiled.read_compilation): into the engine folder (`kernels`), in this process. The build compiled them
+    in Inductor's compile workers, and a start did not find them there: on an H200 an int8 start after its build
+    compiled four rows kernels, 0.5-1.8 s of its 2.3-3.2 s (docs/performance.md). The build's loading also compiles
+    Inductor's own kernels into the folder (about 100 at the 3B shape, 2-3 s of the build), which a start does not
+    read: they load from Inductor's cache."""
+    if kernels is None:
+        yield
+        return
+    with kernels.in_use(), torch._inductor.config.patch(IN_PROCESS_COMPILE):
+        yield
 
 
 def warm_up_parts(backend: TorchBackend, shapes, prefills, choosers) -> list[tuple[str, Callable[[], object]]]:
@@ -164,14 +181,9 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
     with atomic_path(out_dir / COMPILE_CACHE) as temp:
         temp.write_bytes(data)
     precompiled = [saved for function in backend.precompiled() for saved in function.save(out_dir)]
-    # Each saved function loaded once in this process: each is checked, and Triton compiles the user-defined
-    # kernels inside them (one_byte_rows.py's, int4_rows.py's) as a start does. Compiled by the build in Inductor's
-    # compile workers, they were not found by a start, which compiled them again (H200, int8:
-    # four rows kernels, 0.5-1.8 s of a 2.3-3.2 s start; a second start found them, docs/performance.md). They stay
-    # in this machine's Triton cache: loaded with the engine folder as Triton's cache, the functions compiled
-    # Inductor's own kernels into it too, which made int8's build 14 s longer.
-    with torch._inductor.config.patch(IN_PROCESS_COMPILE):
+    kernels = KernelCache(out_dir / KERNEL_FOLDER)
+    with kernels_kept_in(kernels):  # each saved function loads, and its own kernels are kept for the start
         for saved in precompiled:
             read_compilation(out_dir / saved["file"])
     return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE), precompiled,
-                     [file_record(out_dir, name) for name in KernelCache(out_dir / KERNEL_FOLDER).files()])
+                     [file_record(out_dir, name) for name in kernels.files()])

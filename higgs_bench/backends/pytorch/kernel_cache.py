@@ -1,4 +1,5 @@
-"""The engine folder's own Triton cache, for the kernels an engine launches itself (one_row.py's).
+"""The engine folder's own Triton cache, for the kernels an engine launches itself (one_row.py's) and the
+user-defined kernels inside its compiled functions (one_byte_rows.py's, int4_rows.py's: engine.kernels_kept_in).
 
 Triton keeps each kernel it compiles, and the C launcher it builds with the host's compiler for the kernel's
 arguments, in one cache folder: ~/.triton/cache, until the process's first Inductor kernel points
@@ -29,8 +30,11 @@ class KernelCache:
 
     @contextmanager
     def in_use(self) -> Iterator[None]:
-        import triton  # only engines that launch Triton kernels use this (a CPU install may have no Triton)
-
+        try:
+            import triton
+        except ImportError:  # a CPU install without Triton compiles no Triton kernel
+            yield
+            return
         knobs = getattr(triton, "knobs", None)  # Triton >= 3.4; an older one keeps its default cache
         if knobs is None:
             yield
