@@ -144,8 +144,8 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     assert own_warm["compiled"] == 0
     assert (own["compiled"] > 0 and any(k["file"].endswith(".cubin") for k in cold["triton_kernels"])) == (
         precision != "fp32")
-    # int8's and fp8's products of two rows are their rows kernel, inside the compiled functions: the build kept it
-    # in the engine folder too (engine.kernels_kept_in), and the start loaded it from there
+    # int8's and fp8's products of several rows (the captured prefill's 64) are their rows kernels, inside the
+    # compiled functions: the build kept them in the engine folder too (engine.kernels_kept_in), the start loaded them
     assert (own_warm["loaded"] > own["compiled"]) == (precision in ("int8", "fp8"))
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
