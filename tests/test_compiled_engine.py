@@ -332,20 +332,39 @@ def test_kernels_triton_compiles_for_an_engine_are_kept_in_its_folder_recorded_a
     assert artefacts.damage() == f"{cubin} is damaged (its digest differs from build.json's)"
 
 
-def test_a_reused_engine_that_tunes_kernels_again_says_so_and_how_long_it_took(monkeypatch, capsys):
+def test_a_reused_engine_that_tunes_or_compiles_kernels_again_says_so_and_how_long_it_took(monkeypatch, capsys):
     """int8 over several shapes tuned 66 kernels again at a warm start (H200) until the start compiled without
-    Inductor's workers; whatever else makes a start tune again, the user hears it with the start's cost against the
-    build, and a start that tunes nothing stays quiet."""
+    Inductor's workers, and every first start compiled four rows kernels until the build kept them; whatever else
+    makes a start tune or compile again, the user hears it with the start's cost against the build, and a start
+    that did neither stays quiet."""
     record = {"dir": "engines/int8-abc", "seconds": 144.0}
-    start = {"load_s": 2.8, "warm_s": 59.3, "kernels": {"fxgraph_cache_hit": 7, "fxgraph_cache_miss": 0}}
+    start = {"load_s": 2.8, "warm_s": 59.3, "kernels": {"fxgraph_cache_hit": 7, "fxgraph_cache_miss": 0},
+             "own_kernels": {"loaded": 5, "compiled": 0}}
     cfg = OmegaConf.create({"backend": {"name": "torch"}})
-    for tuned in (66, 0):
-        times = start | {"kernels": start["kernels"] | {"kernels_tuned": tuned}}
+    expected = {(66, 0): "engines/int8-abc: this start tuned 66 kernels and took 62 s, 43% of",
+                (0, 4): "engines/int8-abc: this start had Triton compile 4 kernels and took 62 s, 43% of",
+                (66, 4): "this start tuned 66 kernels and had Triton compile 4 kernels and took", (0, 0): ""}
+    for (tuned, compiled), said in expected.items():
+        times = start | {"kernels": start["kernels"] | {"kernels_tuned": tuned},
+                         "other_triton_kernels": {"loaded": 3, "compiled": compiled}}
         monkeypatch.setattr(runner, "load_torch_engine", lambda *args, times=times: ("engine", times))
         assert runner.load_backend(cfg, None, torch.device("cpu"), record, []) == "engine"
         assert record["start"] == times
-        said = capsys.readouterr().err
-        if tuned:
-            assert "engines/int8-abc: this start tuned 66 kernels and took 62 s, 43% of" in said
-        else:
-            assert said == ""
+        heard = capsys.readouterr().err
+        assert said in heard if said else heard == ""
+
+
+@pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")
+def test_a_start_counts_the_kernels_triton_compiles_or_loads_outside_the_engine_folder(tiny_hf, tmp_path,
+                                                                                        monkeypatch):
+    """What Triton compiles in the start's process outside the engine folder is counted in its record (the rows
+    kernels inside int8's kept functions compiled so, unseen, at every first start on an H200)."""
+    monkeypatch.setattr(TorchBackend, "warm", lambda self, shapes: compile_for_hopper())
+    speed, cpu = Speed(compile_mode="default", max_seq_len=2048), torch.device("cpu")
+    with triton.knobs.cache.scope():
+        triton.knobs.cache.dir = str(tmp_path / "machine")  # this machine's Triton cache, empty
+        counted = [load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)], kernel_folder=tmp_path / "own")
+                   [1] for _ in range(2)]
+    assert [times["other_triton_kernels"] for times in counted] == [{"loaded": 0, "compiled": 1},
+                                                                   {"loaded": 1, "compiled": 0}]
+    assert [times["own_kernels"] for times in counted] == [{"loaded": 0, "compiled": 0}] * 2

@@ -154,17 +154,20 @@ def kept_artefacts(build_record: dict) -> Artefacts | None:
                      build_record.get("triton_kernels", []))
 
 
-def tuned_again_note(build_record: dict, start: dict) -> str | None:
-    """What to tell the user when a reused torch engine's start tuned kernels, which a warm start should take
-    from Inductor's cache or the engine's artefacts instead (each tuning costs seconds): None when it tuned none."""
+def start_work_note(build_record: dict, start: dict) -> str | None:
+    """What to tell the user when a reused torch engine's start tuned kernels or had Triton compile kernels, which
+    a warm start on the machine that built it should take from Inductor's cache or the engine's folder instead
+    (each costs from a tenth of a second to seconds): None when it did neither."""
     tuned = start["kernels"]["kernels_tuned"]
-    if not tuned:
+    compiled = sum(start.get(key, {}).get("compiled", 0) for key in ("own_kernels", "other_triton_kernels"))
+    work = [f"tuned {tuned} kernels"] * bool(tuned) + [f"had Triton compile {compiled} kernels"] * bool(compiled)
+    if not work:
         return None
     start_s = start["load_s"] + start["warm_s"]
-    return (f"{build_record['dir']}: this start tuned {tuned} kernels and took {start_s:.0f} s, "
+    return (f"{build_record['dir']}: this start {' and '.join(work)} and took {start_s:.0f} s, "
             f"{start_s / build_record['seconds']:.0%} of the engine's {build_record['seconds']:.0f} s build; a warm "
-            "start should tune none (docs/performance.md, \"Warm starts compiled in the process\", has the causes "
-            "found so far)")
+            "start on the machine that built it should do neither (docs/performance.md, \"Warm starts compiled in "
+            "the process\" and \"The rows kernels inside the kept functions\", has the causes found so far)")
 
 
 def stale_reason(saved, settings: dict, out: Path) -> str | None:

@@ -24,7 +24,7 @@ from higgs_bench.backends.pytorch.backend import TorchBackend, prefill_key
 from higgs_bench.backends.pytorch.engine import inductor_compiles
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.bench import asr, serving
-from higgs_bench.bench.build import build, load_torch_engine, torch_speed, tuned_again_note, variant_name
+from higgs_bench.bench.build import build, load_torch_engine, torch_speed, start_work_note, variant_name
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.fidelity import GREEDY, fidelity
@@ -201,7 +201,7 @@ def load_backend(cfg, model_dir: Path, device: torch.device, build_record: dict,
         backend, times = load_torch_engine(cfg, model_dir, device, shapes, build_record, prefills, choosers,
                                            on_part)
         build_record["start"] = times
-        note = tuned_again_note(build_record, times)
+        note = start_work_note(build_record, times)
         if note:
             console.print(note, style="yellow", markup=False, highlight=False)
         return backend

@@ -19,7 +19,7 @@ from torch._dynamo.utils import compilation_time_metrics, counters
 
 from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
-from higgs_bench.backends.pytorch.kernel_cache import KernelCache
+from higgs_bench.backends.pytorch.kernel_cache import KernelCache, TritonCompilations
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.errors import HiggsBenchError
@@ -72,9 +72,10 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
     how many kernels coordinate descent tuned, how many functions compiled ahead of time were loaded or
-    compiled, and how many of the engine's own Triton kernels (one_row.py's, and those inside its compiled
+    compiled, how many of the engine's own Triton kernels (one_row.py's, and those inside its compiled
     functions) Triton loaded from `kernel_folder` or compiled into it (with no folder, Triton's default cache
-    keeps them and they are not counted)."""
+    keeps them and they count among the others), and how many other kernels Triton loaded or compiled in this
+    process (Inductor's that its static launcher does not load, with no folder the engine's own)."""
     start = time.perf_counter()
     on_part("weights")
     loaded = None
@@ -89,25 +90,28 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
         backend.choices = precompiled_choices(choosers, backend.config, device)
     before, tunings_before = dict(counters["inductor"]), kernel_tunings()
     precompiled_before, per_shape = dict(precompiled_counts), {}
-    if loaded is not None and artefacts.precompiled:
-        on_part(PRECOMPILED_PART)
-        part_start = time.perf_counter()
-        with kernels_kept_in(kernels):
-            for function in backend.precompiled():
-                if not function.compilations:  # a chooser's may have come with an engine this process ran before
-                    function.load(artefacts.folder, artefacts.precompiled)
-        per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
-    parts = warm_up_parts(backend, shapes, prefills, choosers)
-    with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
-        for i, (name, warm) in enumerate(parts, 1):
-            on_part(f"{name} ({i} of {len(parts)})")
-            per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
+    elsewhere = TritonCompilations()  # Triton's, in this process, outside the engine folder
+    with elsewhere.listening():
+        if loaded is not None and artefacts.precompiled:
+            on_part(PRECOMPILED_PART)
+            part_start = time.perf_counter()
+            with kernels_kept_in(kernels):
+                for function in backend.precompiled():
+                    if not function.compilations:  # a chooser's may have come with an engine this process ran before
+                        function.load(artefacts.folder, artefacts.precompiled)
+            per_shape[PRECOMPILED_PART] = time.perf_counter() - part_start
+        parts = warm_up_parts(backend, shapes, prefills, choosers)
+        with torch._inductor.config.patch(WARM_START_INDUCTOR if loaded is not None else {}):
+            for i, (name, warm) in enumerate(parts, 1):
+                on_part(f"{name} ({i} of {len(parts)})")
+                per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
     compiled = inductor_compiles(since=before) | {"kernels_tuned": kernel_tunings() - tunings_before}
     return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled,
                      "precompiled": {key: precompiled_counts[key] - precompiled_before[key]
                                      for key in ("loaded", "compiled")},
-                     "own_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0}}
+                     "own_kernels": kernels.counts() if kernels else {"loaded": 0, "compiled": 0},
+                     "other_triton_kernels": elsewhere.counts()}
 
 
 @contextmanager

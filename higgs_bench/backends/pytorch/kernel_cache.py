@@ -1,5 +1,6 @@
 """The engine folder's own Triton cache, for the kernels an engine launches itself (one_row.py's) and the
-user-defined kernels inside its compiled functions (one_byte_rows.py's, int4_rows.py's: engine.kernels_kept_in).
+user-defined kernels inside its compiled functions (one_byte_rows.py's, int4_rows.py's: engine.kernels_kept_in);
+and a count of what Triton compiles elsewhere in a start (TritonCompilations).
 
 Triton keeps each kernel it compiles, and the C launcher it builds with the host's compiler for the kernel's
 arguments, in one cache folder: ~/.triton/cache, until the process's first Inductor kernel points
@@ -21,27 +22,21 @@ from pathlib import Path
 FOLDER = "triton"  # in the engine folder
 
 
-class KernelCache:
-    """A folder that Triton compiles kernels into and loads them from while `in_use`; it counts the kernels it
-    loaded and those it had to compile."""
+class TritonCompilations:
+    """Triton's compilations in this process while `listening` (its compilation listener): kernels it loaded from
+    its cache, and kernels it had to compile (not those of Inductor's compile workers, nor Inductor's kernels
+    that its static launcher loads without Triton)."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.loaded, self.compiled = folder, 0, 0
+    def __init__(self):
+        self.loaded, self.compiled = 0, 0
 
     @contextmanager
-    def in_use(self) -> Iterator[None]:
-        try:
-            import triton
-        except ImportError:  # a CPU install without Triton compiles no Triton kernel
-            yield
-            return
-        knobs = getattr(triton, "knobs", None)  # Triton >= 3.4; an older one keeps its default cache
+    def listening(self) -> Iterator[None]:
+        knobs = triton_knobs()
         if knobs is None:
             yield
             return
-        with knobs.cache.scope(), knobs.compilation.scope():  # both put back as they were afterwards
-            knobs.cache.dir = str(self.folder)
-            knobs.compilation.store_binary_only = True  # the binaries, not every stage's text
+        with knobs.compilation.scope():  # put back as it was afterwards
             knobs.compilation.listener = self._heard
             yield
 
@@ -54,8 +49,39 @@ class KernelCache:
     def counts(self) -> dict[str, int]:
         return {"loaded": self.loaded, "compiled": self.compiled}
 
+
+class KernelCache(TritonCompilations):
+    """A folder that Triton compiles kernels into and loads them from while `in_use`; it counts the kernels it
+    loaded and those it had to compile."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        knobs = triton_knobs()
+        if knobs is None:
+            yield
+            return
+        with knobs.cache.scope(), knobs.compilation.scope():  # both put back as they were afterwards
+            knobs.cache.dir = str(self.folder)
+            knobs.compilation.store_binary_only = True  # the binaries, not every stage's text
+            knobs.compilation.listener = self._heard
+            yield
+
     def files(self) -> list[str]:
         """Every file in the folder, by its path from the folder's parent (the engine folder)."""
         if not self.folder.is_dir():
             return []
         return sorted(str(path.relative_to(self.folder.parent)) for path in self.folder.rglob("*") if path.is_file())
+
+
+def triton_knobs():
+    """Triton's settings (Triton >= 3.4), or None: an older Triton keeps its default cache and is not counted, and
+    a CPU install may have no Triton, which then compiles no kernel."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    return getattr(triton, "knobs", None)
