@@ -22,7 +22,7 @@ from higgs_bench.backends.pytorch import engine, precompiled
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
 from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, load_engine, save_artefacts
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
-from higgs_bench.backends.pytorch.kernel_cache import KernelCache
+from higgs_bench.backends.pytorch.kernel_cache import KernelCache, TritonCompilations
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
@@ -368,3 +368,12 @@ def test_a_start_counts_the_kernels_triton_compiles_or_loads_outside_the_engine_
     assert [times["other_triton_kernels"] for times in counted] == [{"loaded": 0, "compiled": 1},
                                                                    {"loaded": 1, "compiled": 0}]
     assert [times["own_kernels"] for times in counted] == [{"loaded": 0, "compiled": 0}] * 2
+    # within the engine folder's cache a compilation is the folder's, and the count outside it resumes after
+    elsewhere, own = TritonCompilations(), KernelCache(tmp_path / "own")
+    with triton.knobs.cache.scope(), elsewhere.listening():
+        triton.knobs.cache.dir = str(tmp_path / "another machine")
+        compile_for_hopper()
+        with own.in_use():
+            compile_for_hopper()
+        compile_for_hopper()
+    assert elsewhere.counts() == {"loaded": 1, "compiled": 1} and own.counts() == {"loaded": 0, "compiled": 1}
