@@ -160,7 +160,11 @@ def start_work_note(build_record: dict, start: dict) -> str | None:
     (each costs from a tenth of a second to seconds): None when it did neither."""
     tuned = start["kernels"]["kernels_tuned"]
     compiled = sum(start.get(key, {}).get("compiled", 0) for key in ("own_kernels", "other_triton_kernels"))
-    work = [f"tuned {tuned} kernels"] * bool(tuned) + [f"had Triton compile {compiled} kernels"] * bool(compiled)
+    work = []
+    if tuned:
+        work.append(f"tuned {tuned} kernels")
+    if compiled:
+        work.append(f"had Triton compile {compiled} kernels")
     if not work:
         return None
     start_s = start["load_s"] + start["warm_s"]

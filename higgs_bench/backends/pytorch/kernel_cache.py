@@ -64,10 +64,9 @@ class KernelCache(TritonCompilations):
         if knobs is None:
             yield
             return
-        with knobs.cache.scope(), knobs.compilation.scope():  # both put back as they were afterwards
+        with knobs.cache.scope(), self.listening():  # Triton's settings put back as they were afterwards
             knobs.cache.dir = str(self.folder)
             knobs.compilation.store_binary_only = True  # the binaries, not every stage's text
-            knobs.compilation.listener = self._heard
             yield
 
     def files(self) -> list[str]:
