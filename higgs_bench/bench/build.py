@@ -159,7 +159,7 @@ def start_work_note(build_record: dict, start: dict) -> str | None:
     a warm start on the machine that built it should take from Inductor's cache or the engine's folder instead
     (each costs from a tenth of a second to seconds): None when it did neither."""
     tuned = start["kernels"]["kernels_tuned"]
-    compiled = sum(start.get(key, {}).get("compiled", 0) for key in ("own_kernels", "other_triton_kernels"))
+    compiled = start["own_kernels"]["compiled"] + start["other_triton_kernels"]["compiled"]
     work = []
     if tuned:
         work.append(f"tuned {tuned} kernels")
