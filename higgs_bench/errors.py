@@ -23,3 +23,8 @@ class OutputError(HiggsBenchError):
 
 class ConfigError(HiggsBenchError):
     """A configuration that cannot run; the message names the setting to change."""
+
+
+class DamagedArtefact(HiggsBenchError):
+    """A file a build kept that no longer holds what the build wrote (found as it loads); the engine is built
+    again."""

@@ -84,10 +84,14 @@ def file_record(folder: Path, name: str) -> dict:
 
 
 def file_damage(folder: Path, record: dict) -> str | None:
-    """Why the file a file_record describes cannot be used (None: it can)."""
+    """Why the file a file_record describes cannot be used (None: it can). A record without a digest (an engine's
+    weights, whose contents are checked as they load) is checked by its size."""
     path = folder / record["file"]
     if not path.is_file():
         return f"{record['file']} is missing"
+    if "sha256" not in record:
+        size = path.stat().st_size
+        return None if size == record["bytes"] else f"{record['file']} is damaged ({size} bytes, not {record['bytes']})"
     if hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"]:
         return f"{record['file']} is damaged (its digest differs from build.json's)"
     return None

@@ -4,6 +4,7 @@ from its artefacts without compiling again, and rebuilt when they are damaged.""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,14 @@ from triton.runtime.jit import JITFunction
 from higgs_bench.backends.pytorch import engine, precompiled
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, compile_options, prompt_bucket, text_only
 from higgs_bench.backends.pytorch.engine import Artefacts, inductor_compiles, load_engine, save_artefacts
+from higgs_bench.backends.pytorch.engine_weights import read_weights, save_weights
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache, TritonCompilations
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
 from higgs_bench.backends.pytorch.network import Rows
 from higgs_bench.bench import runner
-from higgs_bench.bench.build import torch_speed
-from higgs_bench.errors import ConfigError
+from higgs_bench.bench.build import checkpoint_stamp, stale_reason, torch_speed
+from higgs_bench.errors import ConfigError, DamagedArtefact
 from higgs_bench.generate.loop import generate
 from tests.parity import GREEDY
 
@@ -201,6 +203,67 @@ def test_a_quantised_engines_second_run_loads_its_functions_and_traces_nothing(t
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0, "kernels_tuned": 0}
     speech = [sorted(path.read_bytes() for path in (tmp_path / run).rglob("*.wav")) for run in ("cold", "warm")]
     assert speech[0] and speech[0] == speech[1]
+    assert cold["weights"]["bytes"] > 0 and warm["start"]["weights_from"] == "engine"
+
+    weights = tmp_path / warm["dir"] / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 1  # the same size: found as the weights load, and the engine built again before any timing
+    weights.write_bytes(bytes(data))
+    done, flipped = bench(tmp_path, "flipped", "precision=int8")
+    why = "weights.safetensors is damaged (its tensors' sums differ from build.json's)"
+    assert f"rebuilding {warm['dir']}: {why}" in done.stderr
+    assert flipped["reused"] is False and flipped["rebuilt_because"] == why and "start" not in flipped
+    weights.write_bytes(weights.read_bytes()[:-10])
+    done, cut = bench(tmp_path, "cut", "precision=int8")
+    assert "weights.safetensors is damaged (" in done.stderr and cut["reused"] is False
+
+
+def test_a_quantised_engine_starts_from_the_weights_it_kept_without_reading_the_checkpoints(tiny_hf, tmp_path,
+                                                                                              prompt_inputs):
+    """A quantised engine keeps its weights as the build quantised them (engine_weights.py): a start reads them,
+    not the checkpoint's weight files (here gone), and decodes what the built engine decoded."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_hf, checkpoint)
+    speed, cpu = Speed(compile_mode="default", max_seq_len=2048), torch.device("cpu")
+    built, times = load_engine(checkpoint, cpu, torch.bfloat16, "int8", speed, [(1, 100)])
+    artefacts = save_artefacts(tmp_path, built)
+    assert times["weights_from"] == "checkpoint" and artefacts.weights["bytes"] > 0
+    for weights in checkpoint.glob("*.safetensors"):
+        weights.unlink()
+    started, times = load_engine(checkpoint, cpu, torch.bfloat16, "int8", speed, [(1, 100)], artefacts)
+    assert times["weights_from"] == "engine"
+    assert started.network.state_dict().keys() == built.network.state_dict().keys()
+    assert generate(started, prompt_inputs, GREEDY, 24).streams.equal(generate(built, prompt_inputs, GREEDY, 24).streams)
+
+
+def test_kept_weights_that_differ_from_what_the_build_wrote_are_refused_as_they_load(tiny_hf, tmp_path):
+    """Their sums are checked where they land; a flipped byte, or a file that is not safetensors, is damage."""
+    backend = TorchBackend.from_checkpoint(tiny_hf, dtype=torch.bfloat16, quantised="int8")
+    record = save_weights(tmp_path, backend.network)
+    assert read_weights(tmp_path, record, torch.device("cpu")).keys() == backend.network.state_dict().keys()
+    path = tmp_path / record["file"]
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamagedArtefact, match="weights.safetensors is damaged"):
+        read_weights(tmp_path, record, torch.device("cpu"))
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(DamagedArtefact, match="weights.safetensors is unreadable"):
+        read_weights(tmp_path, record, torch.device("cpu"))
+
+
+def test_an_engine_is_stale_once_its_checkpoints_files_change(tiny_hf, tmp_path):
+    """An engine that holds the weights must not outlive them: the build record keeps each checkpoint file's
+    size and time of change, and any difference names the files and rebuilds it."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_hf, checkpoint)
+    settings, out = {"model": str(checkpoint)}, tmp_path / "engine"
+    saved = {"settings": settings, "dir": str(out), "size_bytes": 1, "checkpoint": checkpoint_stamp(checkpoint)}
+    assert stale_reason(saved, settings, out, checkpoint_stamp(checkpoint)) is None
+    weights = next(checkpoint.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    assert stale_reason(saved, settings, out, checkpoint_stamp(checkpoint)) == \
+        f"the checkpoint's files changed since the build ({weights.name})"
 
 
 @pytest.mark.skipif(not AOT_COMPILE, reason="this torch cannot compile functions ahead of time")

@@ -120,6 +120,8 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     reloaded, times = load_engine(model, torch.device("cuda"), dtype, quantised, speed, shapes, artefacts)
     reloaded.prefill(prompt_inputs, 40)
     assert times["artefacts_loaded"] and torch.equal(reloaded.step(frame), expected)
+    # a quantised engine's weights as its build quantised them (engine_weights.py), the others' the checkpoint's
+    assert times["weights_from"] == ("engine" if quantised else "checkpoint")
     # its layers were loaded whole where this torch compiles ahead of time (precompiled.py), not compiled again
     assert times["precompiled"] == ({"loaded": len(artefacts.precompiled), "compiled": 0} if AOT_COMPILE else
                                     {"loaded": 0, "compiled": 0})

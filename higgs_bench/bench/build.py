@@ -28,7 +28,7 @@ from higgs_bench.backends.trtllm import require_tensorrt_llm
 from higgs_bench.backends.trtllm.build_config import engine_settings
 from higgs_bench.files import read_json, writable_dir, write_json, write_text
 from higgs_bench.model import dtypes
-from higgs_bench.model.checkpoint import load_checkpoint
+from higgs_bench.model.checkpoint import load_checkpoint, weight_files
 from higgs_bench.model.config import read_config
 from higgs_bench.model.weights import expected_shapes
 
@@ -98,6 +98,13 @@ def code_digest(package) -> str:
     return digest.hexdigest()[:12]
 
 
+def checkpoint_stamp(model_dir: Path) -> list[dict]:
+    """The checkpoint's config and weight files as a build saw them (name, size, time of the last change): an
+    engine that holds the weights (TensorRT-LLM's, a quantised torch engine's) is built again when they change."""
+    files = [Path(model_dir) / "config.json", *weight_files(Path(model_dir))]
+    return [{"file": file.name, "bytes": file.stat().st_size, "mtime_ns": file.stat().st_mtime_ns} for file in files]
+
+
 def engine_dir(cfg, settings: dict) -> Path:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cfg.build.engines_dir) / f"{variant_name(cfg)}-{digest}"
@@ -114,9 +121,10 @@ def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, in
     settings = build_settings(cfg, model_dir, device, shapes, prefills)
     out = engine_dir(cfg, settings)
     record_path = out / BUILD_RECORD
+    checkpoint = checkpoint_stamp(model_dir)
     if not cfg.build.force:
         saved = read_json(record_path)
-        why = stale_reason(saved, settings, out) if record_path.exists() else None
+        why = stale_reason(saved, settings, out, checkpoint) if record_path.exists() else None
         if record_path.exists() and why is None:
             return saved | {"reused": True}, None
         if why:
@@ -130,10 +138,15 @@ def build(cfg, model_dir: Path, device: torch.device, shapes: list[tuple[int, in
     else:
         log = _build_trtllm(cfg, model_dir, out, device)
     record = {"dir": str(out), "seconds": time.perf_counter() - start, "size_bytes": log.pop("size_bytes"),
-              "settings": settings, **log}
+              "settings": settings, "checkpoint": checkpoint, **log}
     write_json(out / "build.log", log)
     write_json(record_path, record)  # last: its presence says the build is whole
     return record | {"reused": False}, backend
+
+
+def forget_build(build_record: dict) -> None:
+    """Remove a build's record, so that the next build() of its variant builds it again."""
+    (Path(build_record["dir"]) / BUILD_RECORD).unlink(missing_ok=True)
 
 
 def load_torch_engine(cfg, model_dir: Path, device: torch.device, shapes, build_record: dict, prefills=(),
@@ -151,7 +164,7 @@ def kept_artefacts(build_record: dict) -> Artefacts | None:
     if not build_record.get("compile_cache"):
         return None
     return Artefacts(Path(build_record["dir"]), build_record["compile_cache"], build_record.get("precompiled", []),
-                     build_record.get("triton_kernels", []))
+                     build_record.get("triton_kernels", []), build_record.get("weights"))
 
 
 def start_work_note(build_record: dict, start: dict) -> str | None:
@@ -174,12 +187,18 @@ def start_work_note(build_record: dict, start: dict) -> str | None:
             "the process\" and \"The rows kernels inside the kept functions\", has the causes found so far)")
 
 
-def stale_reason(saved, settings: dict, out: Path) -> str | None:
-    """Why a saved build record cannot be reused for `settings` in folder `out` (None: it can)."""
+def stale_reason(saved, settings: dict, out: Path, checkpoint: list[dict]) -> str | None:
+    """Why a saved build record cannot be reused for `settings` in folder `out`, from the checkpoint whose files
+    checkpoint_stamp describes (None: it can)."""
     if not isinstance(saved, dict):
         return f"{BUILD_RECORD} is unreadable"
     if saved.get("settings") != settings:
         return f"{BUILD_RECORD} was written for other settings"
+    if saved.get("checkpoint") != checkpoint:
+        before = {entry["file"]: entry for entry in saved.get("checkpoint") or []}
+        now = {entry["file"]: entry for entry in checkpoint}
+        changed = sorted(name for name in before.keys() | now.keys() if before.get(name) != now.get(name))
+        return f"the checkpoint's files changed since the build ({', '.join(changed)})"
     if Path(saved.get("dir", "")).resolve() != out.resolve():
         return f"{BUILD_RECORD} describes another folder ({saved.get('dir')})"
     if not isinstance(saved.get("size_bytes"), int):
@@ -213,7 +232,7 @@ def _build_torch(cfg, model_dir: Path, out: Path, device: torch.device, shapes, 
         artefacts = save_artefacts(out, backend)
     return log | {"compile": times | {"shapes": [list(s) for s in bucketed(shapes, speed)]},
                   "compile_cache": artefacts.compile_cache, "precompiled": artefacts.precompiled,
-                  "triton_kernels": artefacts.kernels}, backend
+                  "triton_kernels": artefacts.kernels, "weights": artefacts.weights}, backend
 
 
 def _build_trtllm(cfg, model_dir: Path, out: Path, device) -> dict:

@@ -24,7 +24,8 @@ from higgs_bench.backends.pytorch.backend import TorchBackend, prefill_key
 from higgs_bench.backends.pytorch.engine import inductor_compiles
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.bench import asr, serving
-from higgs_bench.bench.build import build, load_torch_engine, torch_speed, start_work_note, variant_name
+from higgs_bench.bench.build import (build, forget_build, load_torch_engine, start_work_note, torch_speed,
+                                    variant_name)
 from higgs_bench.bench.config import check_variant
 from higgs_bench.bench.environment import compute_capability, describe, resolve_device
 from higgs_bench.bench.fidelity import GREEDY, fidelity
@@ -35,7 +36,7 @@ from higgs_bench.bench.provenance import SCHEMA_VERSION, config_hash, energy_per
 from higgs_bench.bench.report import RECORD
 from higgs_bench.bench.timing import chunk_decode_seconds, summarise_batch, time_decoding, time_generation
 from higgs_bench.codec import load_codec, streaming
-from higgs_bench.errors import ConfigError, HiggsBenchError
+from higgs_bench.errors import ConfigError, DamagedArtefact, HiggsBenchError
 from higgs_bench.files import atomic_path, read_json, write_json
 from higgs_bench.generate.chooser import choice_key, choice_mode, release_choosers, warm_choosers
 from higgs_bench.generate.inputs import expand_prompt
@@ -143,6 +144,20 @@ def _measure(cfg, out_dir: Path, record: dict) -> None:
     plan = planned_shapes(cfg, prompter), planned_prefills(cfg, prompter), planned_choosers(cfg)
     first_s = pay_first_costs(device, cfg.precision.weights, torch_speed(cfg, device).compile_mode is not None) \
         if cfg.backend.name == "torch" else 0.0
+    try:
+        _build_and_measure(cfg, out_dir, record, model_dir, device, prompter, plan, first_s)
+        return
+    except DamagedArtefact as err:  # found as a kept file loaded, before anything was measured
+        damage = str(err)
+    _release_gpu_memory()  # out of the handler, whose traceback held what the damaged load had read
+    console.print(f"rebuilding {record['build']['dir']}: {damage}", style="yellow", markup=False, highlight=False)
+    forget_build(record["build"])
+    _build_and_measure(cfg, out_dir, record, model_dir, device, prompter, plan, first_s)
+    record["build"]["rebuilt_because"] = damage
+
+
+def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device: torch.device, prompter, plan,
+                       first_s: float) -> None:
     with console.status(f"building {variant_name(cfg)}") as status:
         record["build"], backend = build(cfg, model_dir, device, *plan, on_part=_show_part(status, "building", cfg))
     record["build"]["process_first_s"] = first_s  # paid before the build and start were timed (bench/process.py)

@@ -18,8 +18,9 @@ from typing import Callable
 
 import torch
 
+from higgs_bench.backends.pytorch.engine_weights import kept_network
 from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer, call_prefill_layer, fuse_weights,
-                                                  rope_inv_freq)
+                                                  place_constants)
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, Precompiled
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.errors import ConfigError, GenerationError
@@ -219,23 +220,34 @@ class PrefillGraph:
     logits: torch.Tensor
 
 
+def checkpoint_network(config: HiggsConfig, weights: dict[str, torch.Tensor], device: torch.device,
+                       dtype: torch.dtype, quantised: str | None) -> HiggsNetwork:
+    """The network of a checkpoint's weights on `device` in `dtype`, its linears quantised where asked."""
+    with torch.device("meta"):
+        network = HiggsNetwork(config)
+    moved = {name: tensor.to(device=device, dtype=dtype) for name, tensor in fuse_weights(weights).items()}
+    network.load_state_dict(moved, strict=True, assign=True)
+    network = place_constants(network, config, device).eval()
+    if quantised:
+        quantise(network, config, quantised, device)
+    return network
+
+
 class TorchBackend:
     def __init__(self, config: HiggsConfig, weights: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
-                 cuda_graph: bool = False, quantised: str | None = None, speed: Speed | None = None):
-        """quantised: None, or int8 / int4 / fp8 for the linears quantise.py names (torchao)."""
+                 cuda_graph: bool = False, quantised: str | None = None, speed: Speed | None = None,
+                 kept: bool = False):
+        """quantised: None, or int8 / int4 / fp8 for the linears quantise.py names (torchao). kept: `weights` are
+        an engine's kept weights (engine_weights.py), already quantised and on `device`, else a checkpoint's."""
         self.config, self.device, self.dtype = config, torch.device(device), dtype
         self.speed = speed or Speed(cuda_graph=cuda_graph)
         self.cuda_graph = self.speed.cuda_graph and self.device.type == "cuda"
         self.compiled = self.speed.compile_mode is not None
-        with torch.device("meta"):
-            network = HiggsNetwork(config)
-        network.load_state_dict(fuse_weights(weights), strict=True, assign=True)
-        network.codebook_offsets = torch.arange(config.num_codebooks) * config.audio_vocab_size
-        network.inv_freq = rope_inv_freq(config)
-        self.network = network.to(device=self.device, dtype=dtype).eval()
-        self.network.inv_freq = rope_inv_freq(config).to(self.device)  # RoPE frequencies stay in float32
-        if quantised:
-            quantise(self.network, config, quantised, self.device)
+        self.quantised = quantised
+        if kept:
+            self.network = kept_network(config, weights, self.device, quantised).eval()
+        else:
+            self.network = checkpoint_network(config, weights, self.device, dtype, quantised)
         self.one_row = self._one_row_layers(quantised)
         self.one_row_ends = (one_row_inputs, one_row_logits)
         self.states: dict[tuple[int, int], DecodeState] = {}

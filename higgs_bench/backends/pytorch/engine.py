@@ -1,7 +1,8 @@
 """A torch "engine": the checkpoint loaded (and quantised) on its device, with the decode step compiled for
 the shapes a run will use. What the compilation produced (Inductor's kernels and autotuning choices,
 `torch.compiler.save_cache_artifacts`; and each compiled function whole, precompiled.py) is
-kept in the engine folder, so that the next run loads it instead of tracing, compiling and autotuning again.
+kept in the engine folder, so that the next run loads it instead of tracing, compiling and autotuning again; so
+are a quantised engine's weights (engine_weights.py), which the next run reads instead of the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import torch
 from torch._dynamo.utils import compilation_time_metrics, counters
 
 from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, TorchBackend, cache_length
+from higgs_bench.backends.pytorch.engine_weights import read_weights, save_weights
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache, TritonCompilations
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path, file_damage, file_record
+from higgs_bench.model.checkpoint import checkpoint_config
 from higgs_bench.generate.chooser import choice_name, precompiled_choices, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
 
@@ -42,17 +45,18 @@ WARM_START_INDUCTOR = IN_PROCESS_COMPILE
 @dataclass(frozen=True)
 class Artefacts:
     """What a build kept in its engine folder: Inductor's cache artefacts, the functions it compiled ahead of
-    time, and the kernels Triton compiled for the engine's own launches (kernel_cache.py) (file records: name from
-    the folder, size, digest)."""
+    time, the kernels Triton compiled for the engine's own launches (kernel_cache.py) (file records: name from
+    the folder, size, digest), and a quantised engine's weights (engine_weights.py: name, size, checksum)."""
 
     folder: Path
     compile_cache: dict
     precompiled: list[dict] = field(default_factory=list)
     kernels: list[dict] = field(default_factory=list)
+    weights: dict | None = None
 
     def damage(self) -> str | None:
-        """Why these files cannot be used (None: they can)."""
-        for saved in (self.compile_cache, *self.precompiled, *self.kernels):
+        """Why these files cannot be used (None: they can; the weights' contents are checked as they load)."""
+        for saved in (self.compile_cache, *self.precompiled, *self.kernels, *([self.weights] if self.weights else [])):
             if why := file_damage(self.folder, saved):
                 return why
         return None
@@ -66,9 +70,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
                 kernel_folder: Path | None = None) -> tuple[TorchBackend, dict]:
     """The backend, warmed for `shapes` and `prefills` (compiled, and captured when CUDA graphs are on), and
     the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
-    the engine). With `artefacts`, what a build kept is loaded first. `on_part` hears what starts next
-    ("weights", then "compiled functions" where the build kept some whole, then "NAME (I of N)"). Returns the
-    backend, how long each part took (loading the kept functions under PRECOMPILED_PART, each shape's warm-up
+    the engine). With `artefacts`, what a build kept is loaded first, a quantised engine's weights instead of the
+    checkpoint's. `on_part` hears what starts next ("weights", then "compiled functions" where the build kept
+    some whole, then "NAME (I of N)"). Returns the backend, where its weights came from, how long each part took (loading the kept functions under PRECOMPILED_PART, each shape's warm-up
     under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
     how many kernels coordinate descent tuned, how many functions compiled ahead of time were loaded or
@@ -81,7 +85,12 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     loaded = None
     if artefacts is not None and speed.compile_mode:
         loaded = torch.compiler.load_cache_artifacts((artefacts.folder / artefacts.compile_cache["file"]).read_bytes())
-    backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
+    kept_weights = artefacts is not None and artefacts.weights is not None
+    if kept_weights:
+        backend = TorchBackend(checkpoint_config(model_dir), read_weights(artefacts.folder, artefacts.weights, device),
+                               device, dtype, quantised=quantised, speed=speed, kept=True)
+    else:
+        backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
     kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.compiled else None
     if kernels and backend.one_row is not None:
@@ -106,7 +115,8 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
                 on_part(f"{name} ({i} of {len(parts)})")
                 per_shape[name] = per_shape.get(name, 0.0) + _seconds(device, warm)
     compiled = inductor_compiles(since=before) | {"kernels_tuned": kernel_tunings() - tunings_before}
-    return backend, {"load_s": load_s, "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
+    return backend, {"load_s": load_s, "weights_from": "engine" if kept_weights else "checkpoint",
+                     "warm_s": time.perf_counter() - start - load_s, "warm_s_per_shape": per_shape,
                      "artefacts_loaded": loaded is not None, "kernels": compiled,
                      "precompiled": {key: precompiled_counts[key] - precompiled_before[key]
                                      for key in ("loaded", "compiled")},
@@ -176,8 +186,9 @@ def _seconds(device: torch.device, warm) -> float:
 
 
 def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
-    """Write what this process compiled (and the backend's functions compiled ahead of time) into the engine
-    folder, and record it with the kernels Triton compiled there (kernel_cache.FOLDER)."""
+    """Write what this process compiled (and the backend's functions compiled ahead of time, and a quantised
+    engine's weights) into the engine folder, and record it with the kernels Triton compiled there
+    (kernel_cache.FOLDER)."""
     artefacts = torch.compiler.save_cache_artifacts()
     if artefacts is None:
         raise HiggsBenchError("torch.compile produced no cache artefacts to keep (was anything compiled?)")
@@ -189,5 +200,6 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
     with kernels_kept_in(kernels):  # each saved function loads, and its own kernels are kept for the start
         for saved in precompiled:
             read_compilation(out_dir / saved["file"])
+    weights = save_weights(out_dir, backend.network) if backend.quantised else None
     return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE), precompiled,
-                     [file_record(out_dir, name) for name in kernels.files()])
+                     [file_record(out_dir, name) for name in kernels.files()], weights)

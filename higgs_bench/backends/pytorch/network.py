@@ -203,6 +203,14 @@ def call_prefill_layer(layer: Layer, *args) -> torch.Tensor:
     return layer(*args)
 
 
+def place_constants(network: HiggsNetwork, cfg: HiggsConfig, device: torch.device) -> HiggsNetwork:
+    """The network's constants made again on `device` (one built on the meta device has none): the codebook
+    offsets, and the RoPE frequencies in float32 whatever the network's dtype."""
+    network.codebook_offsets = (torch.arange(cfg.num_codebooks) * cfg.audio_vocab_size).to(device)
+    network.inv_freq = rope_inv_freq(cfg).to(device)
+    return network
+
+
 class HiggsNetwork(nn.Module):
     def __init__(self, cfg: HiggsConfig):
         super().__init__()

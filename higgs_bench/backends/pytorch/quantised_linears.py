@@ -35,8 +35,8 @@ class QuantisedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, **tensors: torch.Tensor):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        for name, tensor in tensors.items():
-            self.register_buffer(name, tensor)
+        for name, tensor in tensors.items():  # contiguous, as safetensors keeps them (engine_weights.py)
+            self.register_buffer(name, tensor.contiguous())
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

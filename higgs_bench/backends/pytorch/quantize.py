@@ -98,6 +98,18 @@ def quantise(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.d
     return network
 
 
+def kept_quantised_linears(network: nn.Module, cfg: HiggsConfig, weights: str, device: torch.device,
+                           tensors: dict[str, torch.Tensor]) -> None:
+    """Put in `network` (built on the meta device) the quantised linears whose tensors an engine kept in
+    `tensors`, as quantise made them."""
+    check_supported(weights, device)
+    engine_linear = linear_class(weights, device)
+    for name in {network_linear(name) for name in quantised_linears(cfg)}:
+        meta = network.get_submodule(name)
+        kept = {key.removeprefix(f"{name}."): tensor for key, tensor in tensors.items() if key.startswith(f"{name}.")}
+        network.set_submodule(name, engine_linear(meta.in_features, meta.out_features, **kept))
+
+
 def linear_class(weights: str, device: torch.device) -> type[QuantisedLinear]:
     """The class the quantised linears take: for products of several rows on CUDA (from Ampere on)
     one_byte_rows.py's Int8RowsLinear (INT8_ROWS_KERNEL) or Float8RowsLinear (FP8_ROWS_KERNEL), or int4_rows.py's
