@@ -26,9 +26,9 @@ from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilati
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path, file_damage, file_record
-from higgs_bench.model.checkpoint import checkpoint_config
 from higgs_bench.generate.chooser import choice_name, precompiled_choices, warm_choosers
 from higgs_bench.generate.sampling import SamplingConfig
+from higgs_bench.model.checkpoint import checkpoint_config
 
 COMPILE_CACHE = "compile_cache.bin"
 PRECOMPILED_PART = "compiled functions"  # a start's part that loads those compiled ahead of time
@@ -72,8 +72,9 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
     the generation loop's frame choosers for `choosers` (sampling, rows) (on a GPU: captured, and compiled with
     the engine). With `artefacts`, what a build kept is loaded first, a quantised engine's weights instead of the
     checkpoint's. `on_part` hears what starts next ("weights", then "compiled functions" where the build kept
-    some whole, then "NAME (I of N)"). Returns the backend, where its weights came from, how long each part took (loading the kept functions under PRECOMPILED_PART, each shape's warm-up
-    under its (batch, cache columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
+    some whole, then "NAME (I of N)"). Returns the backend, where its weights came from, how long each part
+    took (loading the kept functions under PRECOMPILED_PART, each shape's warm-up under its (batch, cache
+    columns) name, each prefill's as prefill-WIDTH[-audio], each chooser's as
     choice_name gives it), how many compiled graphs came from the cache (hit) or had to be compiled (miss),
     how many kernels coordinate descent tuned, how many functions compiled ahead of time were loaded or
     compiled, how many of the engine's own Triton kernels (one_row.py's, and those inside its compiled
