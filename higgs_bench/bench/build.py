@@ -101,8 +101,8 @@ def code_digest(package) -> str:
 def checkpoint_stamp(model_dir: Path) -> list[dict]:
     """The checkpoint's config and weight files as a build saw them (name, size, time of the last change): an
     engine that holds the weights (TensorRT-LLM's, a quantised torch engine's) is built again when they change."""
-    files = [Path(model_dir) / "config.json", *weight_files(Path(model_dir))]
-    return [{"file": file.name, "bytes": file.stat().st_size, "mtime_ns": file.stat().st_mtime_ns} for file in files]
+    stats = {file.name: file.stat() for file in [Path(model_dir) / "config.json", *weight_files(Path(model_dir))]}
+    return [{"file": name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns} for name, stat in stats.items()]
 
 
 def engine_dir(cfg, settings: dict) -> Path:
