@@ -16,6 +16,8 @@ import triton.language as tl
 from omegaconf import OmegaConf
 from torch._dynamo.utils import counters
 from torch._inductor import async_compile
+from torch._inductor.async_compile import CompiledTritonKernels
+from torch._inductor.codecache import PyCodeCache
 from triton.backends.compiler import GPUTarget
 from triton.runtime.jit import JITFunction
 
@@ -293,14 +295,18 @@ def test_a_failed_compilation_ahead_of_time_names_the_setting_that_goes_around_i
 def test_a_build_loads_each_function_it_keeps_into_its_folder_as_a_start_loads_them(tiny_hf, tmp_path,
                                                                                      monkeypatch):
     """Loading a kept function has Triton compile the user-defined kernels inside it (int8's and fp8's rows
-    kernels). The build loads each one back in its own process (not in Inductor's compile workers) with the engine
-    folder as Triton's cache, and so does a start, which then finds them there (H200, int8: a start compiled four
-    rows kernels the build had compiled in the workers, 0.5-1.8 s). A function that does not load fails the build,
-    not the next start."""
+    kernels), and those whose configs coordinate descent tuned. The build loads each one back in its own process
+    (not in Inductor's compile workers) with the engine folder as Triton's cache, and without the modules and
+    kernels it holds in memory, as a fresh process would; so does a start, which then finds them there (H200, int8:
+    a start compiled four rows kernels the build had compiled in the workers, 0.5-1.8 s; with its one-row step
+    compiled, the ten kernels it tuned). The build's own modules and kernels are back afterwards. A function that
+    does not load fails the build, not the next start."""
     loads, folder = [], str(tmp_path / KERNEL_FOLDER)
 
     def recorded(path):
-        loads.append((path.name, torch._inductor.config.compile_threads, triton.knobs.cache.dir))
+        set_aside = (PyCodeCache.modules_no_attr is not process_in_memory[0] and planted not in PyCodeCache.modules_no_attr
+                     and CompiledTritonKernels._cache is not process_in_memory[1])
+        loads.append((path.name, torch._inductor.config.compile_threads, triton.knobs.cache.dir, set_aside))
         return read_compilation(path)
 
     monkeypatch.setattr(engine, "read_compilation", recorded)
@@ -308,13 +314,18 @@ def test_a_build_loads_each_function_it_keeps_into_its_folder_as_a_start_loads_t
     speed, cpu = Speed(compile_mode="default", max_seq_len=2048), torch.device("cpu")
     built, _ = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)])
     monkeypatch.setattr(torch._inductor.config, "compile_threads", 4)  # as a machine with workers would have
+    process_in_memory, planted = (PyCodeCache.modules_no_attr, CompiledTritonKernels._cache), str(tmp_path / "mine.py")
+    PyCodeCache.modules_no_attr[planted] = None  # a module this process has loaded
     artefacts = save_artefacts(tmp_path, built)
     into_the_folder = [(Path(saved["file"]).name, 1, folder) for saved in artefacts.precompiled]
-    assert into_the_folder and loads == into_the_folder
+    assert into_the_folder and loads == [(*load, True) for load in into_the_folder]
+    assert PyCodeCache.modules_no_attr is process_in_memory[0] and CompiledTritonKernels._cache is process_in_memory[1]
+    assert planted in PyCodeCache.modules_no_attr
+    del PyCodeCache.modules_no_attr[planted]
     loads.clear()
     _, times = load_engine(tiny_hf, cpu, torch.float32, None, speed, [(1, 100)], artefacts,
                            kernel_folder=tmp_path / KERNEL_FOLDER)
-    assert times["precompiled"]["loaded"] == len(into_the_folder) and loads == into_the_folder
+    assert times["precompiled"]["loaded"] == len(into_the_folder) and [load[:3] for load in loads] == into_the_folder
 
     def broken(*args, **kwargs):
         raise RuntimeError("unpickling failed")

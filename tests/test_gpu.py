@@ -164,8 +164,9 @@ def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
     than one_row.py's kernels; a second start on the same machine takes every tuned config from Inductor's cache.
     With the static launcher torch <= 2.11 tuned them again, and so did Inductor's compile workers for every
     shape compiled once they were up (engine.WARM_START_INDUCTOR; docs/performance.md, "Warm starts compiled in the
-    process"). Nor does Triton compile a kernel: the rows kernels of its products of two rows come from the engine
-    folder."""
+    process"). Nor does Triton compile a kernel: the rows kernels of its products of two rows, and the kernels that
+    coordinate descent tuned, come from the engine folder, where the build's loading of its functions as a fresh
+    process loads them put them (precompiled.as_a_fresh_process_loads; before, the first start compiled ten)."""
     settings = ("backend.device=cuda", "precision=int8", "backend.one_row_kernels=false")  # its compiled one-row step
     _, cold = bench(tmp_path, "cold", *settings, inductor="shared", batch_sizes="[1,2]")
     _, warm = bench(tmp_path, "warm", *settings, inductor="shared", batch_sizes="[1,2]")

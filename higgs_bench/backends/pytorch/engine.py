@@ -22,7 +22,7 @@ from higgs_bench.backends.pytorch.backend import IN_PROCESS_COMPILE, Speed, Torc
 from higgs_bench.backends.pytorch.engine_weights import read_weights, save_weights
 from higgs_bench.backends.pytorch.kernel_cache import FOLDER as KERNEL_FOLDER
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache, TritonCompilations
-from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, read_compilation
+from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, as_a_fresh_process_loads, read_compilation
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.errors import HiggsBenchError
 from higgs_bench.files import atomic_path, file_damage, file_record
@@ -127,12 +127,12 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
 
 @contextmanager
 def kernels_kept_in(kernels: KernelCache | None) -> Iterator[None]:
-    """Where the compiled functions' own Triton kernels (the rows kernels) are compiled as they load
-    (precompiled.read_compilation): into the engine folder (`kernels`), in this process. The build compiled them
-    in Inductor's compile workers, and a start did not find them there: on an H200 an int8 start after its build
-    compiled four rows kernels, 0.5-1.8 s of its 2.3-3.2 s (docs/performance.md). The build's loading also compiles
-    Inductor's own kernels into the folder (about 100 at the 3B shape; saving and loading back took 2.0-3.5 s of
-    the build), which a start does not read: they load from Inductor's cache."""
+    """Where the Triton kernels that the compiled functions compile as they load (precompiled.read_compilation) are
+    kept: in the engine folder (`kernels`), compiled in this process. A start found neither kind in Triton's other
+    caches: the rows kernels inside the functions, which the build compiled in Inductor's compile workers (H200,
+    int8: four, 0.5-1.8 s of a 2.3-3.2 s start), and the kernels that coordinate descent tuned, which a loaded
+    function compiles with their tuned configs (int8 with its one-row step compiled: ten). save_artefacts loads
+    each function back as a start does (precompiled.as_a_fresh_process_loads), so that the folder holds them."""
     if kernels is None:
         yield
         return
@@ -198,7 +198,7 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
         temp.write_bytes(data)
     precompiled = [saved for function in backend.precompiled() for saved in function.save(out_dir)]
     kernels = KernelCache(out_dir / KERNEL_FOLDER)
-    with kernels_kept_in(kernels):  # each saved function loads, and its own kernels are kept for the start
+    with kernels_kept_in(kernels), as_a_fresh_process_loads():  # each function loads as a start loads it
         for saved in precompiled:
             read_compilation(out_dir / saved["file"])
     weights = save_weights(out_dir, backend.network) if backend.quantised else None

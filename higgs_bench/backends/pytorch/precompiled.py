@@ -11,6 +11,8 @@ that (quantised_linears.py).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +86,24 @@ def read_compilation(path: Path):
                 return torch.compiler.load_compiled_function(file)
         except Exception as error:
             raise precompile_error(f"loading {path}", error) from error
+
+
+@contextmanager
+def as_a_fresh_process_loads() -> Iterator[None]:
+    """read_compilation as in a process that has compiled nothing: Inductor's in-memory modules and kernels set
+    aside meanwhile. A function loaded back in the process that compiled it runs the modules and kernels already
+    in memory, so Triton compiles none of the kernels that coordinate descent tuned; a start, which reads their
+    tuned configs, compiled them (H200, int8 with its one-row step compiled: 10 kernels at the first start, none
+    at the second; docs/performance.md)."""
+    from torch._inductor.async_compile import CompiledTritonKernels
+    from torch._inductor.codecache import PyCodeCache
+
+    kept = PyCodeCache.modules_no_attr, CompiledTritonKernels._cache
+    PyCodeCache.modules_no_attr, CompiledTritonKernels._cache = {}, {}
+    try:
+        yield
+    finally:
+        PyCodeCache.modules_no_attr, CompiledTritonKernels._cache = kept
 
 
 def precompile_error(action: str, error: Exception) -> ConfigError:
