@@ -142,6 +142,29 @@ def test_a_compile_while_measuring_is_counted():
     assert sum(inductor_compiles(since=before).values()) == 1
 
 
+@pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")
+def test_a_triton_kernel_compiled_while_measuring_is_counted(compose_cfg, tmp_path, monkeypatch):
+    """What the record's build.compiled_during_run counts of Triton: kernels compiled after the start outside the
+    engine folder. An eager prefill of several prompts runs int8's rows kernel outside the compiled functions: on
+    an H200 a run at batch 2 compiled two of them that no record showed."""
+    measure_quality = runner.measure_quality
+
+    def compiling(*args):
+        compile_for_hopper()  # as a kernel's first launch compiles it
+        return measure_quality(*args)
+
+    monkeypatch.setattr(runner, "measure_quality", compiling)
+    cfg = compose_cfg(*ONE_SHAPE[:-3], f"build.engines_dir={tmp_path / 'engines'}")
+    records = []
+    with triton.knobs.cache.scope():
+        triton.knobs.cache.dir = str(tmp_path / "machine")  # this machine's Triton cache, empty
+        for run_dir in (tmp_path / "first", tmp_path / "second"):
+            run_dir.mkdir()  # as Hydra makes it
+            records.append(runner.run(cfg, run_dir))
+    assert [record["status"] for record in records] == ["ok", "ok"]
+    assert [record["build"]["compiled_during_run"]["triton_kernels"] for record in records] == [1, 0]
+
+
 def test_an_engine_start_names_each_part_as_it_begins(tiny_hf):
     """What the build's spinner shows: the weights, then each shape with how many parts there are; shapes that
     share a cache bucket are timed under one name. On a CPU nothing captures prefills or frame choosers."""
@@ -169,7 +192,7 @@ def test_a_second_run_loads_its_functions_compiled_ahead_of_time_and_traces_noth
     assert cold["process_first_s"] > 0 and warm["process_first_s"] > 0
     # the build planned every shape the run took (a compile while measuring would be counted: next test)
     assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0,
-                                                                         "ahead_of_time": 0}
+                                                                         "ahead_of_time": 0, "triton_kernels": 0}
 
     for damaged in ("compile_cache.bin", cold["precompiled"][0]["file"]):
         path = tmp_path / warm["dir"] / damaged

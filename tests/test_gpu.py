@@ -156,7 +156,7 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     # the frame choosers' compilations among them, whatever the weights (chooser.precompiled_choices)
     assert any(saved["function"].startswith("choose-") for saved in cold["precompiled"]) == AOT_COMPILE
     assert cold["compiled_during_run"] == warm["compiled_during_run"] == {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 0,
-                                                                         "ahead_of_time": 0}
+                                                                         "ahead_of_time": 0, "triton_kernels": 0}
 
 
 def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
@@ -173,6 +173,8 @@ def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
     assert cold["settings"]["shapes"][:2] == [[1, 256], [2, 256]] and cold["compile"]["kernels"]["kernels_tuned"] > 0
     assert warm["reused"] and warm["start"]["kernels"]["kernels_tuned"] == 0
     assert warm["start"]["own_kernels"]["compiled"] == warm["start"]["other_triton_kernels"]["compiled"] == 0
+    # the eager prefill of two prompts compiled its rows kernels in the machine's Triton cache at the first run
+    assert warm["compiled_during_run"]["triton_kernels"] == 0
 
 
 # Compiled against eager prefill of the same quantised engine (tiny_trtllm, bf16), measured on an H200: int8

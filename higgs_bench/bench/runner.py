@@ -22,6 +22,7 @@ from torch._dynamo.utils import counters
 
 from higgs_bench.backends.pytorch.backend import TorchBackend, prefill_key
 from higgs_bench.backends.pytorch.engine import inductor_compiles
+from higgs_bench.backends.pytorch.kernel_cache import TritonCompilations
 from higgs_bench.backends.pytorch.precompiled import counts as precompiled_counts
 from higgs_bench.bench import asr, serving
 from higgs_bench.bench.build import (build, forget_build, load_torch_engine, start_work_note, torch_speed,
@@ -161,6 +162,7 @@ def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device
     with console.status(f"building {variant_name(cfg)}") as status:
         record["build"], backend = build(cfg, model_dir, device, *plan, on_part=_show_part(status, "building", cfg))
     record["build"]["process_first_s"] = first_s  # paid before the build and start were timed (bench/process.py)
+    triton_kernels = TritonCompilations()  # after the start, outside the engine folder (an eager prefill's, e.g.)
     with MeasuredMemory(device) as whole_run:
         if backend is None:
             with console.status(f"loading {variant_name(cfg)}") as status:
@@ -168,11 +170,12 @@ def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device
                                        on_part=_show_part(status, "loading", cfg))
         built, built_ahead = dict(counters["inductor"]), precompiled_counts["compiled"]
         loaded_bytes = _allocated(device)
-        codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
-        record["timing"] = measure_speed(cfg, backend, prompter, codec)
-        record["quality"] = measure_quality(cfg, backend, prompter, out_dir, codec)
-        if cfg.scenario.serving.requests:
-            record["serving"] = measure_load(cfg, backend, prompter, codec)
+        with triton_kernels.listening():
+            codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
+            record["timing"] = measure_speed(cfg, backend, prompter, codec)
+            record["quality"] = measure_quality(cfg, backend, prompter, out_dir, codec)
+            if cfg.scenario.serving.requests:
+                record["serving"] = measure_load(cfg, backend, prompter, codec)
     record["memory"] = memory_report(record["timing"].pop("memory"), whole_run, loaded_bytes)
     batch_one = [b for b in record["timing"]["batches"] if b["batch_size"] == 1]
     if device.type == "cuda" and batch_one:
@@ -180,11 +183,11 @@ def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device
         record["floor"] = floor_report(backend.config, dtype_bytes, cfg.precision.weights, device,
                                        batch_one[0]["frame_ms"]["median"])
     if cfg.scenario.fidelity_frames:
-        with console.status("fidelity against the reference"):
+        with console.status("fidelity against the reference"), triton_kernels.listening():
             record["fidelity"] = measure_fidelity(cfg, backend, prompter, model_dir, device)
     # what the build and start did not cover was compiled while measuring (all 0 when the plan was whole)
     record["build"]["compiled_during_run"] = inductor_compiles(since=built) | {
-        "ahead_of_time": precompiled_counts["compiled"] - built_ahead}
+        "ahead_of_time": precompiled_counts["compiled"] - built_ahead, "triton_kernels": triton_kernels.compiled}
 
 
 def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.device) -> dict:
