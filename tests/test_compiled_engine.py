@@ -144,17 +144,19 @@ def test_a_compile_while_measuring_is_counted():
 
 @pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")
 def test_a_triton_kernel_compiled_while_measuring_is_counted(compose_cfg, tmp_path, monkeypatch):
-    """What the record's build.compiled_during_run counts of Triton: kernels compiled after the start outside the
-    engine folder. An eager prefill of several prompts runs int8's rows kernel outside the compiled functions: on
-    an H200 a run at batch 2 compiled two of them that no record showed."""
+    """What the record's build.compiled_during_run counts of Triton: kernels compiled after the start, in the
+    engine folder (an eager prefill's rows kernels: on an H200 a run at batch 2 compiled int8's two, unseen) and
+    outside it."""
     measure_quality = runner.measure_quality
 
-    def compiling(*args):
-        compile_for_hopper()  # as a kernel's first launch compiles it
-        return measure_quality(*args)
+    def compiling(cfg, backend, *args):
+        compile_for_hopper()  # as a kernel's first launch compiles it, outside the engine folder
+        with backend.kernel_cache.in_use():  # and in it
+            compile_for_hopper()
+        return measure_quality(cfg, backend, *args)
 
     monkeypatch.setattr(runner, "measure_quality", compiling)
-    cfg = compose_cfg(*ONE_SHAPE[:-3], f"build.engines_dir={tmp_path / 'engines'}")
+    cfg = compose_cfg(*ONE_SHAPE, f"build.engines_dir={tmp_path / 'engines'}")
     records = []
     with triton.knobs.cache.scope():
         triton.knobs.cache.dir = str(tmp_path / "machine")  # this machine's Triton cache, empty
@@ -162,7 +164,27 @@ def test_a_triton_kernel_compiled_while_measuring_is_counted(compose_cfg, tmp_pa
             run_dir.mkdir()  # as Hydra makes it
             records.append(runner.run(cfg, run_dir))
     assert [record["status"] for record in records] == ["ok", "ok"]
-    assert [record["build"]["compiled_during_run"]["triton_kernels"] for record in records] == [1, 0]
+    assert [record["build"]["compiled_during_run"]["triton_kernels"] for record in records] == [2, 0]
+
+
+@pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")
+def test_an_eager_prefill_keeps_the_kernels_it_launches_in_the_engine_folder(tiny_hf, prompt_inputs, tmp_path,
+                                                                           monkeypatch):
+    """A prefill of several prompts runs eagerly, and int8's and fp8's products of several rows there launch the
+    rows kernel outside the compiled functions. Triton compiles it into the engine folder, as the engine's other
+    kernels: in whichever Triton cache the process had set up, an H200 start after its build compiled int8's two
+    again, during the run."""
+    backend, folders = TorchBackend.from_checkpoint(tiny_hf), []
+    run_prefill = backend._run_prefill
+
+    def recorded(*args, **kwargs):
+        folders.append(triton.knobs.cache.dir)
+        return run_prefill(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "_run_prefill", recorded)
+    backend.keep_kernels_in(KernelCache(tmp_path / KERNEL_FOLDER))
+    backend.prefill(prompt_inputs[:2], 10)
+    assert folders == [str(tmp_path / KERNEL_FOLDER)]
 
 
 def test_an_engine_start_names_each_part_as_it_begins(tiny_hf):

@@ -162,13 +162,15 @@ def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device
     with console.status(f"building {variant_name(cfg)}") as status:
         record["build"], backend = build(cfg, model_dir, device, *plan, on_part=_show_part(status, "building", cfg))
     record["build"]["process_first_s"] = first_s  # paid before the build and start were timed (bench/process.py)
-    triton_kernels = TritonCompilations()  # after the start, outside the engine folder (an eager prefill's, e.g.)
+    triton_kernels = TritonCompilations()  # compiled after the start outside the engine folder
     with MeasuredMemory(device) as whole_run:
         if backend is None:
             with console.status(f"loading {variant_name(cfg)}") as status:
                 backend = load_backend(cfg, model_dir, device, record["build"], *plan,
                                        on_part=_show_part(status, "loading", cfg))
         built, built_ahead = dict(counters["inductor"]), precompiled_counts["compiled"]
+        own_kernels = getattr(backend, "kernel_cache", None) or TritonCompilations()  # and in it (eager prefills')
+        own_before = own_kernels.compiled
         loaded_bytes = _allocated(device)
         with triton_kernels.listening():
             codec = load_codec(codec_dir(cfg), device=device)  # decodes on the run's device, timed as part of it
@@ -187,7 +189,8 @@ def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device
             record["fidelity"] = measure_fidelity(cfg, backend, prompter, model_dir, device)
     # what the build and start did not cover was compiled while measuring (all 0 when the plan was whole)
     record["build"]["compiled_during_run"] = inductor_compiles(since=built) | {
-        "ahead_of_time": precompiled_counts["compiled"] - built_ahead, "triton_kernels": triton_kernels.compiled}
+        "ahead_of_time": precompiled_counts["compiled"] - built_ahead,
+        "triton_kernels": triton_kernels.compiled + own_kernels.compiled - own_before}
 
 
 def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.device) -> dict:

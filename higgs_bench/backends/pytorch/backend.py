@@ -11,6 +11,7 @@ touches a handful of (batch, bucket) shapes, each compiled once, ahead of the ti
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -250,6 +251,7 @@ class TorchBackend:
             self.network = checkpoint_network(config, weights, self.device, dtype, quantised)
         self.one_row = self._one_row_layers(quantised)
         self.one_row_ends = (one_row_inputs, one_row_logits)
+        self.kernel_cache = None  # kernel_cache.KernelCache of the kernels it launches itself (keep_kernels_in)
         self.states: dict[tuple[int, int], DecodeState] = {}
         self.prefill_graphs: dict[tuple[int, bool], PrefillGraph] = {}  # by (width, has audio)
         self.state: DecodeState | None = None
@@ -276,6 +278,15 @@ class TorchBackend:
         the frame choices its start warms where they are (`choices`, set by engine.load_engine)."""
         functions = [*self.decode_layers.values(), self.prefill_layer, *self.one_row_ends, *self.choices]
         return [function for function in functions if isinstance(function, Precompiled)]
+
+    def keep_kernels_in(self, kernels) -> None:
+        """Have Triton compile the kernels this engine launches outside its compiled functions into the folder of
+        `kernels` (kernel_cache.KernelCache), and load them from there: one_row.py's, and the rows kernels of an
+        eager prefill (several prompts), which otherwise went to whichever Triton cache the process had set up (a
+        start after its build on an H200 compiled int8's two again)."""
+        self.kernel_cache = kernels
+        if self.one_row is not None:
+            self.one_row.kernel_cache = kernels
 
     def _one_row_layers(self, quantised: str | None):
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""
@@ -436,7 +447,8 @@ class TorchBackend:
     def _prefill_into(self, state: DecodeState, prompts: list[PromptInputs]) -> torch.Tensor:
         """The prompts left-padded to one width, written into `state` from column 0; logits at their ends."""
         width = max(len(p) for p in prompts)
-        return self._run_prefill(state, *self._prompt_tensors(prompts, width, self.device))
+        with self.kernel_cache.in_use() if self.kernel_cache else nullcontext():
+            return self._run_prefill(state, *self._prompt_tensors(prompts, width, self.device))
 
     def _prompt_tensors(self, prompts: list[PromptInputs], width: int, device, batch: int | None = None):
         """Token ids, audio codes, audio mask and valid mask [B, width] of the prompts, left-padded."""

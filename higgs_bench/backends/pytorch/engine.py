@@ -94,8 +94,8 @@ def load_engine(model_dir: Path, device: torch.device, dtype: torch.dtype, quant
         backend = TorchBackend.from_checkpoint(model_dir, device=device, dtype=dtype, quantised=quantised, speed=speed)
     load_s = time.perf_counter() - start
     kernels = KernelCache(kernel_folder) if kernel_folder is not None and backend.compiled else None
-    if kernels and backend.one_row is not None:
-        backend.one_row.kernel_cache = kernels
+    if kernels:
+        backend.keep_kernels_in(kernels)
     if backend.compiled and speed.precompile and AOT_COMPILE:
         backend.choices = precompiled_choices(choosers, backend.config, device)
     before, tunings_before = dict(counters["inductor"]), kernel_tunings()
