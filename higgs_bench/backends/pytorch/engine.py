@@ -198,9 +198,10 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
         temp.write_bytes(data)
     precompiled = [saved for function in backend.precompiled() for saved in function.save(out_dir)]
     kernels = KernelCache(out_dir / KERNEL_FOLDER)
-    with kernels_kept_in(kernels), as_a_fresh_process_loads():  # each function loads as a start loads it
-        for saved in precompiled:
-            read_compilation(out_dir / saved["file"])
+    if precompiled:  # (torch >= 2.11, whose Inductor as_a_fresh_process_loads sets aside)
+        with kernels_kept_in(kernels), as_a_fresh_process_loads():  # each function loads as a start loads it
+            for saved in precompiled:
+                read_compilation(out_dir / saved["file"])
     weights = save_weights(out_dir, backend.network) if backend.quantised else None
     return Artefacts(out_dir, file_record(out_dir, COMPILE_CACHE), precompiled,
                      [file_record(out_dir, name) for name in kernels.files()], weights)
