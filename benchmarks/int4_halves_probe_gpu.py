@@ -10,8 +10,8 @@ nibble, so that both nibbles of a tile meet contiguous inputs and the tile stays
 one contiguous axis; each group of 128 inputs has a scale and a zero point, the weight being (q - 8) * scale +
 zero as tinygemm's. A program loads its whole tile, makes each nibble a float by bits (beside 2^23 in a float,
 less 2^23 + 8), sums each group against its inputs, and weighs the sums by the scales. Compiled for sm_90 without a
-GPU (Triton's TTGIR), its layout conversions are of the inputs, the groups' sums and the output only (7, against
-18 and 35 barriers for the sixteenth session's kernel over tinygemm's words); none converts the weight tile.
+GPU (Triton's TTGIR), its layout conversions are of the inputs, the groups' sums and the output only (7; the
+sixteenth session's kernel over tinygemm's words had 18, and 35 barriers); none converts the weight tile.
 
 Per product kind as a chain of 28 products (each reading the one before's output) and as the whole chain of 112,
 each in a CUDA graph: tinygemm over torch's packing of the same values, and this kernel at each block, without PDL
