@@ -350,8 +350,9 @@ def test_a_build_loads_each_function_it_keeps_into_its_folder_as_a_start_loads_t
     loads, folder = [], str(tmp_path / KERNEL_FOLDER)
 
     def recorded(path):
-        set_aside = (PyCodeCache.modules_no_attr is not process_in_memory[0] and planted not in PyCodeCache.modules_no_attr
-                     and CompiledTritonKernels._cache is not process_in_memory[1])
+        modules, kernels = PyCodeCache.modules_no_attr, CompiledTritonKernels._cache
+        set_aside = (modules is not process_in_memory[0] and planted not in modules
+                     and kernels is not process_in_memory[1])
         loads.append((path.name, torch._inductor.config.compile_threads, triton.knobs.cache.dir, set_aside))
         return read_compilation(path)
 
