@@ -143,10 +143,10 @@ def test_a_compile_while_measuring_is_counted():
 
 
 @pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")
-def test_a_triton_kernel_compiled_while_measuring_is_counted(compose_cfg, tmp_path, monkeypatch):
+def test_a_triton_kernel_compiled_while_measuring_is_counted_and_told(compose_cfg, tmp_path, monkeypatch, capsys):
     """What the record's build.compiled_during_run counts of Triton: kernels compiled after the start, in the
     engine folder (an eager prefill's rows kernels: on an H200 a run at batch 2 compiled int8's two, unseen) and
-    outside it."""
+    outside it. The user hears it where it happened."""
     measure_quality = runner.measure_quality
 
     def compiling(cfg, backend, *args):
@@ -158,14 +158,17 @@ def test_a_triton_kernel_compiled_while_measuring_is_counted(compose_cfg, tmp_pa
     monkeypatch.setattr(runner, "measure_quality", compiling)
     monkeypatch.setattr(process, "PAID", set())  # the runs in this process pay its first costs again
     cfg = compose_cfg(*ONE_SHAPE, f"build.engines_dir={tmp_path / 'engines'}")
-    records = []
+    records, heard = [], []
     with triton.knobs.cache.scope():
         triton.knobs.cache.dir = str(tmp_path / "machine")  # this machine's Triton cache, empty
         for run_dir in (tmp_path / "first", tmp_path / "second"):
             run_dir.mkdir()  # as Hydra makes it
             records.append(runner.run(cfg, run_dir))
+            heard.append(capsys.readouterr().err)
     assert [record["status"] for record in records] == ["ok", "ok"]
     assert [record["build"]["compiled_during_run"]["triton_kernels"] for record in records] == [2, 0]
+    told = f"{records[0]['build']['dir']}: 2 Triton kernels compiled while measuring (build.compiled_during_run)"
+    assert told in heard[0] and "compiled while measuring" not in heard[1]
 
 
 @pytest.mark.skipif(not hasattr(triton, "knobs"), reason="Triton < 3.4 has no knobs")

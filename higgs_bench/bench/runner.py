@@ -191,6 +191,20 @@ def _build_and_measure(cfg, out_dir: Path, record: dict, model_dir: Path, device
     record["build"]["compiled_during_run"] = inductor_compiles(since=built) | {
         "ahead_of_time": precompiled_counts["compiled"] - built_ahead,
         "triton_kernels": triton_kernels.compiled + own_kernels.compiled - own_before}
+    if note := compiled_while_measuring_note(record["build"]):
+        console.print(note, style="yellow", markup=False, highlight=False)
+
+
+def compiled_while_measuring_note(build_record: dict) -> str | None:
+    """What to tell the user when anything compiled after the start (build.compiled_during_run): None when
+    nothing did."""
+    counts = build_record["compiled_during_run"]
+    graphs = counts["fxgraph_cache_hit"] + counts["fxgraph_cache_miss"] + counts["ahead_of_time"]
+    compiled = [f"{n} {what}" for n, what in ((graphs, "graphs"), (counts["triton_kernels"], "Triton kernels")) if n]
+    if not compiled:
+        return None
+    return (f"{build_record['dir']}: {' and '.join(compiled)} compiled while measuring (build.compiled_during_run); "
+            "timed runs pay for that only without warm-up runs (scenario.warmup=0)")
 
 
 def measure_fidelity(cfg, backend, prompter, model_dir: Path, device: torch.device) -> dict:
