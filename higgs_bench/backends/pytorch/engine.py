@@ -198,7 +198,8 @@ def save_artefacts(out_dir: Path, backend: TorchBackend) -> Artefacts:
         temp.write_bytes(data)
     precompiled = [saved for function in backend.precompiled() for saved in function.save(out_dir)]
     kernels = KernelCache(out_dir / KERNEL_FOLDER)
-    if precompiled:  # (torch >= 2.11, whose Inductor as_a_fresh_process_loads sets aside)
+    # functions are kept only with torch >= 2.11 (AOT_COMPILE), whose Inductor has the caches set aside here
+    if precompiled:
         with kernels_kept_in(kernels), as_a_fresh_process_loads():  # each function loads as a start loads it
             for saved in precompiled:
                 read_compilation(out_dir / saved["file"])
