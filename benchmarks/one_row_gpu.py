@@ -32,8 +32,7 @@ from higgs_bench.model.prompt import encode_messages, tts_messages
 from higgs_bench.model.tokenizer import load_tokenizer
 
 SETTINGS = ("BLOCKS", "ATTENTION_SPLIT_COLUMNS", "ATTENTION_BLOCK", "ATTENTION_STAGES", "ATTENTION_WARPS",
-            "PREFETCH_CACHE", "INT8_BLOCKS", "FP8_BLOCKS", "DECODE_INT8", "PREFETCH_NEXT_BYTES", "PREFETCH_NEXT_PROGRAMS",
-            "PREFETCH_NEXT_KERNELS")  # one_row's, as the record notes them
+            "PREFETCH_CACHE", "INT8_BLOCKS", "FP8_BLOCKS", "DECODE_INT8")  # one_row's, as the record notes them
 KERNELS = ("qkv_kernel", "attention_kernel", "gate_up_kernel")  # and the residual kernel's two products
 
 

@@ -37,9 +37,7 @@ ATTENTION_COLUMNS = 512
 WEIGHT_TYPES = {"16-bit": ("*bf16", "*bf16", 2), "int8": ("*i8", "*bf16", 1), "fp8": ("*i8", "*fp32", 1)}
 FP8_ARCH = 89  # quantize.FP8_CAPABILITY
 ARG_TYPES = {"eps": "fp32", "scale": "fp32", "cache_stride": "i32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
-             "column_ptr": "*i64", "mask_ptr": "*i1", "parts_ptr": "*fp32", "stats_ptr": "*fp32", "count_ptr": "*i32",
-             "next_ptr": "*i8"}
-NO_PREFETCH_NEXT = {"NEXT_FROM": 0, "NEXT_LINES": 0, "NEXT_SIZE": 0}  # one_row.PREFETCH_NEXT_BYTES = 0
+             "column_ptr": "*i64", "mask_ptr": "*i1", "parts_ptr": "*fp32", "stats_ptr": "*fp32", "count_ptr": "*i32"}
 
 
 def signature(kernel, weights: str) -> dict:
@@ -77,14 +75,14 @@ def kernels(cfg, weights: str, shared_memory: int) -> dict:
 
     def product(name, kernel, inputs, **constants):
         rows, warps = blocks[name]
-        return kernel, constants | NO_PREFETCH_NEXT, {"num_warps": warps}, rows, inputs * item
+        return kernel, constants, {"num_warps": warps}, rows, inputs * item
 
     block = one_row.attention_block_within(head_dim, 2, shared_memory)
     return {
         "qkv": product("qkv", one_row.qkv_kernel, hidden, K=hidden, K_PAD=pad(hidden), HEAD_DIM=head_dim,
                        HEADS=cfg.num_heads, KV_HEADS=cfg.num_kv_heads, HALF_BLOCK=blocks["qkv"][0] // 2),
         "attention": (one_row.attention_kernel, one_row.attention_constants(cfg, ATTENTION_COLUMNS, block, 2)
-                      | {"PREFETCH": True} | NO_PREFETCH_NEXT, {"num_warps": one_row.ATTENTION_WARPS,
+                      | {"PREFETCH": True}, {"num_warps": one_row.ATTENTION_WARPS,
                                             "num_stages": one_row.ATTENTION_STAGES}, block, 2 * head_dim * 2),
         "o": product("o", one_row.residual_kernel, hidden, K=hidden, K_PAD=pad(hidden), BLOCK=blocks["o"][0]),
         "gate_up": product("gate_up", one_row.gate_up_kernel, hidden, INTERMEDIATE=inter, K=hidden, K_PAD=pad(hidden),

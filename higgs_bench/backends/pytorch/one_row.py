@@ -60,13 +60,6 @@ ATTENTION_SHARED_MEMORY_SPARE = 16 * 1024  # bytes Triton's layout conversions t
 # even behind attention: its reads delay attention's, which the step waits for.
 PREFETCH_CACHE = True
 CACHE_LINE_BYTES = 128
-CACHE_LINE = tl.constexpr(CACHE_LINE_BYTES)
-# With PREFETCH_NEXT_BYTES, a kernel's last PREFETCH_NEXT_PROGRAMS programs ask L2, once their own stores are
-# issued, for the first PREFETCH_NEXT_BYTES of the next product's weights (attention's programs, all of them, for
-# the o product's), so that memory reads on while one kernel ends and the next begins.
-PREFETCH_NEXT_BYTES = 0
-PREFETCH_NEXT_PROGRAMS = 264
-PREFETCH_NEXT_KERNELS = ("qkv", "attention", "o", "gate_up", "down")  # the o product follows q/k/v and attention
 FP8_MAX = tl.constexpr(float(torch.finfo(torch.float8_e4m3fn).max))
 # int8 weights made floats by bit arithmetic on the GPU rather than by conversion instructions (I2F: 16 per cycle
 # and SM in CUDA's throughput table for Hopper): each byte made unsigned (b + 128) and placed as a float's low
@@ -102,16 +95,6 @@ def _prefetch_to_l2(pointers):
     """Asks L2 for the cache lines at `pointers` without waiting for them (PTX prefetch; CUDA only)."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [pointers], dtype=tl.int32,
                               is_pure=False, pack=1)
-
-
-@triton.jit
-def _prefetch_next(next_ptr, program, FROM: tl.constexpr, LINES: tl.constexpr, SIZE: tl.constexpr):
-    """Program `program` >= FROM asks L2 for its LINES cache lines of the first bytes of next_ptr (bytes, SIZE in
-    all): program FROM the first LINES, and so on."""
-    if LINES > 0:
-        if program >= FROM:
-            at = ((program - FROM) * LINES + tl.arange(0, LINES)) * CACHE_LINE
-            _prefetch_to_l2(next_ptr + tl.minimum(at, SIZE - 1))
 
 
 @triton.jit
@@ -182,8 +165,7 @@ def _product(w, x, x_scale, scale_ptr, rows, WEIGHTS: tl.constexpr, DECODE: tl.c
 def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_ptr, q_ptr, k_ptr, v_ptr,
                cache_stride, K: tl.constexpr, K_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
                KV_HEADS: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
-               PDL: tl.constexpr, next_ptr=None, NEXT_FROM: tl.constexpr = 0, NEXT_LINES: tl.constexpr = 0,
-               NEXT_SIZE: tl.constexpr = 0):
+               PDL: tl.constexpr):
     """Program p: rows (d, d + HEAD_DIM/2) of one head, for HALF_BLOCK values of d; q to q_ptr, k and v to
     their caches' column."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -209,15 +191,13 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
         out = v_ptr + (head - HEADS - KV_HEADS) * cache_stride + column * HEAD_DIM
     tl.store(out + d, first.to(dtype))
     tl.store(out + d + HEAD_DIM // 2, second.to(dtype))
-    _prefetch_next(next_ptr, tl.program_id(0), NEXT_FROM, NEXT_LINES, NEXT_SIZE)
 
 
 @triton.jit
 def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale, cache_stride,
                      COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr, BLOCK_T: tl.constexpr,
                      HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, PDL: tl.constexpr,
-                     PREFETCH: tl.constexpr, LINES: tl.constexpr, next_ptr=None, NEXT_FROM: tl.constexpr = 0,
-                     NEXT_LINES: tl.constexpr = 0, NEXT_SIZE: tl.constexpr = 0):
+                     PREFETCH: tl.constexpr, LINES: tl.constexpr):
     """Decode attention of one row, split over the cache (flash decoding). Program (kv, split): the GROUP query
     heads of key/value head kv over columns [split * SPLIT, + SPLIT), by online softmax; its partial output and
     (max, sum) go to parts/stats. The last program of a kv head to finish (an atomic count) combines them into
@@ -253,7 +233,6 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
         total = total * kept + tl.sum(weights, axis=1)
         acc = acc * kept[:, None] + tl.dot(weights.to(dtype), v)
         best = new_best
-    _prefetch_next(next_ptr, kv * SPLITS + split, NEXT_FROM, NEXT_LINES, NEXT_SIZE)
     if SPLITS == 1:
         tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (acc / total[:, None]).to(dtype),
                  mask=in_group[:, None])
@@ -282,8 +261,7 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
 
 @triton.jit
 def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                    WEIGHTS: tl.constexpr, DECODE: tl.constexpr, PDL: tl.constexpr, next_ptr=None,
-                    NEXT_FROM: tl.constexpr = 0, NEXT_LINES: tl.constexpr = 0, NEXT_SIZE: tl.constexpr = 0):
+                    WEIGHTS: tl.constexpr, DECODE: tl.constexpr, PDL: tl.constexpr):
     """h[rows] += W[rows] @ x, for this program's BLOCK rows."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -292,14 +270,12 @@ def residual_kernel(x_ptr, w_ptr, scale_ptr, h_ptr, K: tl.constexpr, K_PAD: tl.c
     x, x_scale = _input(_row(x_ptr, K, K_PAD).to(tl.float32), WEIGHTS)
     out = _product(w, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
     tl.store(h_ptr + rows, (tl.load(h_ptr + rows).to(tl.float32) + out).to(dtype))
-    _prefetch_next(next_ptr, tl.program_id(0), NEXT_FROM, NEXT_LINES, NEXT_SIZE)
 
 
 @triton.jit
 def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE: tl.constexpr, K: tl.constexpr,
                    K_PAD: tl.constexpr, HALF_BLOCK: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
-                   PDL: tl.constexpr, next_ptr=None, NEXT_FROM: tl.constexpr = 0, NEXT_LINES: tl.constexpr = 0,
-                   NEXT_SIZE: tl.constexpr = 0):
+                   PDL: tl.constexpr):
     """act[i] = SiLU(gate[i]) * up[i] for this program's HALF_BLOCK values of i (gate rows i, up rows
     INTERMEDIATE + i), of the RMSNormed row."""
     dtype: tl.constexpr = h_ptr.dtype.element_ty
@@ -311,7 +287,6 @@ def gate_up_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, act_ptr, INTERMEDIATE
     up = _product(w_up, x, x_scale, scale_ptr, i + INTERMEDIATE, WEIGHTS, DECODE, dtype)
     silu = _rounded(gate / (1.0 + tl.exp(-gate)), dtype)
     tl.store(act_ptr + i, (silu * up).to(dtype))
-    _prefetch_next(next_ptr, tl.program_id(0), NEXT_FROM, NEXT_LINES, NEXT_SIZE)
 
 
 def programmatic_launch(capability: tuple[int, int]) -> bool:
@@ -411,7 +386,6 @@ class OneRowLayers:
         device = network.inv_freq.device
         self.pdl = device.type == "cuda" and programmatic_launch(torch.cuda.get_device_capability(device))
         self.prefetch_cache = PREFETCH_CACHE and device.type == "cuda"  # the interpreter runs no PTX
-        self.prefetch_next = PREFETCH_NEXT_BYTES > 0 and device.type == "cuda"
         self.decode = DECODE_INT8 and device.type == "cuda"
         first = next(layer for layer in self.layers if layer)
         item, weights = first.qkv.weight.element_size(), first.qkv.kind
@@ -436,41 +410,28 @@ class OneRowLayers:
         act = h.new_empty(cfg.intermediate_size)
         launch = {"launch_pdl": True} if self.pdl else {}
         hidden, hidden_pad = cfg.hidden_size, triton.next_power_of_2(cfg.hidden_size)
-        layers = [(weights, cache) for weights, cache in zip(self.layers, caches) if weights is not None]
-        for index, (weights, (cache_k, cache_v)) in enumerate(layers):
-            following = layers[index + 1][0].qkv if index + 1 < len(layers) else None  # fast-forward layers skipped
+        for weights, (cache_k, cache_v) in zip(self.layers, caches):
+            if weights is None:
+                continue  # fast-forward: an all-audio step skips the layer
             block, warps = self.blocks["qkv"]
             w, scale, weight_kind = weights.qkv.args()
-            grid = (heads + 2 * kv_heads) * head_dim // block
-            qkv_kernel[(grid,)](
+            qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
                 h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
                 cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
                 HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl, num_warps=warps,
-                **self._prefetch_next("qkv", grid, weights.o), **launch)
-            self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, weights.o, launch)
-            self._residual("o", attended, weights.o, h, weights.gate_up, launch)
+                **launch)
+            self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
+            self._residual("o", attended, weights.o, h, launch)
             block, warps = self.blocks["gate_up"]
             w, scale, weight_kind = weights.gate_up.args()
-            grid = cfg.intermediate_size // (block // 2)
-            gate_up_kernel[(grid,)](
+            gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
                 h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
                 K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl,
-                num_warps=warps, **self._prefetch_next("gate_up", grid, weights.down), **launch)
-            self._residual("down", act, weights.down, h, following, launch)
+                num_warps=warps, **launch)
+            self._residual("down", act, weights.down, h, launch)
         return h
 
-    def _prefetch_next(self, kind: str, grid: int, following: Product | None) -> dict:
-        """The arguments by which a kernel's last programs ask L2 for the first bytes of the following product's
-        weights (PREFETCH_NEXT_BYTES), or none."""
-        if not (self.prefetch_next and following is not None and kind in PREFETCH_NEXT_KERNELS):
-            return {}
-        size = following.weight.numel() * following.weight.element_size()
-        programs = grid if kind == "attention" else min(grid, PREFETCH_NEXT_PROGRAMS)
-        lines = triton.next_power_of_2(triton.cdiv(min(PREFETCH_NEXT_BYTES, size), CACHE_LINE_BYTES * programs))
-        return dict(next_ptr=following.weight.view(torch.int8), NEXT_FROM=grid - programs, NEXT_LINES=lines,
-                    NEXT_SIZE=size)
-
-    def _attend(self, q, cache_k, cache_v, mask, out, following: Product, launch: dict) -> None:
+    def _attend(self, q, cache_k, cache_v, mask, out, launch: dict) -> None:
         cfg = self.cfg
         constants = attention_constants(cfg, cache_k.shape[2], self.attention_block, cache_k.element_size())
         splits, group_pad = constants["SPLITS"], constants["GROUP_PAD"]
@@ -479,16 +440,15 @@ class OneRowLayers:
         attention_kernel[(cfg.num_kv_heads, splits)](
             q, cache_k, cache_v, mask, parts, stats, self.arrivals, out, cfg.head_dim ** -0.5, cache_k.stride(1),
             PDL=self.pdl, PREFETCH=self.prefetch_cache, num_warps=ATTENTION_WARPS, num_stages=ATTENTION_STAGES,
-            **constants, **self._prefetch_next("attention", cfg.num_kv_heads * splits, following), **launch)
+            **constants, **launch)
 
-    def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, following: Product | None,
-                  launch: dict) -> None:
+    def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
         block, warps = self.blocks[kind]
         w, scale, weight_kind = product.args()
         rows, inputs = w.shape
         residual_kernel[(rows // block,)](x, w, scale, h, K=inputs, K_PAD=triton.next_power_of_2(inputs), BLOCK=block,
                                           WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl, num_warps=warps,
-                                          **self._prefetch_next(kind, rows // block, following), **launch)
+                                          **launch)
 
 
 def _weights(layer, kind: str) -> LayerWeights:
