@@ -58,6 +58,24 @@ def test_an_audio_step_never_reads_the_text_mlp(tiny_hf, prompt_inputs):
     assert not torch.equal(first_step(backend, prompt_inputs, frame), before)
 
 
+def test_a_prefill_of_prompts_without_audio_never_runs_an_audio_mlp(tiny_hf, prompt_inputs):
+    """Several prompts prefilled at once (eagerly) route their rows by kind; without an audio position among them
+    every layer runs its text MLP alone. Before, the audio MLPs ran on no rows, and on a GPU the products of no
+    rows compiled a kernel of their own while a run measured (H200, 3B int8 sweep, docs/performance.md)."""
+    backend = TorchBackend.from_checkpoint(tiny_hf)
+    text, clones = ([p for p in prompt_inputs if bool(p.audio_mask.any()) == audio] for audio in (False, True))
+    assert len(text) >= 2 and clones  # guard: prompts of both kinds
+    calls = []
+    for layer in backend.network.layers:
+        layer.audio_mlp.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    together = backend.prefill(text, 10)
+    assert calls == []
+    alone = torch.cat([backend.prefill([prompt], 10) for prompt in text])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    backend.prefill(text + clones[:1], 10)
+    assert calls and all(shape[0] > 0 for shape in calls)  # guard: the hooks hear audio MLPs that run
+
+
 def test_fast_forward_layers_are_skipped_by_audio_steps(tiny_fast_forward, prompt_inputs):
     backend = TorchBackend.from_checkpoint(tiny_fast_forward)
     frame = torch.randint(0, 1024, (len(prompt_inputs), 8))

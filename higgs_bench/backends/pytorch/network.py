@@ -134,9 +134,14 @@ class Rows:
     text: torch.Tensor
 
     @classmethod
-    def of(cls, mask: torch.Tensor) -> Rows:
+    def of(cls, mask: torch.Tensor) -> Rows | bool:
+        """The rows of each kind, or False where no position is audio: every layer then runs its text MLP alone,
+        rather than its audio MLP on no rows (whose products are still launched, and on a GPU compiled)."""
         flat = mask.reshape(-1)
-        return cls(mask, flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1))
+        audio = flat.nonzero().squeeze(1)
+        if audio.numel() == 0:
+            return False
+        return cls(mask, audio, (~flat).nonzero().squeeze(1))
 
     @classmethod
     def selected(cls, mask: torch.Tensor) -> Rows:
