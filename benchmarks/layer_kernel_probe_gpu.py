@@ -1,5 +1,6 @@
 """A decode layer of one row as one persistent Triton kernel: does it close what one_row.py's five kernels per
 layer spend between their products (int8's step 1.43 ms = 2.14x its own floor, its products alone 1.56x)?
+Measured on an H200 (docs/performance.md, twenty-third session): no, 2.03 ms at best against 1.50 ms.
 
     python benchmarks/layer_kernel_probe_gpu.py CKPT OUT.json [--weights bf16|int8|fp8] [--columns 512]
         [--variants '[{"AHEAD": 2, "WARPS": 8}, ...]'] [--rounds 3]
@@ -30,11 +31,15 @@ import triton
 import triton.language as tl
 
 from higgs_bench.backends.pytorch import one_row
-from higgs_bench.backends.pytorch.one_row import (_floats, _input, _prefetch_to_l2, _product, _rms_normed, _rounded,
+from higgs_bench.backends.pytorch.one_row import (_input, _prefetch_to_l2, _product, _rms_normed, _rounded,
                                                   _row, _tile, attention_constants)
 
-SETTINGS = {"AHEAD": 2, "WARPS": 8, "QKV_HALF": 8, "O_ROWS": 8, "GATE_UP_HALF": 8, "DOWN_ROWS": 4, "DOUBLE": True,
-            "PER_SM": 1, "ATTENTION_BLOCK": None}
+# The fastest measured (H200, int8, 512 columns: 2.025 ms against one_row.py's 1.503; docs/performance.md,
+# twenty-third session). PER_SM programs per SM (registers capped to fit), DOUBLE: the next unit's tile loaded
+# before this one's product, ATTENTION_BLOCK: cache columns a block (None: one_row.py's; smaller takes less shared
+# memory, so that several programs fit an SM).
+SETTINGS = {"AHEAD": 2, "WARPS": 4, "QKV_HALF": 4, "O_ROWS": 4, "GATE_UP_HALF": 4, "DOWN_ROWS": 2, "DOUBLE": False,
+            "PER_SM": 4, "ATTENTION_BLOCK": 64}
 PHASES = 5  # q/k/v, attention, o, gate/up, down
 
 
@@ -317,6 +322,12 @@ def _attention_unit(kv, split, q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_p
             tl.atomic_xchg(count_ptr + kv, 0)
 
 
+def register_cap(settings: dict) -> dict:
+    """Several programs per SM: registers capped so that they fit (65536 an SM)."""
+    per_sm, warps = settings["PER_SM"], settings["WARPS"]
+    return {"maxnreg": min(255, 65536 // (32 * warps * per_sm) // 8 * 8)} if per_sm > 1 else {}
+
+
 class LayerKernelLayers(one_row.OneRowLayers):
     """one_row.OneRowLayers with each layer one launch of layer_kernel (or, split, one per phase)."""
 
@@ -364,7 +375,7 @@ class LayerKernelLayers(one_row.OneRowLayers):
                           LINES_H=triton.next_power_of_2(triton.cdiv(hidden, line)),
                           LINES_I=triton.next_power_of_2(triton.cdiv(inter, line)), WEIGHTS=first.qkv.kind,
                           DECODE=self.decode, PREFETCH=self.prefetch, DOUBLE=s["DOUBLE"], num_warps=s["WARPS"],
-                          num_stages=one_row.ATTENTION_STAGES, **self.register_cap())
+                          num_stages=one_row.ATTENTION_STAGES, **register_cap(s))
             if not self.split_phases and not self.checked:
                 self._check_resident(args, consts, launch)
             if self.split_phases:
@@ -373,11 +384,6 @@ class LayerKernelLayers(one_row.OneRowLayers):
             else:
                 layer_kernel[(self.programs,)](*args, PDL=self.pdl, PHASE=-1, **consts, **launch)
         return h
-
-    def register_cap(self) -> dict:
-        """Several programs per SM: registers capped so that they fit (65536 an SM)."""
-        per_sm, warps = self.settings["PER_SM"], self.settings["WARPS"]
-        return {"maxnreg": min(255, 65536 // (32 * warps * per_sm) // 8 * 8)} if per_sm > 1 else {}
 
     def _check_resident(self, args, consts, launch) -> None:
         """Refuses a launch whose programs cannot all be resident at once (its grid barriers would never open)."""
@@ -450,7 +456,8 @@ def ptxas_report(weights: str, arch: int, variants: list[dict], columns: int) ->
                          WEIGHTS="16-bit" if weights == "bf16" else weights, DECODE=True, PDL=True,
                          PREFETCH=s["AHEAD"] > 0, DOUBLE=s["DOUBLE"], PHASE=-1)
         registers, spilled, shared = ptxas_usage(layer_kernel, types, constants,
-                                                 {"num_warps": s["WARPS"], "num_stages": one_row.ATTENTION_STAGES},
+                                                 {"num_warps": s["WARPS"], "num_stages": one_row.ATTENTION_STAGES}
+                                                 | register_cap(s),
                                                  arch)
         report[json.dumps(variant)] = {"registers": registers, "spilled": spilled, "shared_kb": shared / 1024}
         print(json.dumps(variant), report[json.dumps(variant)], flush=True)
