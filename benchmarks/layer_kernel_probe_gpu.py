@@ -31,8 +31,8 @@ import triton
 import triton.language as tl
 
 from higgs_bench.backends.pytorch import one_row
-from higgs_bench.backends.pytorch.one_row import (_input, _prefetch_to_l2, _product, _rms_normed, _rounded,
-                                                  _row, _tile, attention_constants)
+from higgs_bench.backends.pytorch.one_row import (_input, _prefetch_to_l2, _product, _rms_normed, _rounded, _row,
+                                                  _tile, attention_constants, attention_split, qkv_store)
 
 # The fastest measured (H200, int8, 512 columns: 2.025 ms against one_row.py's 1.503; docs/performance.md,
 # twenty-third session). PER_SM programs per SM (registers capped to fit), DOUBLE: the next unit's tile loaded
@@ -137,18 +137,8 @@ def layer_kernel(h_ptr, in_norm_ptr, post_norm_ptr, eps, w_qkv, s_qkv, w_o, s_o,
             head, d, rows = _qkv_rows(u, HEAD_DIM, QKV_HALF)
             first = _product(w_first, x, x_scale, s_qkv, rows, WEIGHTS, DECODE, dtype)
             second = _product(w_second, x, x_scale, s_qkv, rows + HEAD_DIM // 2, WEIGHTS, DECODE, dtype)
-            if head < HEADS + KV_HEADS:
-                cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
-                first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
-                                 _rounded(_rounded(second * cos, dtype) + _rounded(first * sin, dtype), dtype))
-            if head < HEADS:
-                out = q_ptr + head * HEAD_DIM
-            elif head < HEADS + KV_HEADS:
-                out = k_ptr + (head - HEADS) * cache_stride + column * HEAD_DIM
-            else:
-                out = v_ptr + (head - HEADS - KV_HEADS) * cache_stride + column * HEAD_DIM
-            tl.store(out + d, first.to(dtype))
-            tl.store(out + d + HEAD_DIM // 2, second.to(dtype))
+            qkv_store(first, second, head, d, cos_ptr, sin_ptr, column, q_ptr, k_ptr, v_ptr, cache_stride, HEAD_DIM,
+                      HEADS, KV_HEADS, dtype)
     if ALL:
         if PREFETCH:
             _prefetch_phase(2, pid, pid, programs, w_qkv, w_o, w_gu, w_down, HIDDEN, INTER, HEAD_DIM, QKV_UNITS,
@@ -157,9 +147,9 @@ def layer_kernel(h_ptr, in_norm_ptr, post_norm_ptr, eps, w_qkv, s_qkv, w_o, s_o,
 
     if ALL or PHASE == 1:  # attention, a (key/value head, split) unit at a time
         for unit in range(pid, KV_HEADS * SPLITS, programs):
-            _attention_unit(unit // SPLITS, unit % SPLITS, q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr,
+            attention_split(unit // SPLITS, unit % SPLITS, q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr,
                             arrivals_ptr, attended_ptr, scale, cache_stride, COLUMNS, SPLIT, SPLITS, BLOCK_T,
-                            HEAD_DIM, GROUP, GROUP_PAD)
+                            HEAD_DIM, GROUP, GROUP_PAD, ".cg")
     if ALL:
         _grid_barrier(counter_ptr, 2 * programs)
 
@@ -263,63 +253,6 @@ def _rms_normed_cg(h_ptr, norm_ptr, eps, K: tl.constexpr, K_PAD: tl.constexpr, d
     h = _row_cg(h_ptr, K, K_PAD).to(tl.float32)
     scaled = _rounded(h * tl.rsqrt(tl.sum(h * h, axis=0) / K + eps), dtype)
     return _rounded(scaled * _row(norm_ptr, K, K_PAD).to(tl.float32), dtype)
-
-
-@triton.jit
-def _attention_unit(kv, split, q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale,
-                    cache_stride, COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr,
-                    BLOCK_T: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr):
-    """one_row.attention_kernel's body for program (kv, split), reading what this launch wrote through L2."""
-    dtype: tl.constexpr = q_ptr.dtype.element_ty
-    g, d = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
-    in_group = g < GROUP
-    heads = kv * GROUP + g
-    q = tl.load(q_ptr + heads[:, None] * HEAD_DIM + d[None, :], mask=in_group[:, None], other=0.0,
-                cache_modifier=".cg")
-    best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
-    total = tl.zeros((GROUP_PAD,), tl.float32)
-    acc = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
-    for start in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_T):
-        cols = start + tl.arange(0, BLOCK_T)
-        inside = cols < COLUMNS
-        at = kv * cache_stride + cols[:, None] * HEAD_DIM + d[None, :]
-        k = tl.load(k_ptr + at, mask=inside[:, None], other=0.0, cache_modifier=".cg")
-        v = tl.load(v_ptr + at, mask=inside[:, None], other=0.0, cache_modifier=".cg")
-        kept_columns = tl.load(mask_ptr + cols, mask=inside, other=0) != 0
-        scores = tl.where(kept_columns[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
-        new_best = tl.maximum(best, tl.max(scores, axis=1))
-        shift = tl.where(new_best == float("-inf"), 0.0, new_best)
-        weights = tl.exp(scores - shift[:, None])
-        kept = tl.exp(best - shift)
-        total = total * kept + tl.sum(weights, axis=1)
-        acc = acc * kept[:, None] + tl.dot(weights.to(dtype), v)
-        best = new_best
-    if SPLITS == 1:
-        tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (acc / total[:, None]).to(dtype),
-                 mask=in_group[:, None])
-    else:
-        part = (kv * SPLITS + split) * GROUP_PAD + g
-        tl.store(parts_ptr + part[:, None] * HEAD_DIM + d[None, :], acc)
-        tl.store(stats_ptr + 2 * part, best)
-        tl.store(stats_ptr + 2 * part + 1, total)
-        tl.debug_barrier()
-        if tl.atomic_add(count_ptr + kv, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:
-            overall = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
-            for other in range(SPLITS):
-                overall = tl.maximum(overall, tl.load(stats_ptr + 2 * ((kv * SPLITS + other) * GROUP_PAD + g),
-                                                      cache_modifier=".cg"))
-            overall = tl.where(overall == float("-inf"), 0.0, overall)
-            out = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
-            norm = tl.zeros((GROUP_PAD,), tl.float32)
-            for other in range(SPLITS):
-                part = (kv * SPLITS + other) * GROUP_PAD + g
-                weight = tl.exp(tl.load(stats_ptr + 2 * part, cache_modifier=".cg") - overall)
-                norm += weight * tl.load(stats_ptr + 2 * part + 1, cache_modifier=".cg")
-                out += weight[:, None] * tl.load(parts_ptr + part[:, None] * HEAD_DIM + d[None, :],
-                                                 cache_modifier=".cg")
-            tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (out / norm[:, None]).to(dtype),
-                     mask=in_group[:, None])
-            tl.atomic_xchg(count_ptr + kv, 0)
 
 
 def register_cap(settings: dict) -> dict:

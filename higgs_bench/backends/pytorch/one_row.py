@@ -178,11 +178,19 @@ def qkv_kernel(h_ptr, norm_ptr, eps, w_ptr, scale_ptr, cos_ptr, sin_ptr, column_
     x, x_scale = _input(_rms_normed(h_ptr, norm_ptr, eps, K, K_PAD, dtype), WEIGHTS)
     first = _product(w_first, x, x_scale, scale_ptr, rows, WEIGHTS, DECODE, dtype)
     second = _product(w_second, x, x_scale, scale_ptr, rows + HEAD_DIM // 2, WEIGHTS, DECODE, dtype)
-    if head < HEADS + KV_HEADS:  # RoPE as network.Attention applies it: x * cos + rotate_half(x) * sin
+    qkv_store(first, second, head, d, cos_ptr, sin_ptr, tl.load(column_ptr), q_ptr, k_ptr, v_ptr, cache_stride,
+              HEAD_DIM, HEADS, KV_HEADS, dtype)
+
+
+@triton.jit
+def qkv_store(first, second, head, d, cos_ptr, sin_ptr, column, q_ptr, k_ptr, v_ptr, cache_stride,
+              HEAD_DIM: tl.constexpr, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, dtype: tl.constexpr):
+    """Rows (d, d + HEAD_DIM/2) of head `head` of the q/k/v product: RoPE on q's and k's, as network.Attention applies
+    it (x * cos + rotate_half(x) * sin), then into q, or into the caches' column."""
+    if head < HEADS + KV_HEADS:
         cos, sin = tl.load(cos_ptr + d).to(tl.float32), tl.load(sin_ptr + d).to(tl.float32)
         first, second = (_rounded(_rounded(first * cos, dtype) - _rounded(second * sin, dtype), dtype),
                          _rounded(_rounded(second * cos, dtype) + _rounded(first * sin, dtype), dtype))
-    column = tl.load(column_ptr)
     if head < HEADS:
         out = q_ptr + head * HEAD_DIM
     elif head < HEADS + KV_HEADS:
@@ -198,15 +206,9 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
                      COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr, BLOCK_T: tl.constexpr,
                      HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, PDL: tl.constexpr,
                      PREFETCH: tl.constexpr, LINES: tl.constexpr):
-    """Decode attention of one row, split over the cache (flash decoding). Program (kv, split): the GROUP query
-    heads of key/value head kv over columns [split * SPLIT, + SPLIT), by online softmax; its partial output and
-    (max, sum) go to parts/stats. The last program of a kv head to finish (an atomic count) combines them into
-    out, rounded to the activation dtype as SDPA's output is, and resets the count."""
-    dtype: tl.constexpr = q_ptr.dtype.element_ty
+    """Decode attention of one row, split over the cache (flash decoding): program (kv, split) runs
+    attention_split."""
     kv, split = tl.program_id(0), tl.program_id(1)
-    g, d = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
-    in_group = g < GROUP
-    heads = kv * GROUP + g
     if PREFETCH:  # this program's columns, LINES cache lines each
         for start in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_T):
             cols = tl.minimum(start + tl.arange(0, BLOCK_T), COLUMNS - 1)
@@ -214,7 +216,25 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
             _prefetch_to_l2(k_ptr + lines)
             _prefetch_to_l2(v_ptr + lines)
     _wait_for_previous_kernel(PDL)
-    q = tl.load(q_ptr + heads[:, None] * HEAD_DIM + d[None, :], mask=in_group[:, None], other=0.0)
+    attention_split(kv, split, q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale,
+                    cache_stride, COLUMNS, SPLIT, SPLITS, BLOCK_T, HEAD_DIM, GROUP, GROUP_PAD, "")
+
+
+@triton.jit
+def attention_split(kv, split, q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_ptr, out_ptr, scale,
+                    cache_stride, COLUMNS: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr,
+                    BLOCK_T: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
+                    LOADS: tl.constexpr):
+    """The GROUP query heads of key/value head kv over cache columns [split * SPLIT, + SPLIT), by online softmax;
+    its partial output and (max, sum) go to parts/stats. The last split of a kv head to finish (an atomic count)
+    combines them into out, rounded to the activation dtype as SDPA's output is, and resets the count. LOADS: the
+    cache modifier of the q, k and v loads (".cg" where they were written by another SM in the same launch)."""
+    dtype: tl.constexpr = q_ptr.dtype.element_ty
+    g, d = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
+    in_group = g < GROUP
+    heads = kv * GROUP + g
+    q = tl.load(q_ptr + heads[:, None] * HEAD_DIM + d[None, :], mask=in_group[:, None], other=0.0,
+                cache_modifier=LOADS)
     best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
     total = tl.zeros((GROUP_PAD,), tl.float32)
     acc = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
@@ -222,8 +242,8 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
         cols = start + tl.arange(0, BLOCK_T)
         inside = cols < COLUMNS
         at = kv * cache_stride + cols[:, None] * HEAD_DIM + d[None, :]
-        k = tl.load(k_ptr + at, mask=inside[:, None], other=0.0)
-        v = tl.load(v_ptr + at, mask=inside[:, None], other=0.0)
+        k = tl.load(k_ptr + at, mask=inside[:, None], other=0.0, cache_modifier=LOADS)
+        v = tl.load(v_ptr + at, mask=inside[:, None], other=0.0, cache_modifier=LOADS)
         kept_columns = tl.load(mask_ptr + cols, mask=inside, other=0) != 0
         scores = tl.where(kept_columns[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
         new_best = tl.maximum(best, tl.max(scores, axis=1))
@@ -236,27 +256,28 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, parts_ptr, stats_ptr, count_
     if SPLITS == 1:
         tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (acc / total[:, None]).to(dtype),
                  mask=in_group[:, None])
-        return
-    part = (kv * SPLITS + split) * GROUP_PAD + g
-    tl.store(parts_ptr + part[:, None] * HEAD_DIM + d[None, :], acc)
-    tl.store(stats_ptr + 2 * part, best)
-    tl.store(stats_ptr + 2 * part + 1, total)
-    if tl.atomic_add(count_ptr + kv, 1) == SPLITS - 1:  # acquire: every split's stores of this kv head are seen
-        overall = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
-        for other in range(SPLITS):
-            overall = tl.maximum(overall, tl.load(stats_ptr + 2 * ((kv * SPLITS + other) * GROUP_PAD + g),
-                                                  cache_modifier=".cg"))
-        overall = tl.where(overall == float("-inf"), 0.0, overall)
-        out = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
-        norm = tl.zeros((GROUP_PAD,), tl.float32)
-        for other in range(SPLITS):
-            part = (kv * SPLITS + other) * GROUP_PAD + g
-            weight = tl.exp(tl.load(stats_ptr + 2 * part, cache_modifier=".cg") - overall)
-            norm += weight * tl.load(stats_ptr + 2 * part + 1, cache_modifier=".cg")
-            out += weight[:, None] * tl.load(parts_ptr + part[:, None] * HEAD_DIM + d[None, :], cache_modifier=".cg")
-        tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (out / norm[:, None]).to(dtype),
-                 mask=in_group[:, None])
-        tl.atomic_xchg(count_ptr + kv, 0)
+    else:
+        part = (kv * SPLITS + split) * GROUP_PAD + g
+        tl.store(parts_ptr + part[:, None] * HEAD_DIM + d[None, :], acc)
+        tl.store(stats_ptr + 2 * part, best)
+        tl.store(stats_ptr + 2 * part + 1, total)
+        if tl.atomic_add(count_ptr + kv, 1) == SPLITS - 1:  # acquire: every split's stores of this kv head are seen
+            overall = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
+            for other in range(SPLITS):
+                overall = tl.maximum(overall, tl.load(stats_ptr + 2 * ((kv * SPLITS + other) * GROUP_PAD + g),
+                                                      cache_modifier=".cg"))
+            overall = tl.where(overall == float("-inf"), 0.0, overall)
+            out = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
+            norm = tl.zeros((GROUP_PAD,), tl.float32)
+            for other in range(SPLITS):
+                part = (kv * SPLITS + other) * GROUP_PAD + g
+                weight = tl.exp(tl.load(stats_ptr + 2 * part, cache_modifier=".cg") - overall)
+                norm += weight * tl.load(stats_ptr + 2 * part + 1, cache_modifier=".cg")
+                out += weight[:, None] * tl.load(parts_ptr + part[:, None] * HEAD_DIM + d[None, :],
+                                                 cache_modifier=".cg")
+            tl.store(out_ptr + heads[:, None] * HEAD_DIM + d[None, :], (out / norm[:, None]).to(dtype),
+                     mask=in_group[:, None])
+            tl.atomic_xchg(count_ptr + kv, 0)
 
 
 @triton.jit
