@@ -173,7 +173,7 @@ def test_a_second_int8_start_on_the_same_gpu_tunes_no_kernel_again(tmp_path):
     assert cold["settings"]["shapes"][:2] == [[1, 256], [2, 256]] and cold["compile"]["kernels"]["kernels_tuned"] > 0
     assert warm["reused"] and warm["start"]["kernels"]["kernels_tuned"] == 0
     assert warm["start"]["own_kernels"]["compiled"] == warm["start"]["other_triton_kernels"]["compiled"] == 0
-    # the eager prefill of two prompts compiled its rows kernels into the engine folder in the cold run
+    # the rows kernels of the eager prefill of two prompts are kept in the engine folder (TorchBackend.keep_kernels_in)
     assert warm["compiled_during_run"]["triton_kernels"] == 0
 
 
