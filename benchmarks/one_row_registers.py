@@ -46,14 +46,15 @@ def signature(kernel, weights: str) -> dict:
     return {name: "constexpr" if name.isupper() else types.get(name, "*bf16") for name in kernel.arg_names}
 
 
-def ptxas_usage(kernel, types: dict, constants: dict, options: dict, arch: int) -> tuple[int, int, int]:
+def ptxas_usage(kernel, types: dict, constants: dict, options: dict, arch: int,
+                source=ASTSource) -> tuple[int, int, int]:
     """(registers per thread, bytes spilled, bytes of shared memory) of the kernel compiled for sm_<arch> (ptxas
-    fails on what it cannot run there)."""
+    fails on what it cannot run there); `source`: ASTSource, or Gluon's for a Gluon kernel."""
     # as a launch specialises them: tensors (torch allocates them aligned) and the cache stride (one_byte_rows: the
     # product's sizes) divisible by 16, without which Triton loads a byte or two at a time
     aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(types.items())
                if kind.startswith("*") or (kind == "i32" and name in ("cache_stride", "N", "K", "N_PACKED"))}
-    compiled = triton.compile(ASTSource(fn=kernel, signature=types, constexprs=constants, attrs=aligned),
+    compiled = triton.compile(source(fn=kernel, signature=types, constexprs=constants, attrs=aligned),
                               target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
         ptx.write(compiled.asm["ptx"])
