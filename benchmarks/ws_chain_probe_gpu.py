@@ -43,13 +43,13 @@ BOX = 256  # inputs per TMA copy: the widest box side TMA takes
 # STAGES: ring buffers; WARPS: reducing warps (the loading warp is one more); LOADER_REGS: its registers per thread
 # ROTATE: each product's units dealt from the program after the one that took the chain's last unit so far (else
 # from program 0 each time: the programs that take one unit more do so in every product); X32: the input row kept in
-# shared memory as float32 (else bfloat16, converted at each use)
+# shared memory as float32 (else bfloat16, converted at each use). The records in docs/results/h200-ws-chain/ name
+# their variants against these; the fastest measured was {"ROWS": 16, "WARPS": 8, "X32": False}.
 SETTINGS = {"ROWS": 8, "SUB": 4, "STAGES": 12, "WARPS": 4, "LOADER_REGS": 40, "ROTATE": True, "X32": True,
             "MATH": True, "BARRIERS": True}
 # MATH / BARRIERS False: diagnostics that drop the reduction (buffers are waited for and freed only) or the grid
 # barriers, so that a chain's time shows what they cost; their outputs are wrong, and they are timed unchecked
 INT8_FLOATS = gl.constexpr(one_row.INT8_FLOATS.value)
-REGISTER_BLOCKS = {"qkv": (4, 8), "o": (4, 8), "gate_up": (8, 4), "down": (4, 8)}  # one_row.INT8_BLOCKS, (rows, warps)
 
 
 def kinds() -> dict[str, tuple[int, int]]:
@@ -297,7 +297,7 @@ class RegisterChain:
         for layer in range(self.layers):
             for kind, (n, k) in kinds().items():
                 w, s = self.weights[kind]
-                rows, warps = REGISTER_BLOCKS[kind]
+                rows, warps = one_row.INT8_BLOCKS[kind]
                 register_product(w[layer * n:(layer + 1) * n], s[layer * n:(layer + 1) * n],
                                  self.buffers[p % 2][:k], self.buffers[(p + 1) % 2][:n], rows, warps, decode=True)
                 p += 1
