@@ -31,6 +31,7 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -38,18 +39,32 @@ from higgs_bench.backends.pytorch import one_row
 
 HIDDEN, INTER, QKV_ROWS = 3072, 8192, 5120
 LAYERS = 28
-BOX = 256  # inputs per TMA copy: the widest box side TMA takes
-# ROWS: output rows per unit of work (units are dealt round-robin to the programs); SUB: TMA copies per ring buffer;
+# ROWS: output rows per unit of work (units are dealt round-robin to the programs); BOX: inputs per TMA copy (256,
+# the widest box side TMA takes); SUB: TMA copies per ring buffer (SUB * BOX = 512 with TC);
 # STAGES: ring buffers; WARPS: reducing warps (the loading warp is one more); LOADER_REGS: its registers per thread
 # ROTATE: each product's units dealt from the program after the one that took the chain's last unit so far (else
 # from program 0 each time: the programs that take one unit more do so in every product); X32: the input row kept in
 # shared memory as float32 (else bfloat16, converted at each use). The records in docs/results/h200-ws-chain/ name
-# their variants against these; the fastest measured was {"ROWS": 16, "WARPS": 8, "X32": False}.
+# their variants against these; the fastest measured on CUDA cores was {"ROWS": 16, "WARPS": 8, "X32": False}.
+# TC: the reduction on tensor cores (_unit_on_tensor_cores), the input row kept as float16. SWIZZLE: the bytes of
+# the ring's swizzle (TMA writes it, the tensor cores' operand loads read it without bank conflicts; <= BOX).
 SETTINGS = {"ROWS": 8, "SUB": 4, "STAGES": 12, "WARPS": 4, "LOADER_REGS": 40, "ROTATE": True, "X32": True,
-            "MATH": True, "BARRIERS": True}
+            "MATH": True, "BARRIERS": True, "BOX": 256, "TC": False, "SWIZZLE": 0}
 # MATH / BARRIERS False: diagnostics that drop the reduction (buffers are waited for and freed only) or the grid
 # barriers, so that a chain's time shows what they cost; their outputs are wrong, and they are timed unchecked
 INT8_FLOATS = gl.constexpr(one_row.INT8_FLOATS.value)
+# four int8 weights (one register) as four float16, exactly: each byte made unsigned (b + 128) and placed as the low
+# mantissa byte of 1024 (0x64__), two to a register (prmt), less 1152 (1024 + 128) in one float16x2 subtraction
+INT8_HALVES = gl.constexpr("""{
+.reg .b32 biased, magic, bias;
+xor.b32 biased, $2, 0x80808080;
+mov.b32 magic, 0x64646464;
+mov.b32 bias, 0x64806480;
+prmt.b32 $0, biased, magic, 0x4140;
+prmt.b32 $1, biased, magic, 0x4342;
+sub.f16x2 $0, $0, bias;
+sub.f16x2 $1, $1, bias;
+}""")
 
 
 def kinds() -> dict[str, tuple[int, int]]:
@@ -124,9 +139,9 @@ def _barrier_if(BARRIERS: gl.constexpr, counter_ptr, target):
 
 @gluon.jit
 def _stage_input(x_ptr, x_smem, K: gl.constexpr, BOX_K: gl.constexpr, layout: gl.constexpr):
-    """The product's input row (another program's output, so read past L1) into shared memory as [K / BOX_K,
-    BOX_K]; the pieces past K are zeros, never read."""
-    X_ROWS: gl.constexpr = x_smem.type.shape[0]
+    """The product's input row (another program's output, so read past L1) into shared memory as pieces of BOX_K
+    inputs (x_smem's dtype); the pieces past K are zeros, never read."""
+    X_ROWS: gl.constexpr = x_smem.numel // BOX_K
     pieces = gl.arange(0, X_ROWS, layout=gl.SliceLayout(1, layout))
     cols = gl.arange(0, BOX_K, layout=gl.SliceLayout(0, layout))
     at = pieces[:, None] * BOX_K + cols[None, :]
@@ -137,32 +152,97 @@ def _stage_input(x_ptr, x_smem, K: gl.constexpr, BOX_K: gl.constexpr, layout: gl
 
 
 @gluon.jit
+def _next_buffer(ready, i, STAGES: gl.constexpr):
+    """Waits until the ring's i-th buffer is full; returns its stage."""
+    stage = i % STAGES
+    mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
+    return stage
+
+
+@gluon.jit
+def _free(empty, stage):
+    fence_async_shared()  # the buffer's shared loads before TMA writes it again
+    mbarrier.arrive(empty.index(stage), count=1)
+
+
+@gluon.jit
+def _unit_unreduced(ready, empty, i, K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
+                    BOX_K: gl.constexpr, layout: gl.constexpr):
+    """MATH False: the unit's buffers waited for and freed, nothing reduced (zeros)."""
+    for k in range(0, K, SUB * BOX_K):
+        _free(empty, _next_buffer(ready, i, STAGES))
+        i += 1
+    return gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, layout)), i
+
+
+@gluon.jit
+def _unit_on_cuda_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
+                        STAGES: gl.constexpr, layout: gl.constexpr):
+    """The unit's [ROWS] sums: each weight made a float (one_row.py's byte permutes), times its input, in float32."""
+    BOX_K: gl.constexpr = ring.type.shape[2]
+    acc = gl.zeros([ROWS, BOX_K], gl.float32, layout)
+    for k in range(0, K, SUB * BOX_K):
+        stage = _next_buffer(ready, i, STAGES)
+        for j in gl.static_range(SUB):
+            w = ring.index(stage * SUB + j).load(layout)
+            x = x_smem.index(k // BOX_K + j).load(gl.SliceLayout(0, layout)).to(gl.float32)
+            floats = gl.inline_asm_elementwise(INT8_FLOATS, "=r,=r,=r,=r,r", [w], dtype=gl.float32, is_pure=True,
+                                               pack=4)
+            acc += floats * x[None, :]
+        _free(empty, stage)
+        i += 1
+    return gl.sum(acc, axis=1), i
+
+
+@gluon.jit
+def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
+                          STAGES: gl.constexpr):
+    """The unit's [ROWS] sums on tensor cores (mma.sync m16n8k16, float16 in, float32 sums). A buffer holds the
+    rows' next 8 pieces of PIECE inputs (SUB copies of BOX_K); read as A = [8 * ROWS, PIECE], its row i holds piece
+    (i // (ROWS * Q)) * Q + i % Q of row (i // Q) % ROWS (Q pieces a copy's row). B = the same 8 pieces of the input
+    row side by side, [PIECE, 8] (8: mma's narrowest N). Of A @ B each row keeps the column of its own piece: the
+    other columns are computed and dropped (tensor cores have the throughput to spare)."""
+    BOX_K: gl.constexpr = ring.type.shape[2]
+    PIECE: gl.constexpr = x_smem.type.shape[2]
+    Q: gl.constexpr = BOX_K // PIECE
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[gl.num_warps(), 1],
+                                                  instr_shape=[16, 8])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)  # 4 int8 a register
+    b_layout: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=4)
+    stages = ring._reinterpret(gl.int8, [STAGES, SUB * ROWS * Q, PIECE], ring.layout)  # unswizzled: the same bytes
+    acc = gl.zeros([SUB * ROWS * Q, SUB * Q], gl.float32, mma)
+    for k in range(0, K, SUB * BOX_K):
+        stage = _next_buffer(ready, i, STAGES)
+        w = gl.inline_asm_elementwise(INT8_HALVES, "=r,=r,r", [stages.index(stage).load(a_layout)],
+                                      dtype=gl.float16, is_pure=True, pack=4)
+        x = x_smem.index(k // (SUB * BOX_K)).permute([1, 0]).load(b_layout)
+        _free(empty, stage)
+        acc = mma_v2(w, x, acc)
+        i += 1
+    a_row = gl.arange(0, SUB * ROWS * Q, layout=gl.SliceLayout(1, mma))
+    piece = gl.arange(0, SUB * Q, layout=gl.SliceLayout(0, mma))
+    own = (a_row // (ROWS * Q)) * Q + a_row % Q
+    partial = gl.sum(gl.where(piece[None, :] == own[:, None], acc, 0.0), axis=1)
+    return gl.sum(gl.sum(gl.reshape(partial, [SUB, ROWS, Q]), axis=2), axis=0), i
+
+
+@gluon.jit
 def _reduce_product(ready, empty, ring, x_smem, first, i, x_ptr, y_ptr, scale_ptr, layer, N: gl.constexpr,
-                    K: gl.constexpr,
-                    ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr,
-                    x_layout: gl.constexpr, MATH: gl.constexpr):
+                    K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
+                    layout: gl.constexpr, x_layout: gl.constexpr, MATH: gl.constexpr, TC: gl.constexpr):
     """y = x @ W.T of this program's units, from the ring's buffers in the order _load_product filled them."""
     BOX_K: gl.constexpr = ring.type.shape[2]
     _stage_input(x_ptr, x_smem, K, BOX_K, x_layout)
-    rows_in = gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
     for unit in range(_first_unit(first), N // ROWS, gl.num_programs(0)):
-        acc = gl.zeros([ROWS, BOX_K], gl.float32, layout)
-        for k in range(0, K, SUB * BOX_K):
-            stage = i % STAGES
-            mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
-            for j in gl.static_range(SUB if MATH else 0):
-                w = ring.index(stage * SUB + j).load(layout)
-                x = x_smem.index(k // BOX_K + j).load(gl.SliceLayout(0, layout)).to(gl.float32)
-                floats = gl.inline_asm_elementwise(INT8_FLOATS, "=r,=r,=r,=r,r", [w], dtype=gl.float32,
-                                                   is_pure=True, pack=4)
-                acc += floats * x[None, :]
-            fence_async_shared()  # the buffer's shared loads before TMA writes it again
-            mbarrier.arrive(empty.index(stage), count=1)
-            i += 1
-        rows = unit * ROWS + rows_in
-        total = gl.sum(acc, axis=1).to(gl.bfloat16).to(gl.float32)
+        if not MATH:
+            total, i = _unit_unreduced(ready, empty, i, K, ROWS, SUB, STAGES, BOX_K, layout)
+        elif TC:
+            total, i = _unit_on_tensor_cores(ready, empty, ring, x_smem, i, K, ROWS, SUB, STAGES)
+        else:
+            total, i = _unit_on_cuda_cores(ready, empty, ring, x_smem, i, K, ROWS, SUB, STAGES, layout)
+        rows = unit * ROWS + gl.arange(0, ROWS, layout=total.type.layout)
         scale = gl.load(scale_ptr + layer * N + rows).to(gl.float32)
-        gl.store(y_ptr + rows, (total * scale).to(gl.bfloat16))
+        gl.store(y_ptr + rows, (total.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16))
     return i
 
 
@@ -170,7 +250,7 @@ def _reduce_product(ready, empty, ring, x_smem, first, i, x_ptr, y_ptr, scale_pt
 def _reducer(ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE: gl.constexpr,
              HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr,
              SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr, x_layout: gl.constexpr,
-             ROTATE: gl.constexpr, MATH: gl.constexpr, BARRIERS: gl.constexpr):
+             ROTATE: gl.constexpr, MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr):
     programs = gl.num_programs(0)
     a = buf_ptr
     b = buf_ptr + WIDE
@@ -178,16 +258,16 @@ def _reducer(ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, coun
     for layer in range(layers):
         f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, ROTATE)
         i = _reduce_product(ready, empty, ring, x_smem, f_qkv, i, a, b, s_qkv, layer, QKV_ROWS, HIDDEN, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH)
+                            layout, x_layout, MATH, TC)
         _barrier_if(BARRIERS, counter_ptr, (4 * layer + 1) * programs)
         i = _reduce_product(ready, empty, ring, x_smem, f_o, i, b, a, s_o, layer, HIDDEN, HIDDEN, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH)
+                            layout, x_layout, MATH, TC)
         _barrier_if(BARRIERS, counter_ptr, (4 * layer + 2) * programs)
         i = _reduce_product(ready, empty, ring, x_smem, f_gu, i, a, b, s_gu, layer, 2 * INTER, HIDDEN, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH)
+                            layout, x_layout, MATH, TC)
         _barrier_if(BARRIERS, counter_ptr, (4 * layer + 3) * programs)
         i = _reduce_product(ready, empty, ring, x_smem, f_down, i, b, a, s_down, layer, HIDDEN, INTER, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH)
+                            layout, x_layout, MATH, TC)
         _barrier_if(BARRIERS, counter_ptr, (4 * layer + 4) * programs)
 
 
@@ -196,15 +276,19 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
                  WIDE: gl.constexpr, HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr,
                  ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, SPT: gl.constexpr, TPW_R: gl.constexpr,
                  WPC_R: gl.constexpr, LOADER_REGS: gl.constexpr, ROTATE: gl.constexpr, X32: gl.constexpr,
-                 MATH: gl.constexpr, BARRIERS: gl.constexpr):
+                 MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr):
     """The whole chain: buffers a (input of q/k/v) and b alternate as each product's input and output."""
     BOX_K: gl.constexpr = qkv_desc.block_type.shape[1]
     WARPS: gl.constexpr = gl.num_warps()
     layout: gl.constexpr = gl.BlockedLayout([1, SPT], [TPW_R, 32 // TPW_R], [WPC_R, WARPS // WPC_R], [1, 0])
-    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [WARPS, 1], [1, 0])
+    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BOX_K // 8), BOX_K // 8], [WARPS, 1], [1, 0])
     ring = gl.allocate_shared_memory(gl.int8, [STAGES * SUB, ROWS, BOX_K], qkv_desc.layout)
-    x_smem = gl.allocate_shared_memory(gl.float32 if X32 else gl.bfloat16, [INTER // BOX_K, BOX_K],
-                                       gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
+    if TC:  # windows of 8 pieces of 64 inputs, B of the tensor cores' products
+        x_smem = gl.allocate_shared_memory(gl.float16, [INTER // (8 * 64), 8, 64],
+                                           gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
+    else:
+        x_smem = gl.allocate_shared_memory(gl.float32 if X32 else gl.bfloat16, [INTER // BOX_K, BOX_K],
+                                           gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(STAGES):
@@ -212,36 +296,39 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
         mbarrier.init(empty.index(s), count=1)
     gl.warp_specialize([
         (_reducer, (ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE, HIDDEN,
-                    INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS)),
+                    INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS, TC)),
         (_loader, (qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, layers, HIDDEN, INTER, QKV_ROWS, ROWS,
                    SUB, STAGES, ROTATE)),
     ], [1], [LOADER_REGS])
 
 
-def tile_layout(rows: int, warps: int) -> dict:
-    """SPT, TPW_R, WPC_R of a blocked layout that covers a [rows, BOX] int8 tile exactly: each thread holds up to
-    16 consecutive bytes of a row (one 128-bit shared load), a warp's threads side by side along the row."""
-    spt = min(16, rows * BOX // (32 * warps))
-    tpw_r = 32 // min(32, BOX // spt)
-    wpc_r = rows // tpw_r
-    if spt < 4 or wpc_r < 1 or warps % wpc_r or (32 // tpw_r) * spt * (warps // wpc_r) != BOX:
-        raise ValueError(f"no blocked layout covers [{rows}, {BOX}] with {warps} warps")
+def tile_layout(rows: int, warps: int, box: int) -> dict:
+    """SPT, TPW_R, WPC_R of a blocked layout over a [rows, box] int8 tile: each thread holds up to 16 consecutive
+    bytes of a row (one 128-bit shared load), a warp's threads side by side along the row, the warps down the rows
+    (repeated where the tile has more rows than they cover)."""
+    spt = min(16, max(4, rows * box // (32 * warps)))
+    tpw_r = 32 // min(32, box // spt)
+    wpc_r = min(warps, max(1, rows // tpw_r))
+    if box % ((32 // tpw_r) * spt * (warps // wpc_r)) or rows % (tpw_r * wpc_r):
+        raise ValueError(f"no blocked layout covers [{rows}, {box}] with {warps} warps")
     return {"SPT": spt, "TPW_R": tpw_r, "WPC_R": wpc_r}
 
 
 def constants(settings: dict) -> dict:
     s = SETTINGS | settings
-    if INTER % BOX or (INTER // BOX) & (INTER // BOX - 1):
+    pieces = INTER // s["BOX"]
+    if INTER % s["BOX"] or pieces & (pieces - 1):
         raise ValueError("the input row is staged as [INTER / BOX, BOX], a power of two of rows")
+    if s["TC"] and (s["SUB"] * s["BOX"] != 8 * 64 or 8 * s["ROWS"] % (16 * s["WARPS"])):
+        raise ValueError("tensor cores take 8 pieces of 64 inputs a buffer (mma's N) and 16 stacked rows a warp")
     return dict(WIDE=2 * INTER, HIDDEN=HIDDEN, INTER=INTER, QKV_ROWS=QKV_ROWS, ROWS=s["ROWS"], SUB=s["SUB"],
                 STAGES=s["STAGES"], LOADER_REGS=s["LOADER_REGS"], ROTATE=s["ROTATE"], X32=s["X32"], MATH=s["MATH"],
-                BARRIERS=s["BARRIERS"],
-                **tile_layout(s["ROWS"], s["WARPS"]))
+                BARRIERS=s["BARRIERS"], TC=s["TC"], **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
 
 
-def descriptor(weights: torch.Tensor, rows: int) -> TensorDescriptor:
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-    return TensorDescriptor.from_tensor(weights, [rows, BOX], layout)
+def descriptor(weights: torch.Tensor, rows: int, box: int, swizzle: int = 0) -> TensorDescriptor:
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=8, rank=2)
+    return TensorDescriptor.from_tensor(weights, [rows, box], layout)
 
 
 def chain_weights(layers: int, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -266,7 +353,7 @@ class WarpSpecialisedChain:
     def __init__(self, weights: dict, layers: int, settings: dict):
         s = SETTINGS | settings
         self.weights, self.layers, self.settings = weights, layers, s
-        self.descs = [descriptor(weights[kind][0], s["ROWS"]) for kind in kinds()]
+        self.descs = [descriptor(weights[kind][0], s["ROWS"], s["BOX"], s["SWIZZLE"]) for kind in kinds()]
         device = weights["qkv"][0].device
         self.buffers = torch.zeros(2 * 2 * INTER, device=device, dtype=torch.bfloat16)
         self.counter = torch.zeros(1, device=device, dtype=torch.int32)
@@ -317,7 +404,8 @@ def ptxas_report(arch: int, variants: list[dict]) -> dict:
     report = {}
     for variant in variants:
         s = SETTINGS | variant
-        desc = mangle_type(descriptor(torch.zeros(s["ROWS"], BOX, dtype=torch.int8), s["ROWS"]))
+        desc = mangle_type(descriptor(torch.zeros(s["ROWS"], s["BOX"], dtype=torch.int8), s["ROWS"], s["BOX"],
+                                      s["SWIZZLE"]))
         types = {name: "constexpr" if name.isupper() else desc if name.endswith("_desc") else
                  "i32" if name == "layers" else "*i32" if name == "counter_ptr" else "*bf16"
                  for name in chain_kernel.arg_names}
