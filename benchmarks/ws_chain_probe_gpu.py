@@ -48,8 +48,10 @@ LAYERS = 28
 # their variants against these; the fastest measured on CUDA cores was {"ROWS": 16, "WARPS": 8, "X32": False}.
 # TC: the reduction on tensor cores (_unit_on_tensor_cores), the input row kept as float16. SWIZZLE: the bytes of
 # the ring's swizzle (TMA writes it, the tensor cores' operand loads read it without bank conflicts; <= BOX).
+# SPLIT: inputs a unit takes (0: all of its rows'); units of a part of the inputs add their float32 partial sums
+# atomically into a zeroed buffer, and the next product rounds and scales them as it stages its input row.
 SETTINGS = {"ROWS": 8, "SUB": 4, "STAGES": 12, "WARPS": 4, "LOADER_REGS": 40, "ROTATE": True, "X32": True,
-            "MATH": True, "BARRIERS": True, "BOX": 256, "TC": False, "SWIZZLE": 0}
+            "MATH": True, "BARRIERS": True, "BOX": 256, "TC": False, "SWIZZLE": 0, "SPLIT": 0}
 # MATH / BARRIERS False: diagnostics that drop the reduction (buffers are waited for and freed only) or the grid
 # barriers, so that a chain's time shows what they cost; their outputs are wrong, and they are timed unchecked
 INT8_FLOATS = gl.constexpr(one_row.INT8_FLOATS.value)
@@ -81,28 +83,31 @@ def _first_unit(first):
 
 @gluon.jit
 def _firsts(layer, HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr,
-            ROTATE: gl.constexpr):
-    """The units before each product of the layer in the chain (with ROTATE; else zeros)."""
-    PER_LAYER: gl.constexpr = (QKV_ROWS + 2 * HIDDEN + 2 * INTER) // ROWS
+            KS_H: gl.constexpr, KS_I: gl.constexpr, ROTATE: gl.constexpr):
+    """The units before each product of the layer in the chain (with ROTATE; else zeros); KS_H, KS_I: units a
+    row block of HIDDEN and of INTER inputs makes."""
+    PER_LAYER: gl.constexpr = (QKV_ROWS + HIDDEN + 2 * INTER) // ROWS * KS_H + HIDDEN // ROWS * KS_I
     qkv = layer * PER_LAYER * ROTATE
-    o = qkv + QKV_ROWS // ROWS * ROTATE
-    gate_up = o + HIDDEN // ROWS * ROTATE
-    return qkv, o, gate_up, gate_up + 2 * INTER // ROWS * ROTATE
+    o = qkv + QKV_ROWS // ROWS * KS_H * ROTATE
+    gate_up = o + HIDDEN // ROWS * KS_H * ROTATE
+    return qkv, o, gate_up, gate_up + 2 * INTER // ROWS * KS_H * ROTATE
 
 
 @gluon.jit
-def _load_product(desc, layer, N: gl.constexpr, K: gl.constexpr, first, i, ready, empty, ring, ROWS: gl.constexpr,
-                  SUB: gl.constexpr, STAGES: gl.constexpr):
-    """Copies this program's [ROWS, K] tiles of the product into the ring, SUB boxes a buffer; returns the count
-    of buffers filled so far."""
+def _load_product(desc, layer, N: gl.constexpr, K: gl.constexpr, KS: gl.constexpr, first, i, ready, empty, ring,
+                  ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr):
+    """Copies this program's tiles of the product ([ROWS, K / KS] a unit) into the ring, SUB boxes a buffer;
+    returns the count of buffers filled so far."""
     BOX_K: gl.constexpr = desc.block_type.shape[1]
-    for unit in range(_first_unit(first), N // ROWS, gl.num_programs(0)):
-        for k in range(0, K, SUB * BOX_K):
+    SPAN: gl.constexpr = K // KS
+    for unit in range(_first_unit(first), N // ROWS * KS, gl.num_programs(0)):
+        row = layer * N + unit // KS * ROWS
+        for k in range(unit % KS * SPAN, unit % KS * SPAN + SPAN, SUB * BOX_K):
             stage = i % STAGES
             mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
             mbarrier.expect(ready.index(stage), SUB * desc.block_type.nbytes)
             for j in gl.static_range(SUB):
-                tma.async_copy_global_to_shared(desc, [layer * N + unit * ROWS, k + j * BOX_K], ready.index(stage),
+                tma.async_copy_global_to_shared(desc, [row, k + j * BOX_K], ready.index(stage),
                                                 ring.index(stage * SUB + j))
             i += 1
     return i
@@ -111,14 +116,14 @@ def _load_product(desc, layer, N: gl.constexpr, K: gl.constexpr, first, i, ready
 @gluon.jit
 def _loader(qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, layers, HIDDEN: gl.constexpr,
             INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
-            STAGES: gl.constexpr, ROTATE: gl.constexpr):
+            STAGES: gl.constexpr, KS_H: gl.constexpr, KS_I: gl.constexpr, ROTATE: gl.constexpr):
     i = gl.program_id(0) * 0
     for layer in range(layers):
-        f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, ROTATE)
-        i = _load_product(qkv_desc, layer, QKV_ROWS, HIDDEN, f_qkv, i, ready, empty, ring, ROWS, SUB, STAGES)
-        i = _load_product(o_desc, layer, HIDDEN, HIDDEN, f_o, i, ready, empty, ring, ROWS, SUB, STAGES)
-        i = _load_product(gu_desc, layer, 2 * INTER, HIDDEN, f_gu, i, ready, empty, ring, ROWS, SUB, STAGES)
-        i = _load_product(down_desc, layer, HIDDEN, INTER, f_down, i, ready, empty, ring, ROWS, SUB, STAGES)
+        f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, KS_H, KS_I, ROTATE)
+        i = _load_product(qkv_desc, layer, QKV_ROWS, HIDDEN, KS_H, f_qkv, i, ready, empty, ring, ROWS, SUB, STAGES)
+        i = _load_product(o_desc, layer, HIDDEN, HIDDEN, KS_H, f_o, i, ready, empty, ring, ROWS, SUB, STAGES)
+        i = _load_product(gu_desc, layer, 2 * INTER, HIDDEN, KS_H, f_gu, i, ready, empty, ring, ROWS, SUB, STAGES)
+        i = _load_product(down_desc, layer, HIDDEN, INTER, KS_I, f_down, i, ready, empty, ring, ROWS, SUB, STAGES)
 
 
 @gluon.jit
@@ -152,6 +157,31 @@ def _stage_input(x_ptr, x_smem, K: gl.constexpr, BOX_K: gl.constexpr, layout: gl
 
 
 @gluon.jit
+def _stage_sums(sums_ptr, scale_ptr, scaled, K: gl.constexpr, x_smem, BOX_K: gl.constexpr, layout: gl.constexpr):
+    """SPLIT's input row: the previous product's float32 sums (other programs' atomic adds) rounded to bfloat16,
+    times its rows' scales (where `scaled`; the chain's input has none), rounded, into shared memory."""
+    X_ROWS: gl.constexpr = x_smem.numel // BOX_K
+    pieces = gl.arange(0, X_ROWS, layout=gl.SliceLayout(1, layout))
+    cols = gl.arange(0, BOX_K, layout=gl.SliceLayout(0, layout))
+    at = pieces[:, None] * BOX_K + cols[None, :]
+    sums = gl.load(sums_ptr + at, mask=at < K, other=0.0, cache_modifier=".cg")
+    scale = gl.load(scale_ptr + at, mask=(at < K) & scaled, other=1.0).to(gl.float32)
+    x = (sums.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16)
+    plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])
+    x_smem._reinterpret(x_smem.dtype, [X_ROWS, BOX_K], plain).store(x.to(x_smem.dtype))
+    gl.thread_barrier()
+
+
+@gluon.jit
+def _zero(ptr, WIDE: gl.constexpr, layout: gl.constexpr):
+    """This program's share of the buffer the product after next adds its sums into."""
+    CHUNK: gl.constexpr = 1024
+    at = gl.arange(0, CHUNK, layout=layout)
+    for start in range(gl.program_id(0) * CHUNK, WIDE, gl.num_programs(0) * CHUNK):
+        gl.store(ptr + start + at, gl.zeros([CHUNK], gl.float32, layout), mask=start + at < WIDE)
+
+
+@gluon.jit
 def _next_buffer(ready, i, STAGES: gl.constexpr):
     """Waits until the ring's i-th buffer is full; returns its stage."""
     stage = i % STAGES
@@ -166,22 +196,23 @@ def _free(empty, stage):
 
 
 @gluon.jit
-def _unit_unreduced(ready, empty, i, K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
-                    BOX_K: gl.constexpr, layout: gl.constexpr):
+def _unit_unreduced(ready, empty, i, SPAN: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
+                    STAGES: gl.constexpr, BOX_K: gl.constexpr, layout: gl.constexpr):
     """MATH False: the unit's buffers waited for and freed, nothing reduced (zeros)."""
-    for k in range(0, K, SUB * BOX_K):
+    for k in range(0, SPAN, SUB * BOX_K):
         _free(empty, _next_buffer(ready, i, STAGES))
         i += 1
     return gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, layout)), i
 
 
 @gluon.jit
-def _unit_on_cuda_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
-                        STAGES: gl.constexpr, layout: gl.constexpr):
-    """The unit's [ROWS] sums: each weight made a float (one_row.py's byte permutes), times its input, in float32."""
+def _unit_on_cuda_cores(ready, empty, ring, x_smem, i, k0, k1, ROWS: gl.constexpr,
+                        SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr):
+    """The unit's [ROWS] sums over inputs k0 to k1: each weight made a float (one_row.py's byte permutes),
+    times its input, in float32."""
     BOX_K: gl.constexpr = ring.type.shape[2]
     acc = gl.zeros([ROWS, BOX_K], gl.float32, layout)
-    for k in range(0, K, SUB * BOX_K):
+    for k in range(k0, k1, SUB * BOX_K):
         stage = _next_buffer(ready, i, STAGES)
         for j in gl.static_range(SUB):
             w = ring.index(stage * SUB + j).load(layout)
@@ -195,9 +226,9 @@ def _unit_on_cuda_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: gl
 
 
 @gluon.jit
-def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
-                          STAGES: gl.constexpr):
-    """The unit's [ROWS] sums on tensor cores (mma.sync m16n8k16, float16 in, float32 sums). A buffer holds the
+def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, k0, k1, ROWS: gl.constexpr,
+                          SUB: gl.constexpr, STAGES: gl.constexpr):
+    """The unit's [ROWS] sums over inputs k0 to k1 on tensor cores (mma.sync m16n8k16, float16 in, float32 sums). A buffer holds the
     rows' next 8 pieces of PIECE inputs (SUB copies of BOX_K); read as A = [8 * ROWS, PIECE], its row i holds piece
     (i // (ROWS * Q)) * Q + i % Q of row (i // Q) % ROWS (Q pieces a copy's row). B = the same 8 pieces of the input
     row side by side, [PIECE, 8] (8: mma's narrowest N). Of A @ B each row keeps the column of its own piece: the
@@ -211,7 +242,7 @@ def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: 
     b_layout: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=4)
     stages = ring._reinterpret(gl.int8, [STAGES, SUB * ROWS * Q, PIECE], ring.layout)  # unswizzled: the same bytes
     acc = gl.zeros([SUB * ROWS * Q, SUB * Q], gl.float32, mma)
-    for k in range(0, K, SUB * BOX_K):
+    for k in range(k0, k1, SUB * BOX_K):
         stage = _next_buffer(ready, i, STAGES)
         w = gl.inline_asm_elementwise(INT8_HALVES, "=r,=r,r", [stages.index(stage).load(a_layout)],
                                       dtype=gl.float16, is_pure=True, pack=4)
@@ -227,22 +258,33 @@ def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, K: gl.constexpr, ROWS: 
 
 
 @gluon.jit
-def _reduce_product(ready, empty, ring, x_smem, first, i, x_ptr, y_ptr, scale_ptr, layer, N: gl.constexpr,
-                    K: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
-                    layout: gl.constexpr, x_layout: gl.constexpr, MATH: gl.constexpr, TC: gl.constexpr):
-    """y = x @ W.T of this program's units, from the ring's buffers in the order _load_product filled them."""
+def _reduce_product(ready, empty, ring, x_smem, first, i, x_ptr, y_ptr, scale_ptr, prev_scale_ptr, scaled, zero_ptr,
+                    layer, N: gl.constexpr, K: gl.constexpr, KS: gl.constexpr, WIDE: gl.constexpr,
+                    ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr,
+                    x_layout: gl.constexpr, MATH: gl.constexpr, TC: gl.constexpr, SUMS: gl.constexpr):
+    """y = x @ W.T of this program's units, from the ring's buffers in the order _load_product filled them. SUMS:
+    x is the previous product's float32 sums (rounded and scaled by prev_scale_ptr's here), y gets this one's."""
     BOX_K: gl.constexpr = ring.type.shape[2]
-    _stage_input(x_ptr, x_smem, K, BOX_K, x_layout)
-    for unit in range(_first_unit(first), N // ROWS, gl.num_programs(0)):
+    SPAN: gl.constexpr = K // KS
+    if SUMS:
+        _stage_sums(x_ptr, prev_scale_ptr, scaled, K, x_smem, BOX_K, x_layout)
+        _zero(zero_ptr, WIDE, gl.SliceLayout(0, x_layout))
+    else:
+        _stage_input(x_ptr, x_smem, K, BOX_K, x_layout)
+    for unit in range(_first_unit(first), N // ROWS * KS, gl.num_programs(0)):
+        k0 = unit % KS * SPAN
         if not MATH:
-            total, i = _unit_unreduced(ready, empty, i, K, ROWS, SUB, STAGES, BOX_K, layout)
+            total, i = _unit_unreduced(ready, empty, i, SPAN, ROWS, SUB, STAGES, BOX_K, layout)
         elif TC:
-            total, i = _unit_on_tensor_cores(ready, empty, ring, x_smem, i, K, ROWS, SUB, STAGES)
+            total, i = _unit_on_tensor_cores(ready, empty, ring, x_smem, i, k0, k0 + SPAN, ROWS, SUB, STAGES)
         else:
-            total, i = _unit_on_cuda_cores(ready, empty, ring, x_smem, i, K, ROWS, SUB, STAGES, layout)
-        rows = unit * ROWS + gl.arange(0, ROWS, layout=total.type.layout)
-        scale = gl.load(scale_ptr + layer * N + rows).to(gl.float32)
-        gl.store(y_ptr + rows, (total.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16))
+            total, i = _unit_on_cuda_cores(ready, empty, ring, x_smem, i, k0, k0 + SPAN, ROWS, SUB, STAGES, layout)
+        rows = unit // KS * ROWS + gl.arange(0, ROWS, layout=total.type.layout)
+        if SUMS:
+            gl.atomic_add(y_ptr + rows, total, sem="relaxed", scope="gpu")
+        else:
+            scale = gl.load(scale_ptr + layer * N + rows).to(gl.float32)
+            gl.store(y_ptr + rows, (total.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16))
     return i
 
 
@@ -250,25 +292,32 @@ def _reduce_product(ready, empty, ring, x_smem, first, i, x_ptr, y_ptr, scale_pt
 def _reducer(ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE: gl.constexpr,
              HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr,
              SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr, x_layout: gl.constexpr,
-             ROTATE: gl.constexpr, MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr):
+             ROTATE: gl.constexpr, MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr,
+             KS_H: gl.constexpr, KS_I: gl.constexpr, SUMS: gl.constexpr):
+    """Buffers: without SUMS, a (q/k/v's input) and b alternate as each product's input and output; with SUMS,
+    three take turns: a product reads one, adds into the next and zeroes the one after."""
     programs = gl.num_programs(0)
-    a = buf_ptr
-    b = buf_ptr + WIDE
     i = gl.program_id(0) * 0
     for layer in range(layers):
-        f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, ROTATE)
-        i = _reduce_product(ready, empty, ring, x_smem, f_qkv, i, a, b, s_qkv, layer, QKV_ROWS, HIDDEN, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH, TC)
-        _barrier_if(BARRIERS, counter_ptr, (4 * layer + 1) * programs)
-        i = _reduce_product(ready, empty, ring, x_smem, f_o, i, b, a, s_o, layer, HIDDEN, HIDDEN, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH, TC)
-        _barrier_if(BARRIERS, counter_ptr, (4 * layer + 2) * programs)
-        i = _reduce_product(ready, empty, ring, x_smem, f_gu, i, a, b, s_gu, layer, 2 * INTER, HIDDEN, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH, TC)
-        _barrier_if(BARRIERS, counter_ptr, (4 * layer + 3) * programs)
-        i = _reduce_product(ready, empty, ring, x_smem, f_down, i, b, a, s_down, layer, HIDDEN, INTER, ROWS, SUB, STAGES,
-                            layout, x_layout, MATH, TC)
-        _barrier_if(BARRIERS, counter_ptr, (4 * layer + 4) * programs)
+        f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, KS_H, KS_I, ROTATE)
+        scales = (s_down + (layer - 1) * HIDDEN, s_qkv + layer * QKV_ROWS, s_o + layer * HIDDEN,
+                  s_gu + layer * 2 * INTER)  # the previous product's, as staging the input of each takes them
+        firsts = (f_qkv, f_o, f_gu, f_down)
+        products = ((s_qkv, QKV_ROWS, HIDDEN, KS_H), (s_o, HIDDEN, HIDDEN, KS_H), (s_gu, 2 * INTER, HIDDEN, KS_H),
+                    (s_down, HIDDEN, INTER, KS_I))
+        for kind in gl.static_range(4):
+            p = 4 * layer + kind
+            if SUMS:
+                x_ptr = buf_ptr + p % 3 * WIDE
+                y_ptr = buf_ptr + (p + 1) % 3 * WIDE
+            else:
+                x_ptr = buf_ptr + kind % 2 * WIDE
+                y_ptr = buf_ptr + (kind + 1) % 2 * WIDE
+            scale_ptr, N, K, KS = products[kind]
+            i = _reduce_product(ready, empty, ring, x_smem, firsts[kind], i, x_ptr, y_ptr, scale_ptr, scales[kind],
+                                (layer > 0) | (kind > 0), buf_ptr + (p + 2) % 3 * WIDE, layer, N, K, KS, WIDE, ROWS,
+                                SUB, STAGES, layout, x_layout, MATH, TC, SUMS)
+            _barrier_if(BARRIERS, counter_ptr, (p + 1) * programs)
 
 
 @gluon.jit
@@ -276,8 +325,9 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
                  WIDE: gl.constexpr, HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr,
                  ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, SPT: gl.constexpr, TPW_R: gl.constexpr,
                  WPC_R: gl.constexpr, LOADER_REGS: gl.constexpr, ROTATE: gl.constexpr, X32: gl.constexpr,
-                 MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr):
-    """The whole chain: buffers a (input of q/k/v) and b alternate as each product's input and output."""
+                 MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr, KS_H: gl.constexpr,
+                 KS_I: gl.constexpr, SUMS: gl.constexpr):
+    """The whole chain (the buffers' turns: _reducer)."""
     BOX_K: gl.constexpr = qkv_desc.block_type.shape[1]
     WARPS: gl.constexpr = gl.num_warps()
     layout: gl.constexpr = gl.BlockedLayout([1, SPT], [TPW_R, 32 // TPW_R], [WPC_R, WARPS // WPC_R], [1, 0])
@@ -296,9 +346,10 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
         mbarrier.init(empty.index(s), count=1)
     gl.warp_specialize([
         (_reducer, (ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE, HIDDEN,
-                    INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS, TC)),
+                    INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS, TC, KS_H, KS_I,
+                    SUMS)),
         (_loader, (qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, layers, HIDDEN, INTER, QKV_ROWS, ROWS,
-                   SUB, STAGES, ROTATE)),
+                   SUB, STAGES, KS_H, KS_I, ROTATE)),
     ], [1], [LOADER_REGS])
 
 
@@ -321,9 +372,13 @@ def constants(settings: dict) -> dict:
         raise ValueError("the input row is staged as [INTER / BOX, BOX], a power of two of rows")
     if s["TC"] and (s["SUB"] * s["BOX"] != 8 * 64 or 8 * s["ROWS"] % (16 * s["WARPS"])):
         raise ValueError("tensor cores take 8 pieces of 64 inputs a buffer (mma's N) and 16 stacked rows a warp")
+    split = s["SPLIT"]
+    if split and (split % (s["SUB"] * s["BOX"]) or HIDDEN % split or INTER % split):
+        raise ValueError("SPLIT must be a multiple of a buffer's inputs and divide each product's inputs")
     return dict(WIDE=2 * INTER, HIDDEN=HIDDEN, INTER=INTER, QKV_ROWS=QKV_ROWS, ROWS=s["ROWS"], SUB=s["SUB"],
                 STAGES=s["STAGES"], LOADER_REGS=s["LOADER_REGS"], ROTATE=s["ROTATE"], X32=s["X32"], MATH=s["MATH"],
-                BARRIERS=s["BARRIERS"], TC=s["TC"], **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
+                BARRIERS=s["BARRIERS"], TC=s["TC"], KS_H=HIDDEN // split if split else 1,
+                KS_I=INTER // split if split else 1, SUMS=bool(split), **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
 
 
 def descriptor(weights: torch.Tensor, rows: int, box: int, swizzle: int = 0) -> TensorDescriptor:
@@ -355,17 +410,25 @@ class WarpSpecialisedChain:
         self.weights, self.layers, self.settings = weights, layers, s
         self.descs = [descriptor(weights[kind][0], s["ROWS"], s["BOX"], s["SWIZZLE"]) for kind in kinds()]
         device = weights["qkv"][0].device
-        self.buffers = torch.zeros(2 * 2 * INTER, device=device, dtype=torch.bfloat16)
+        self.sums = bool(s["SPLIT"])  # float32 sums in three buffers, else bfloat16 outputs in two
+        self.buffers = torch.zeros((3 if self.sums else 2) * 2 * INTER, device=device,
+                                   dtype=torch.float32 if self.sums else torch.bfloat16)
         self.counter = torch.zeros(1, device=device, dtype=torch.int32)
         self.programs = torch.cuda.get_device_properties(device).multi_processor_count
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sums:
+            self.buffers.zero_()
         self.buffers[:x.numel()].copy_(x)
         self.counter.zero_()
         chain_kernel[(self.programs,)](*self.descs, *(self.weights[kind][1] for kind in kinds()), self.buffers,
                                        self.counter, self.layers, **constants(self.settings),
                                        num_warps=self.settings["WARPS"])
-        return self.buffers[:HIDDEN]  # down, the last product, writes buffer a
+        if not self.sums:
+            return self.buffers[:HIDDEN]  # down, the last product, writes buffer a
+        at = 4 * self.layers % 3 * 2 * INTER  # the buffer the last product added into
+        scale = self.weights["down"][1][(self.layers - 1) * HIDDEN:self.layers * HIDDEN]
+        return (self.buffers[at:at + HIDDEN].to(torch.bfloat16).float() * scale.float()).to(torch.bfloat16)
 
 
 class RegisterChain:
@@ -407,7 +470,8 @@ def ptxas_report(arch: int, variants: list[dict]) -> dict:
         desc = mangle_type(descriptor(torch.zeros(s["ROWS"], s["BOX"], dtype=torch.int8), s["ROWS"], s["BOX"],
                                       s["SWIZZLE"]))
         types = {name: "constexpr" if name.isupper() else desc if name.endswith("_desc") else
-                 "i32" if name == "layers" else "*i32" if name == "counter_ptr" else "*bf16"
+                 "i32" if name == "layers" else "*i32" if name == "counter_ptr" else
+                 "*fp32" if name == "buf_ptr" and s["SPLIT"] else "*bf16"
                  for name in chain_kernel.arg_names}
         registers, spilled, shared = ptxas_usage(chain_kernel, types, constants(s), {"num_warps": s["WARPS"]}, arch,
                                                  source=GluonASTSource)
