@@ -50,8 +50,12 @@ LAYERS = 28
 # the ring's swizzle (TMA writes it, the tensor cores' operand loads read it without bank conflicts; <= BOX).
 # SPLIT: inputs a unit takes (0: all of its rows'); units of a part of the inputs add their float32 partial sums
 # atomically into a zeroed buffer, and the next product rounds and scales them as it stages its input row.
+# CLAIM: each program's loading warp claims the product's units one at a time from an atomic count (faster SMs
+# take more of them) and tells the reducing warps each buffer's unit, a product's end by a buffer without weights.
+# BACKOFF: nanoseconds a program sleeps between polls of a grid barrier's count (0: it polls without pause).
 SETTINGS = {"ROWS": 8, "SUB": 4, "STAGES": 12, "WARPS": 4, "LOADER_REGS": 40, "ROTATE": True, "X32": True,
-            "MATH": True, "BARRIERS": True, "BOX": 256, "TC": False, "SWIZZLE": 0, "SPLIT": 0}
+            "MATH": True, "BARRIERS": True, "BOX": 256, "TC": False, "SWIZZLE": 0, "SPLIT": 0, "CLAIM": False,
+            "BACKOFF": 0}
 # MATH / BARRIERS False: diagnostics that drop the reduction (buffers are waited for and freed only) or the grid
 # barriers, so that a chain's time shows what they cost; their outputs are wrong, and they are timed unchecked
 INT8_FLOATS = gl.constexpr(one_row.INT8_FLOATS.value)
@@ -94,52 +98,86 @@ def _firsts(layer, HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.const
 
 
 @gluon.jit
-def _load_product(desc, layer, N: gl.constexpr, K: gl.constexpr, KS: gl.constexpr, first, i, ready, empty, ring,
-                  ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr):
-    """Copies this program's tiles of the product ([ROWS, K / KS] a unit) into the ring, SUB boxes a buffer;
-    returns the count of buffers filled so far."""
+def _fill_unit(desc, row, k0, k1, unit, i, ready, empty, ring, ids, SUB: gl.constexpr, STAGES: gl.constexpr):
+    """Copies rows [row, row + ROWS) of inputs k0 to k1 into the ring, SUB boxes a buffer, each buffer marked with
+    its unit; returns the count of buffers filled so far."""
     BOX_K: gl.constexpr = desc.block_type.shape[1]
-    SPAN: gl.constexpr = K // KS
-    for unit in range(_first_unit(first), N // ROWS * KS, gl.num_programs(0)):
-        row = layer * N + unit // KS * ROWS
-        for k in range(unit % KS * SPAN, unit % KS * SPAN + SPAN, SUB * BOX_K):
-            stage = i % STAGES
-            mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
-            mbarrier.expect(ready.index(stage), SUB * desc.block_type.nbytes)
-            for j in gl.static_range(SUB):
-                tma.async_copy_global_to_shared(desc, [row, k + j * BOX_K], ready.index(stage),
-                                                ring.index(stage * SUB + j))
-            i += 1
+    one: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+    for k in range(k0, k1, SUB * BOX_K):
+        stage = i % STAGES
+        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
+        ids.index(stage).store(gl.full([1], unit, gl.int32, one))
+        mbarrier.expect(ready.index(stage), SUB * desc.block_type.nbytes)
+        for j in gl.static_range(SUB):
+            tma.async_copy_global_to_shared(desc, [row, k + j * BOX_K], ready.index(stage),
+                                            ring.index(stage * SUB + j))
+        i += 1
     return i
 
 
 @gluon.jit
-def _loader(qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, layers, HIDDEN: gl.constexpr,
-            INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
-            STAGES: gl.constexpr, KS_H: gl.constexpr, KS_I: gl.constexpr, ROTATE: gl.constexpr):
-    i = gl.program_id(0) * 0
-    for layer in range(layers):
-        f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, KS_H, KS_I, ROTATE)
-        i = _load_product(qkv_desc, layer, QKV_ROWS, HIDDEN, KS_H, f_qkv, i, ready, empty, ring, ROWS, SUB, STAGES)
-        i = _load_product(o_desc, layer, HIDDEN, HIDDEN, KS_H, f_o, i, ready, empty, ring, ROWS, SUB, STAGES)
-        i = _load_product(gu_desc, layer, 2 * INTER, HIDDEN, KS_H, f_gu, i, ready, empty, ring, ROWS, SUB, STAGES)
-        i = _load_product(down_desc, layer, HIDDEN, INTER, KS_I, f_down, i, ready, empty, ring, ROWS, SUB, STAGES)
+def _load_product(desc, layer, N: gl.constexpr, K: gl.constexpr, KS: gl.constexpr, first, claim_ptr, i, ready, empty,
+                  ring, ids, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, CLAIM: gl.constexpr):
+    """Copies this program's tiles of the product ([ROWS, K / KS] a unit) into the ring: dealt round-robin, or
+    claimed from the count at claim_ptr (CLAIM; then a buffer marked -1, without weights, ends the product)."""
+    SPAN: gl.constexpr = K // KS
+    UNITS: gl.constexpr = N // ROWS * KS
+    if CLAIM:
+        unit = gl.atomic_add(claim_ptr, 1, sem="relaxed", scope="gpu")
+        while unit < UNITS:
+            k0 = unit % KS * SPAN
+            i = _fill_unit(desc, layer * N + unit // KS * ROWS, k0, k0 + SPAN, unit, i, ready, empty, ring, ids, SUB,
+                           STAGES)
+            unit = gl.atomic_add(claim_ptr, 1, sem="relaxed", scope="gpu")
+        stage = i % STAGES
+        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
+        ids.index(stage).store(gl.full([1], -1, gl.int32, gl.BlockedLayout([1], [32], [gl.num_warps()], [0])))
+        mbarrier.arrive(ready.index(stage), count=1)
+        i += 1
+    else:
+        for unit in range(_first_unit(first), UNITS, gl.num_programs(0)):
+            k0 = unit % KS * SPAN
+            i = _fill_unit(desc, layer * N + unit // KS * ROWS, k0, k0 + SPAN, unit, i, ready, empty, ring, ids, SUB,
+                           STAGES)
+    return i
 
 
 @gluon.jit
-def _grid_barrier(counter_ptr, target):
-    """Waits until `target` arrivals, this program's included (release on arrival, acquire while waiting)."""
+def _loader(qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, ids, counter_ptr, layers, HIDDEN: gl.constexpr,
+            INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
+            STAGES: gl.constexpr, KS_H: gl.constexpr, KS_I: gl.constexpr, ROTATE: gl.constexpr, CLAIM: gl.constexpr):
+    i = gl.program_id(0) * 0
+    for layer in range(layers):
+        f_qkv, f_o, f_gu, f_down = _firsts(layer, HIDDEN, INTER, QKV_ROWS, ROWS, KS_H, KS_I, ROTATE)
+        claims = counter_ptr + 1 + 4 * layer  # the products' counts of claimed units, after the barriers' count
+        i = _load_product(qkv_desc, layer, QKV_ROWS, HIDDEN, KS_H, f_qkv, claims, i, ready, empty, ring, ids, ROWS,
+                          SUB, STAGES, CLAIM)
+        i = _load_product(o_desc, layer, HIDDEN, HIDDEN, KS_H, f_o, claims + 1, i, ready, empty, ring, ids, ROWS, SUB,
+                          STAGES, CLAIM)
+        i = _load_product(gu_desc, layer, 2 * INTER, HIDDEN, KS_H, f_gu, claims + 2, i, ready, empty, ring, ids,
+                          ROWS, SUB, STAGES, CLAIM)
+        i = _load_product(down_desc, layer, HIDDEN, INTER, KS_I, f_down, claims + 3, i, ready, empty, ring, ids,
+                          ROWS, SUB, STAGES, CLAIM)
+
+
+@gluon.jit
+def _grid_barrier(counter_ptr, target, BACKOFF: gl.constexpr):
+    """Waits until `target` arrivals, this program's included (release on arrival, acquire while waiting), sleeping
+    about BACKOFF ns between polls (0: none)."""
     gl.thread_barrier()
     arrived = gl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") + 1
     while arrived < target:
+        if BACKOFF:
+            arrived = gl.inline_asm_elementwise(f"nanosleep.u32 {BACKOFF}; mov.u32 $0, $1;", "=r,r", [arrived],
+                                                dtype=gl.int32, is_pure=False, pack=1)
         arrived = gl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
     gl.thread_barrier()
 
 
 @gluon.jit
-def _barrier_if(BARRIERS: gl.constexpr, counter_ptr, target):
+def _barrier_if(BARRIERS: gl.constexpr, counter_ptr, target, BACKOFF: gl.constexpr):
     if BARRIERS:
-        _grid_barrier(counter_ptr, target)
+        _grid_barrier(counter_ptr, target, BACKOFF)
 
 
 @gluon.jit
@@ -196,10 +234,11 @@ def _free(empty, stage):
 
 
 @gluon.jit
-def _unit_unreduced(ready, empty, i, SPAN: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr,
-                    STAGES: gl.constexpr, BOX_K: gl.constexpr, layout: gl.constexpr):
-    """MATH False: the unit's buffers waited for and freed, nothing reduced (zeros)."""
-    for k in range(0, SPAN, SUB * BOX_K):
+def _unit_unreduced(ready, empty, i, k0, k1, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
+                    BOX_K: gl.constexpr, layout: gl.constexpr):
+    """MATH False: the unit's buffers waited for and freed, nothing reduced (zeros). The bounds come from the
+    caller: Gluon 3.6 put a constant made of a constexpr here outside this function when called in a while loop."""
+    for k in range(k0, k1, SUB * BOX_K):
         _free(empty, _next_buffer(ready, i, STAGES))
         i += 1
     return gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, layout)), i
@@ -258,42 +297,71 @@ def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, k0, k1, ROWS: gl.conste
 
 
 @gluon.jit
-def _reduce_product(ready, empty, ring, x_smem, first, i, x_ptr, y_ptr, scale_ptr, prev_scale_ptr, scaled, zero_ptr,
-                    layer, N: gl.constexpr, K: gl.constexpr, KS: gl.constexpr, WIDE: gl.constexpr,
+def _reduce_unit(unit, ready, empty, ring, x_smem, i, y_ptr, scale_ptr, layer, N: gl.constexpr, K: gl.constexpr,
+                 KS: gl.constexpr, ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr,
+                 MATH: gl.constexpr, TC: gl.constexpr, SUMS: gl.constexpr):
+    """The unit's rows of y from its buffers: added into y's float32 sums (SUMS), else rounded, scaled, stored."""
+    BOX_K: gl.constexpr = ring.type.shape[2]
+    SPAN: gl.constexpr = K // KS
+    k0 = unit % KS * SPAN
+    if not MATH:
+        total, i = _unit_unreduced(ready, empty, i, k0, k0 + SPAN, ROWS, SUB, STAGES, BOX_K, layout)
+    elif TC:
+        total, i = _unit_on_tensor_cores(ready, empty, ring, x_smem, i, k0, k0 + SPAN, ROWS, SUB, STAGES)
+    else:
+        total, i = _unit_on_cuda_cores(ready, empty, ring, x_smem, i, k0, k0 + SPAN, ROWS, SUB, STAGES, layout)
+    rows = unit // KS * ROWS + gl.arange(0, ROWS, layout=total.type.layout)
+    if SUMS:
+        gl.atomic_add(y_ptr + rows, total, sem="relaxed", scope="gpu")
+    else:
+        scale = gl.load(scale_ptr + layer * N + rows).to(gl.float32)
+        gl.store(y_ptr + rows, (total.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16))
+    return i
+
+
+@gluon.jit
+def _next_unit(ready, ids, i, STAGES: gl.constexpr):
+    """CLAIM: the unit of the ring's i-th buffer once it is full (-1: the product's end), the buffer kept."""
+    marks = ids.index(_next_buffer(ready, i, STAGES)).load(gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
+    return gl.max(marks, axis=0)
+
+
+@gluon.jit
+def _reduce_product(ready, empty, ring, ids, x_smem, first, i, x_ptr, y_ptr, scale_ptr, prev_scale_ptr, scaled,
+                    zero_ptr, layer, N: gl.constexpr, K: gl.constexpr, KS: gl.constexpr, WIDE: gl.constexpr,
                     ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr,
-                    x_layout: gl.constexpr, MATH: gl.constexpr, TC: gl.constexpr, SUMS: gl.constexpr):
+                    x_layout: gl.constexpr, MATH: gl.constexpr, TC: gl.constexpr, SUMS: gl.constexpr,
+                    CLAIM: gl.constexpr):
     """y = x @ W.T of this program's units, from the ring's buffers in the order _load_product filled them. SUMS:
     x is the previous product's float32 sums (rounded and scaled by prev_scale_ptr's here), y gets this one's."""
     BOX_K: gl.constexpr = ring.type.shape[2]
-    SPAN: gl.constexpr = K // KS
     if SUMS:
         _stage_sums(x_ptr, prev_scale_ptr, scaled, K, x_smem, BOX_K, x_layout)
         _zero(zero_ptr, WIDE, gl.SliceLayout(0, x_layout))
     else:
         _stage_input(x_ptr, x_smem, K, BOX_K, x_layout)
-    for unit in range(_first_unit(first), N // ROWS * KS, gl.num_programs(0)):
-        k0 = unit % KS * SPAN
-        if not MATH:
-            total, i = _unit_unreduced(ready, empty, i, SPAN, ROWS, SUB, STAGES, BOX_K, layout)
-        elif TC:
-            total, i = _unit_on_tensor_cores(ready, empty, ring, x_smem, i, k0, k0 + SPAN, ROWS, SUB, STAGES)
-        else:
-            total, i = _unit_on_cuda_cores(ready, empty, ring, x_smem, i, k0, k0 + SPAN, ROWS, SUB, STAGES, layout)
-        rows = unit // KS * ROWS + gl.arange(0, ROWS, layout=total.type.layout)
-        if SUMS:
-            gl.atomic_add(y_ptr + rows, total, sem="relaxed", scope="gpu")
-        else:
-            scale = gl.load(scale_ptr + layer * N + rows).to(gl.float32)
-            gl.store(y_ptr + rows, (total.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16))
+    if CLAIM:
+        unit = _next_unit(ready, ids, i, STAGES)
+        while unit >= 0:
+            i = _reduce_unit(unit, ready, empty, ring, x_smem, i, y_ptr, scale_ptr, layer, N, K, KS, ROWS, SUB,
+                             STAGES, layout, MATH, TC, SUMS)
+            unit = _next_unit(ready, ids, i, STAGES)
+        _free(empty, i % STAGES)  # the end's buffer
+        i += 1
+    else:
+        for unit in range(_first_unit(first), N // ROWS * KS, gl.num_programs(0)):
+            i = _reduce_unit(unit, ready, empty, ring, x_smem, i, y_ptr, scale_ptr, layer, N, K, KS, ROWS, SUB,
+                             STAGES, layout, MATH, TC, SUMS)
     return i
 
 
 @gluon.jit
-def _reducer(ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE: gl.constexpr,
+def _reducer(ready, empty, ring, ids, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE: gl.constexpr,
              HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr,
              SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr, x_layout: gl.constexpr,
              ROTATE: gl.constexpr, MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr,
-             KS_H: gl.constexpr, KS_I: gl.constexpr, SUMS: gl.constexpr):
+             KS_H: gl.constexpr, KS_I: gl.constexpr, SUMS: gl.constexpr, CLAIM: gl.constexpr,
+             BACKOFF: gl.constexpr):
     """Buffers: without SUMS, a (q/k/v's input) and b alternate as each product's input and output; with SUMS,
     three take turns: a product reads one, adds into the next and zeroes the one after."""
     programs = gl.num_programs(0)
@@ -314,10 +382,10 @@ def _reducer(ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, coun
                 x_ptr = buf_ptr + kind % 2 * WIDE
                 y_ptr = buf_ptr + (kind + 1) % 2 * WIDE
             scale_ptr, N, K, KS = products[kind]
-            i = _reduce_product(ready, empty, ring, x_smem, firsts[kind], i, x_ptr, y_ptr, scale_ptr, scales[kind],
-                                (layer > 0) | (kind > 0), buf_ptr + (p + 2) % 3 * WIDE, layer, N, K, KS, WIDE, ROWS,
-                                SUB, STAGES, layout, x_layout, MATH, TC, SUMS)
-            _barrier_if(BARRIERS, counter_ptr, (p + 1) * programs)
+            i = _reduce_product(ready, empty, ring, ids, x_smem, firsts[kind], i, x_ptr, y_ptr, scale_ptr,
+                                scales[kind], (layer > 0) | (kind > 0), buf_ptr + (p + 2) % 3 * WIDE, layer, N, K, KS,
+                                WIDE, ROWS, SUB, STAGES, layout, x_layout, MATH, TC, SUMS, CLAIM)
+            _barrier_if(BARRIERS, counter_ptr, (p + 1) * programs, BACKOFF)
 
 
 @gluon.jit
@@ -326,8 +394,9 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
                  ROWS: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr, SPT: gl.constexpr, TPW_R: gl.constexpr,
                  WPC_R: gl.constexpr, LOADER_REGS: gl.constexpr, ROTATE: gl.constexpr, X32: gl.constexpr,
                  MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr, KS_H: gl.constexpr,
-                 KS_I: gl.constexpr, SUMS: gl.constexpr):
-    """The whole chain (the buffers' turns: _reducer)."""
+                 KS_I: gl.constexpr, SUMS: gl.constexpr, CLAIM: gl.constexpr, BACKOFF: gl.constexpr):
+    """The whole chain (the buffers' turns: _reducer). counter_ptr: the grid barriers' count, then CLAIM's count
+    of each product's claimed units."""
     BOX_K: gl.constexpr = qkv_desc.block_type.shape[1]
     WARPS: gl.constexpr = gl.num_warps()
     layout: gl.constexpr = gl.BlockedLayout([1, SPT], [TPW_R, 32 // TPW_R], [WPC_R, WARPS // WPC_R], [1, 0])
@@ -341,15 +410,17 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
                                            gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ids = gl.allocate_shared_memory(gl.int32, [STAGES, 1], gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1,
+                                                                                    order=[0]))
     for s in gl.static_range(STAGES):
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
     gl.warp_specialize([
-        (_reducer, (ready, empty, ring, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE, HIDDEN,
+        (_reducer, (ready, empty, ring, ids, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE, HIDDEN,
                     INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS, TC, KS_H, KS_I,
-                    SUMS)),
-        (_loader, (qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, layers, HIDDEN, INTER, QKV_ROWS, ROWS,
-                   SUB, STAGES, KS_H, KS_I, ROTATE)),
+                    SUMS, CLAIM, BACKOFF)),
+        (_loader, (qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, ids, counter_ptr, layers, HIDDEN, INTER,
+                   QKV_ROWS, ROWS, SUB, STAGES, KS_H, KS_I, ROTATE, CLAIM)),
     ], [1], [LOADER_REGS])
 
 
@@ -378,7 +449,7 @@ def constants(settings: dict) -> dict:
     return dict(WIDE=2 * INTER, HIDDEN=HIDDEN, INTER=INTER, QKV_ROWS=QKV_ROWS, ROWS=s["ROWS"], SUB=s["SUB"],
                 STAGES=s["STAGES"], LOADER_REGS=s["LOADER_REGS"], ROTATE=s["ROTATE"], X32=s["X32"], MATH=s["MATH"],
                 BARRIERS=s["BARRIERS"], TC=s["TC"], KS_H=HIDDEN // split if split else 1,
-                KS_I=INTER // split if split else 1, SUMS=bool(split), **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
+                KS_I=INTER // split if split else 1, SUMS=bool(split), CLAIM=s["CLAIM"], BACKOFF=s["BACKOFF"], **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
 
 
 def descriptor(weights: torch.Tensor, rows: int, box: int, swizzle: int = 0) -> TensorDescriptor:
@@ -413,7 +484,7 @@ class WarpSpecialisedChain:
         self.sums = bool(s["SPLIT"])  # float32 sums in three buffers, else bfloat16 outputs in two
         self.buffers = torch.zeros((3 if self.sums else 2) * 2 * INTER, device=device,
                                    dtype=torch.float32 if self.sums else torch.bfloat16)
-        self.counter = torch.zeros(1, device=device, dtype=torch.int32)
+        self.counter = torch.zeros(1 + 4 * layers, device=device, dtype=torch.int32)  # barriers, claims
         self.programs = torch.cuda.get_device_properties(device).multi_processor_count
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
