@@ -11,14 +11,16 @@ every product of the chain in order and copies this program's weight tiles into 
 through TMA (Hopper's tensor-memory copies), waiting only for a free buffer: weights depend on no data, so it runs
 ahead across the barriers, and the ring absorbs the time the reducing warps spend waiting at them. The reducing
 warps wait at each grid barrier for the product's input row, copy it to shared memory, then reduce buffers as
-they fill and signal them free.
+they fill and signal them free: on CUDA cores, or on tensor cores (TC: int8 decoded to float16, mma.sync).
 
 The chain: `layers` x (q/k/v, o, gate/up, down) of the 3B shape, each product reading the one before's output
 (as gemv_pdl_probe_gpu.py chains them), int8 weights with a scale per row and torchao's weight-only numerics
 (the sum rounded to bfloat16, times the scale, rounded), int8 made floats as one_row.py decodes them. Against:
 the same chain of register kernels as one_row.py's (tma_gemv_probe_gpu.register_product at one_row.INT8_BLOCKS'
 rows and warps, PDL), and the floor of the chain's bytes at copy bandwidth. Each is checked against a float32
-chain first.
+chain first. Without --variants: FASTEST. Measured on an H200 (docs/performance.md, twenty-fourth session): the
+stream at the floor, the reduction on tensor cores at its pace, the grid barriers between products about 1.7 us
+each.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ LAYERS = 28
 SETTINGS = {"ROWS": 8, "SUB": 4, "STAGES": 12, "WARPS": 4, "LOADER_REGS": 40, "ROTATE": True, "X32": True,
             "MATH": True, "BARRIERS": True, "BOX": 256, "TC": False, "SWIZZLE": 0, "SPLIT": 0, "CLAIM": False,
             "BACKOFF": 0}
+# the fastest whole chain measured (948-954 us against the register kernels' 1020-1026, floor 655-660)
+FASTEST = {"TC": True, "BOX": 64, "SUB": 8, "SWIZZLE": 64, "ROWS": 32, "STAGES": 12, "SPLIT": 1024}
 # MATH / BARRIERS False: diagnostics that drop the reduction (buffers are waited for and freed only) or the grid
 # barriers, so that a chain's time shows what they cost; their outputs are wrong, and they are timed unchecked
 INT8_FLOATS = gl.constexpr(one_row.INT8_FLOATS.value)
@@ -556,7 +560,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--layers", type=int, default=LAYERS)
     parser.add_argument("--check-layers", type=int, default=2)
-    parser.add_argument("--variants", type=json.loads, default=[{}])
+    parser.add_argument("--variants", type=json.loads, default=[FASTEST])
     parser.add_argument("--ptxas", type=int, help="compile for this architecture only (no GPU needed)")
     args = parser.parse_args()
     if args.ptxas:
