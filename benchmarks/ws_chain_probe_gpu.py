@@ -103,8 +103,8 @@ def _firsts(layer, HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.const
 
 @gluon.jit
 def _fill_unit(desc, row, k0, k1, unit, i, ready, empty, ring, ids, SUB: gl.constexpr, STAGES: gl.constexpr):
-    """Copies rows [row, row + ROWS) of inputs k0 to k1 into the ring, SUB boxes a buffer, each buffer marked with
-    its unit; returns the count of buffers filled so far."""
+    """Copies the descriptor's box of rows from `row`, inputs k0 to k1, into the ring, SUB boxes a buffer, each
+    buffer marked with its unit; returns the count of buffers filled so far."""
     BOX_K: gl.constexpr = desc.block_type.shape[1]
     one: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
     for k in range(k0, k1, SUB * BOX_K):
@@ -185,33 +185,36 @@ def _barrier_if(BARRIERS: gl.constexpr, counter_ptr, target, BACKOFF: gl.constex
 
 
 @gluon.jit
-def _stage_input(x_ptr, x_smem, K: gl.constexpr, BOX_K: gl.constexpr, layout: gl.constexpr):
-    """The product's input row (another program's output, so read past L1) into shared memory as pieces of BOX_K
-    inputs (x_smem's dtype); the pieces past K are zeros, never read."""
-    X_ROWS: gl.constexpr = x_smem.numel // BOX_K
-    pieces = gl.arange(0, X_ROWS, layout=gl.SliceLayout(1, layout))
-    cols = gl.arange(0, BOX_K, layout=gl.SliceLayout(0, layout))
-    at = pieces[:, None] * BOX_K + cols[None, :]
-    x = gl.load(x_ptr + at, mask=at < K, other=0.0, cache_modifier=".cg")
+def _input_offsets(x_smem, BOX_K: gl.constexpr, layout: gl.constexpr):
+    """Offsets of the input row as x_smem holds it: [its bytes / BOX_K pieces, BOX_K]."""
+    pieces = gl.arange(0, x_smem.numel // BOX_K, layout=gl.SliceLayout(1, layout))
+    return pieces[:, None] * BOX_K + gl.arange(0, BOX_K, layout=gl.SliceLayout(0, layout))[None, :]
+
+
+@gluon.jit
+def _keep_input(x, x_smem):
+    """x, laid out as _input_offsets, into shared memory (x_smem's dtype) for every reducing warp."""
     plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])
-    x_smem._reinterpret(x_smem.dtype, [X_ROWS, BOX_K], plain).store(x.to(x_smem.dtype))  # the same bytes, seen as one tensor
+    x_smem._reinterpret(x_smem.dtype, x.shape, plain).store(x.to(x_smem.dtype))  # the same bytes as one tensor
     gl.thread_barrier()
+
+
+@gluon.jit
+def _stage_input(x_ptr, x_smem, K: gl.constexpr, BOX_K: gl.constexpr, layout: gl.constexpr):
+    """The product's input row (another program's output, so read past L1) into shared memory; the pieces past K
+    are zeros, never read."""
+    at = _input_offsets(x_smem, BOX_K, layout)
+    _keep_input(gl.load(x_ptr + at, mask=at < K, other=0.0, cache_modifier=".cg"), x_smem)
 
 
 @gluon.jit
 def _stage_sums(sums_ptr, scale_ptr, scaled, K: gl.constexpr, x_smem, BOX_K: gl.constexpr, layout: gl.constexpr):
     """SPLIT's input row: the previous product's float32 sums (other programs' atomic adds) rounded to bfloat16,
     times its rows' scales (where `scaled`; the chain's input has none), rounded, into shared memory."""
-    X_ROWS: gl.constexpr = x_smem.numel // BOX_K
-    pieces = gl.arange(0, X_ROWS, layout=gl.SliceLayout(1, layout))
-    cols = gl.arange(0, BOX_K, layout=gl.SliceLayout(0, layout))
-    at = pieces[:, None] * BOX_K + cols[None, :]
+    at = _input_offsets(x_smem, BOX_K, layout)
     sums = gl.load(sums_ptr + at, mask=at < K, other=0.0, cache_modifier=".cg")
     scale = gl.load(scale_ptr + at, mask=(at < K) & scaled, other=1.0).to(gl.float32)
-    x = (sums.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16)
-    plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])
-    x_smem._reinterpret(x_smem.dtype, [X_ROWS, BOX_K], plain).store(x.to(x_smem.dtype))
-    gl.thread_barrier()
+    _keep_input((sums.to(gl.bfloat16).to(gl.float32) * scale).to(gl.bfloat16), x_smem)
 
 
 @gluon.jit
@@ -271,11 +274,11 @@ def _unit_on_cuda_cores(ready, empty, ring, x_smem, i, k0, k1, ROWS: gl.constexp
 @gluon.jit
 def _unit_on_tensor_cores(ready, empty, ring, x_smem, i, k0, k1, ROWS: gl.constexpr,
                           SUB: gl.constexpr, STAGES: gl.constexpr):
-    """The unit's [ROWS] sums over inputs k0 to k1 on tensor cores (mma.sync m16n8k16, float16 in, float32 sums). A buffer holds the
-    rows' next 8 pieces of PIECE inputs (SUB copies of BOX_K); read as A = [8 * ROWS, PIECE], its row i holds piece
-    (i // (ROWS * Q)) * Q + i % Q of row (i // Q) % ROWS (Q pieces a copy's row). B = the same 8 pieces of the input
-    row side by side, [PIECE, 8] (8: mma's narrowest N). Of A @ B each row keeps the column of its own piece: the
-    other columns are computed and dropped (tensor cores have the throughput to spare)."""
+    """The unit's [ROWS] sums over inputs k0 to k1 on tensor cores (mma.sync m16n8k16, float16 in, float32 sums).
+    A buffer holds the rows' next 8 pieces of PIECE inputs (SUB copies of BOX_K); read as A = [8 * ROWS, PIECE], its
+    row i holds piece (i // (ROWS * Q)) * Q + i % Q of row (i // Q) % ROWS (Q pieces a copy's row). B = the same 8
+    pieces of the input row side by side, [PIECE, 8] (8: mma's narrowest N). Of A @ B each row keeps the column of
+    its own piece: the other columns are computed and dropped (tensor cores have the throughput to spare)."""
     BOX_K: gl.constexpr = ring.type.shape[2]
     PIECE: gl.constexpr = x_smem.type.shape[2]
     Q: gl.constexpr = BOX_K // PIECE
@@ -360,7 +363,8 @@ def _reduce_product(ready, empty, ring, ids, x_smem, first, i, x_ptr, y_ptr, sca
 
 
 @gluon.jit
-def _reducer(ready, empty, ring, ids, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE: gl.constexpr,
+def _reducer(ready, empty, ring, ids, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers,
+             WIDE: gl.constexpr,
              HIDDEN: gl.constexpr, INTER: gl.constexpr, QKV_ROWS: gl.constexpr, ROWS: gl.constexpr,
              SUB: gl.constexpr, STAGES: gl.constexpr, layout: gl.constexpr, x_layout: gl.constexpr,
              ROTATE: gl.constexpr, MATH: gl.constexpr, BARRIERS: gl.constexpr, TC: gl.constexpr,
@@ -420,9 +424,9 @@ def chain_kernel(qkv_desc, o_desc, gu_desc, down_desc, s_qkv, s_o, s_gu, s_down,
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
     gl.warp_specialize([
-        (_reducer, (ready, empty, ring, ids, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE, HIDDEN,
-                    INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS, TC, KS_H, KS_I,
-                    SUMS, CLAIM, BACKOFF)),
+        (_reducer, (ready, empty, ring, ids, x_smem, s_qkv, s_o, s_gu, s_down, buf_ptr, counter_ptr, layers, WIDE,
+                    HIDDEN, INTER, QKV_ROWS, ROWS, SUB, STAGES, layout, x_layout, ROTATE, MATH, BARRIERS, TC, KS_H,
+                    KS_I, SUMS, CLAIM, BACKOFF)),
         (_loader, (qkv_desc, o_desc, gu_desc, down_desc, ready, empty, ring, ids, counter_ptr, layers, HIDDEN, INTER,
                    QKV_ROWS, ROWS, SUB, STAGES, KS_H, KS_I, ROTATE, CLAIM)),
     ], [1], [LOADER_REGS])
@@ -453,7 +457,8 @@ def constants(settings: dict) -> dict:
     return dict(WIDE=2 * INTER, HIDDEN=HIDDEN, INTER=INTER, QKV_ROWS=QKV_ROWS, ROWS=s["ROWS"], SUB=s["SUB"],
                 STAGES=s["STAGES"], LOADER_REGS=s["LOADER_REGS"], ROTATE=s["ROTATE"], X32=s["X32"], MATH=s["MATH"],
                 BARRIERS=s["BARRIERS"], TC=s["TC"], KS_H=HIDDEN // split if split else 1,
-                KS_I=INTER // split if split else 1, SUMS=bool(split), CLAIM=s["CLAIM"], BACKOFF=s["BACKOFF"], **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
+                KS_I=INTER // split if split else 1, SUMS=bool(split), CLAIM=s["CLAIM"], BACKOFF=s["BACKOFF"],
+                **tile_layout(s["ROWS"], s["WARPS"], s["BOX"]))
 
 
 def descriptor(weights: torch.Tensor, rows: int, box: int, swizzle: int = 0) -> TensorDescriptor:
