@@ -47,9 +47,8 @@ PIECE, PIECES = gl.constexpr(64), gl.constexpr(8)  # a buffer's row: 8 groups of
 BUFFER_INPUTS = gl.constexpr(2 * PIECE.value * PIECES.value)
 SETTINGS = {"ROWS": 8, "STAGES": 16, "WARPS": 4, "LOADER_REGS": 40, "PDL": True, "MAXNREG": 128, "PER_SM": 1,
             "MATH": True, "LOP3": True, "PIPE": True, "FENCE": True, "WINDOW_ONCE": False, "X_SWIZZLE": False}
-# ROWS: output rows a unit (8 * ROWS a multiple of 16 * WARPS: each warp one or more [16, 64] pieces of A);
-# STAGES: ring buffers;
-# WARPS: reducing warps (the loading warp is one more); LOADER_REGS: its registers per thread; PDL: launched with
+# ROWS: output rows a unit (8 * ROWS a multiple of 16 * WARPS: each warp one or more [16, 64] pieces of A); STAGES:
+# ring buffers; WARPS: reducing warps (the loading warp is one more); LOADER_REGS: its registers per thread; PDL: with
 # programmatic dependent launch, the weights loaded before the product ahead ends; MAXNREG: registers a thread at
 # most (Gluon rounds the program to 8 warps: at 128, two programs fit an SM, so that the next product's can start);
 # PER_SM: programs an SM; MATH False: a diagnostic whose reducing warps wait for the buffers and free them only;
