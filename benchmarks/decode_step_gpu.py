@@ -8,6 +8,7 @@
         [--int8-rows-kernel on|off] [--fp8-rows-kernel on|off]   # products of several rows as one_byte_rows.py's
                                                                   # kernel (default: on)
         [--int4-rows-kernel on|off]   # int4's of 17-64 rows as int4_rows.py's kernel (default: on)
+        [--int4-one-row-kernel on|off]   # int4's of one row as int4_one_row.py's kernel, from Hopper on (default: on)
     TORCHINDUCTOR_ENABLE_PDL=1 python benchmarks/decode_step_gpu.py ...   # an Inductor variable, for every kind
 
 For each precision: the engine is built as the benchmark builds it (torchao quantisation, the decode step
@@ -122,11 +123,14 @@ def main() -> None:
                         help="fp8 products of several rows as one_byte_rows.py's kernel (quantize.FP8_ROWS_KERNEL)")
     parser.add_argument("--int4-rows-kernel", choices=("on", "off"), default="on",
                         help="int4 products of several rows as int4_rows.py's kernel (quantize.INT4_ROWS_KERNEL)")
+    parser.add_argument("--int4-one-row-kernel", choices=("on", "off"), default="on",
+                        help="int4 products of one row as int4_one_row.py's kernel (quantize.INT4_ONE_ROW_KERNEL)")
     args = parser.parse_args()
     override_inductor_options(args.inductor_options)
     quantize.INT8_ROWS_KERNEL = args.int8_rows_kernel == "on"
     quantize.FP8_ROWS_KERNEL = args.fp8_rows_kernel == "on"
     quantize.INT4_ROWS_KERNEL = args.int4_rows_kernel == "on"
+    quantize.INT4_ONE_ROW_KERNEL = args.int4_one_row_kernel == "on"
     workers_ready = start_compile_workers() if args.workers_ready else None
     device = torch.device("cuda")
     tokenizer = load_tokenizer(args.ckpt)
@@ -134,6 +138,7 @@ def main() -> None:
                "max_seq_len": args.max_seq_len, "inductor_options": CUDA_INDUCTOR_OPTIONS,
                "compile_workers_ready": workers_ready, "int8_rows_kernel": quantize.INT8_ROWS_KERNEL,
                "fp8_rows_kernel": quantize.FP8_ROWS_KERNEL, "int4_rows_kernel": quantize.INT4_ROWS_KERNEL,
+               "int4_one_row_kernel": quantize.INT4_ONE_ROW_KERNEL,
                "environment": describe(device), "variants": {}}  # environment: e.g. TORCHINDUCTOR_ENABLE_PDL
     reference = None
     on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]

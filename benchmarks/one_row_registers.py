@@ -2,7 +2,7 @@
 for a GPU architecture (Hopper by default) through its own `ptxas -v`, as the layers launch them there (with PDL
 from Hopper on; attention over the 512 cache columns of the toolkit's one-row shape). Also the kernels of products
 of several rows (one_byte_rows.py's for int8 and fp8, int4_rows.py's) at each of their blocks, with the shared
-memory their stages take. Needs no GPU.
+memory their stages take, and on Hopper int4_one_row.py's Gluon kernel. Needs no GPU.
 
     python benchmarks/one_row_registers.py [OUT.json] [--arch 90|89|86|80]
 
@@ -26,7 +26,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from higgs_bench.backends.pytorch import int4_rows, one_byte_rows, one_row  # noqa: E402
+import torch  # noqa: E402
+
+from higgs_bench.backends.pytorch import int4_one_row, int4_rows, one_byte_rows, one_row  # noqa: E402
 from higgs_bench.model.random_checkpoint import make_config  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -138,6 +140,32 @@ def rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
     return table
 
 
+def int4_one_row_usage(cfg, arch: int, shared_memory: int) -> dict:
+    """int4_one_row.py's Gluon kernel (Hopper on) for each product of the 3B shape as its custom op launches it:
+    registers (capped), spills, shared memory (its programs per SM must fit in the GPU's)."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    hidden, inter = cfg.hidden_size, cfg.intermediate_size
+    shapes = {"qkv": ((cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim, hidden), "o": (hidden, hidden),
+              "gate_up": (2 * inter, hidden), "down": (hidden, inter)}
+    table = {}
+    for name, (outputs, inputs) in shapes.items():
+        groups = inputs // int4_one_row.INT4_GROUP
+        descs = int4_one_row.descriptors(torch.zeros(outputs // 8, groups, 32, 4, dtype=torch.int32),
+                                         int4_one_row.pack_scales(torch.zeros(groups, outputs, 2, dtype=torch.bfloat16)))
+        kernel = int4_one_row.int4_one_row_kernel
+        types = {"w_desc": mangle_type(descs[0]), "sz_desc": mangle_type(descs[1]), "x_ptr": "*bf16", "y_ptr": "*bf16"}
+        registers, spilled, shared = ptxas_usage(
+            kernel, types | {name: "constexpr" for name in kernel.arg_names if name.isupper()},
+            int4_one_row.constants(inputs, outputs, groups),
+            {"num_warps": int4_one_row.WARPS, "maxnreg": int4_one_row.MAX_REGISTERS}, arch, source=GluonASTSource)
+        table[f"int4 one-row {name}"] = {
+            "registers": registers, "spilled": spilled, "shared_kb": shared / 1024,
+            "fits_shared_memory": int4_one_row.PROGRAMS_PER_SM * shared <= shared_memory}
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, nargs="?")
@@ -163,6 +191,8 @@ def main() -> None:
                                           "spilled": spilled, "programs_per_sm": resident,
                                           "kb_in_flight_per_sm": resident * rows * row_bytes / 1024}
     table |= rows_usage(args.arch, threads_per_sm, shared_memory)
+    if divmod(args.arch, 10) >= int4_one_row.CAPABILITY:
+        table |= int4_one_row_usage(cfg, args.arch, shared_memory)
     for name, row in table.items():
         print(f"{name:18s} " + "  ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                                           for key, value in row.items()))

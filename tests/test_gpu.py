@@ -385,6 +385,71 @@ def test_int4_weights_are_packed_as_torch_packs_them_and_the_kernel_computes_tin
         assert ((wrong - theirs).norm() / theirs.norm()).item() > 0.5
 
 
+HOPPER = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+                            reason="int4_one_row.py's kernel needs Hopper (TMA)")
+
+
+@HOPPER
+@pytest.mark.parametrize("outputs, inputs", [(5120, 3072), (3072, 3072), (16384, 3072), (3072, 8192), (48, 256)])
+def test_int4_one_row_kernel_computes_tinygemms_product(outputs, inputs):
+    """int4_one_row.py's product of one row, reading torch's packing of the weights where it lies, against
+    tinygemm's at the 3B products and at 256 inputs packed as torchao pads them (to 1024), but for tinygemm's
+    rounding of each dequantised weight to bf16; scales twice too large fail."""
+    from higgs_bench.backends.pytorch.int4_one_row import pack_scales
+    from higgs_bench.backends.pytorch.int4_rows import GROUP
+
+    torch.manual_seed(0)
+    packed_inputs = -(-inputs // 1024) * 1024
+    values = torch.randint(0, 16, (outputs, packed_inputs), device="cuda")
+    packed = torch.ops.aten._convert_weight_to_int4pack((values[:, ::2] << 4 | values[:, 1::2]).to(torch.uint8), 8)
+    groups = packed_inputs // GROUP
+    scale_and_zero = torch.stack([torch.rand(groups, outputs, device="cuda") / 64,
+                                  torch.randn(groups, outputs, device="cuda") / 64], -1).to(torch.bfloat16)
+    x = torch.randn(1, inputs, device="cuda", dtype=torch.bfloat16)
+    theirs = torch.ops.aten._weight_int4pack_mm(torch.nn.functional.pad(x, (0, packed_inputs - inputs)), packed,
+                                                GROUP, scale_and_zero).float()
+    mine = torch.ops.higgs_bench.int4_one_row(x, packed, pack_scales(scale_and_zero), outputs).float()
+    assert ((mine - theirs).norm() / theirs.norm()).item() < 1e-2
+    wrong = torch.ops.higgs_bench.int4_one_row(x, packed, pack_scales(scale_and_zero * 2), outputs).float()
+    assert ((wrong - theirs).norm() / theirs.norm()).item() > 0.5
+
+
+@HOPPER
+def test_int4_one_row_steps_run_the_gluon_kernel_and_compute_what_tinygemm_does(tiny_trtllm, prompt_inputs,
+                                                                                monkeypatch):
+    """An int4 engine with int4_one_row.py's kernel for products of one row (quantize.INT4_ONE_ROW_KERNEL) against
+    the same engine with tinygemm's: a lone prompt's captured prefill and captured compiled steps of one row; the
+    kernel must have run in the steps' graphs. Their difference is tinygemm's rounding of each dequantised weight
+    to bf16 (COMPILED_BOUNDS). The model whose sizes are multiples of int4's groups of 128."""
+    from higgs_bench.backends.pytorch import int4_one_row
+    from higgs_bench.backends.pytorch.int4_rows import Int4RowsLinear
+
+    launches = torch.zeros((), dtype=torch.int64, device="cuda")
+
+    class Counted:  # the kernel's launches, counted on the device (dynamo would guard on a Python counter)
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launches.add_(1)
+            return self.kernel[grid]
+
+    monkeypatch.setattr(int4_one_row, "int4_one_row_kernel", Counted(int4_one_row.int4_one_row_kernel))
+    logits = []
+    for kernel in (False, True):
+        monkeypatch.setattr("higgs_bench.backends.pytorch.quantize.INT4_ONE_ROW_KERNEL", kernel)
+        backend = TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised="int4",
+                                               speed=Speed(cuda_graph=True, compile_mode="default", max_seq_len=512))
+        frames = torch.randint(0, 1024, (3, 1, 8), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+        logits.append([backend.prefill(prompt_inputs[:1], 20)] + [backend.step(frame) for frame in frames])
+        assert (launches.item() > 0) == kernel
+        taking = [module.one_row_scales is not None for module in backend.network.modules()
+                  if isinstance(module, Int4RowsLinear)]
+        assert taking and any(taking) == kernel
+    for mine, theirs in zip(*logits):
+        assert ((mine - theirs).norm() / theirs.norm()).item() < COMPILED_BOUNDS["int4"]
+
+
 @pytest.mark.skipif("HIGGS_BENCH_3B" not in os.environ, reason="set HIGGS_BENCH_3B to a 3B-shape checkpoint")
 @pytest.mark.parametrize("kind", sorted(BOUNDS))
 def test_quantised_variants_at_full_size_stay_within_their_bounds(kind, prompt_inputs):

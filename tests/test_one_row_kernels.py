@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from higgs_bench.backends.pytorch import int4_rows, one_byte_rows, one_row
+from higgs_bench.backends.pytorch import int4_one_row, int4_rows, one_byte_rows, one_row
 from higgs_bench.backends.pytorch.quantised_linears import Float8Linear, one_row_fp8
 from higgs_bench.backends.pytorch.backend import Speed, TorchBackend
 from higgs_bench.bench.build import torch_speed
@@ -134,7 +134,8 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     with pointers as aligned as a launch finds them (without, Triton loads a byte or two at a time). A kernel
     that spilled would send its tile through local memory. Run apart: the tool compiles, while this module's
     kernels run in the interpreter. Also the kernels of products of several rows (one_byte_rows.py's, int4_rows.py's)
-    at each of their blocks, whose stages' shared memory must fit the GPU's (99 KB per block on Ada)."""
+    at each of their blocks, whose stages' shared memory must fit the GPU's (99 KB per block on Ada), and on Hopper
+    int4_one_row.py's Gluon kernel (its programs per SM within shared memory, its registers within their cap)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "one_row_registers.py"
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "registers.json"), "--arch", str(arch)], env=env,
@@ -144,10 +145,12 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     rows = {name for name in table if " rows " in name}
     blocks = one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS
     assert len(rows) == len(blocks) * (2 if arch >= 89 else 1) + len(int4_rows.BLOCKS)  # int8's, int4's, fp8's from Ada
+    one_row_int4 = {f"int4 one-row {name}" for name in ("qkv", "o", "gate_up", "down")} if arch >= 90 else set()
     assert set(table) == {f"{kind} {name}" for kind in kinds for name in ("qkv", "o", "gate_up", "down")} | \
-        {"16-bit attention"} | rows
+        {"16-bit attention"} | rows | one_row_int4
     assert all(row["spilled"] == 0 for row in table.values()), table
-    assert all(table[name]["fits_shared_memory"] for name in rows), table
+    assert all(table[name]["fits_shared_memory"] for name in rows | one_row_int4), table
+    assert all(table[name]["registers"] <= int4_one_row.MAX_REGISTERS for name in one_row_int4), table
     if arch >= 89:
         assert table["fp8 o"]["rows"] == one_row.FP8_BLOCKS["o"][0]  # each kind's table, as the layers take them
     assert table["int8 o"]["rows"] == one_row.INT8_BLOCKS["o"][0]

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from higgs_bench.backends.pytorch import int4_one_row
 from higgs_bench.backends.pytorch.one_byte_rows import Blocks, programs_wanted, widest_fitting
 from higgs_bench.backends.pytorch.quantised_linears import INT4_GROUP, Int4Linear
 
@@ -116,9 +117,19 @@ def tinygemm_pack(values: torch.Tensor) -> torch.Tensor:
 
 class Int4RowsLinear(Int4Linear):
     """An int4 linear (quantised_linears.py) on CUDA whose products of MIN_ROWS to MAX_ROWS rows take
-    int4_rows_matmul; others stay torchao's (tinygemm)."""
+    int4_rows_matmul, and of one row int4_one_row.py's kernel where it runs (quantize.INT4_ONE_ROW_KERNEL, from
+    Hopper on: its scales in the kernel's order, `one_row_scales`, a buffer not kept with the weights); others stay
+    torchao's (tinygemm)."""
+
+    def __init__(self, in_features: int, out_features: int, **tensors: torch.Tensor):
+        super().__init__(in_features, out_features, **tensors)
+        fits = int4_one_row.fits(self.qdata, self.scale_and_zero)
+        self.register_buffer("one_row_scales", int4_one_row.pack_scales(self.scale_and_zero) if fits else None,
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.one_row_scales is not None and x.dtype == torch.bfloat16 and x.numel() == self.in_features:
+            return torch.ops.higgs_bench.int4_one_row(x, self.qdata, self.one_row_scales, self.out_features)
         if runs(x, self):  # never one row: MIN_ROWS
             return int4_rows_matmul(x, self.qdata, self.scale_and_zero, self.out_features)
         return super().forward(x)

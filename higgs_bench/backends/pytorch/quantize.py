@@ -9,7 +9,7 @@ plain ones (so that compiled functions can be kept whole) and compute torchao's 
 - int4: weight-only, groups of 128 along the input, packed for torch's own int4 kernel (tinygemm,
   `Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")`); CUDA only. Its products of several rows can
   take int4_rows.py's kernel from 17 rows on, which reads the same packed weights once (Int4RowsLinear,
-  INT4_ROWS_KERNEL).
+  INT4_ROWS_KERNEL), and its products of one row int4_one_row.py's from Hopper on (INT4_ONE_ROW_KERNEL).
 - fp8: e4m3 weights with per-row scales and dynamically quantised per-row activations
   (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`); CUDA compute capability >= 8.9.
   A compiled product of one row takes `one_row_fp8` instead of `_scaled_mm` (quantised_linears.Float8Linear);
@@ -43,6 +43,9 @@ FP8_CAPABILITY = (8, 9)
 # Products of several rows on CUDA as one_byte_rows.rows_matmul (int8, fp8) or int4_rows.int4_rows_matmul (17-64
 # rows), each measured faster than torchao's products in decode steps on an H200 (docs/performance.md)
 INT8_ROWS_KERNEL, FP8_ROWS_KERNEL, INT4_ROWS_KERNEL = True, True, True
+# int4's products of one row on CUDA from Hopper on as int4_one_row.py's kernel (with INT4_ROWS_KERNEL: the class
+# Int4RowsLinear takes both), measured faster than tinygemm on an H200 (docs/performance.md)
+INT4_ONE_ROW_KERNEL = True
 ROWS_CAPABILITY = (8, 0)
 
 
