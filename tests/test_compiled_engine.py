@@ -49,7 +49,8 @@ def test_compiled_and_eager_decoding_give_identical_greedy_codes(tiny_hf, prompt
     assert compiled.config.num_layers > 1 and counters["stats"]["unique_graphs"] == graphs + 1
 
 
-def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cuda(tiny_hf, prompt_inputs):
+def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cuda(tiny_hf, prompt_inputs,
+                                                                                 monkeypatch):
     """Tuning pays where products become Triton reductions, at one row; fp8's other shapes took 35-74 s each to
     tune for frames no faster (H200), so only its one-row layer is compiled with tuning."""
     backend = TorchBackend.from_checkpoint(tiny_hf, speed=Speed(compile_mode="default", max_seq_len=2048))
@@ -88,6 +89,12 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert compile_options(autotuned, "int8", cuda)["max_autotune_gemm_backends"] == "TRITON"
     assert "TRITON" != compile_options(autotuned, "int8", cuda, one_row=True).get("max_autotune_gemm_backends")
     assert "TRITON" != compile_options(autotuned, None, cuda).get("max_autotune_gemm_backends")
+    # int4's one-row step with int4_one_row.py's kernel: Inductor's kernels launched with PDL, so that the kernel's
+    # weights load while the kernel before it ends; not without the kernel (tinygemm's step was slower with PDL)
+    pdl = "triton.enable_pdl"
+    assert [setting(pdl, "int4", True), setting(pdl, "int4", False), setting(pdl, "int8", True)] == [True, False, False]
+    monkeypatch.setattr("higgs_bench.backends.pytorch.quantize.INT4_ONE_ROW_KERNEL", False)
+    assert not setting(pdl, "int4", True)
 
 
 def test_shapes_that_tune_reductions_compile_their_kernels_in_the_process(monkeypatch):

@@ -23,6 +23,7 @@ from higgs_bench.backends.pytorch.engine_weights import kept_network
 from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer, call_prefill_layer, fuse_weights,
                                                   place_constants)
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE, Precompiled
+from higgs_bench.backends.pytorch import quantize
 from higgs_bench.backends.pytorch.quantize import quantise
 from higgs_bench.errors import ConfigError, GenerationError
 from higgs_bench.generate.cuda_graph import capture
@@ -77,6 +78,11 @@ TUNED_REDUCTIONS |= IN_PROCESS_COMPILE
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
 INT8_ROWS_OPTIONS = {"pattern_matcher": False}
+# int4's one-row decode step with int4_one_row.py's kernel (quantize.INT4_ONE_ROW_KERNEL): Inductor's kernels launched
+# with PDL (on GPUs that have it), so that the product kernel's loading warp starts on its weights while the kernel
+# before it ends. H200, 3B shape: 1.63 ms against 1.72 with tinygemm, 1.74 with the kernel without PDL; tinygemm with
+# PDL 1.76 (docs/performance.md, twenty-fifth session).
+INT4_ONE_ROW_OPTIONS = {"triton.enable_pdl": True}
 UNQUANTISED = "unquantised"  # the weight kind of bf16, fp16 and fp32 engines in CUDA_INDUCTOR_OPTIONS
 CUDA_INDUCTOR_OPTIONS = {
     "one_row": {"int8": INT8_OPTIONS, "fp8": TUNED_REDUCTIONS},
@@ -119,6 +125,8 @@ def compile_options(mode: str, quantised: str | None, device: torch.device, one_
         options |= CUDA_INDUCTOR_OPTIONS["one_row" if one_row else "rows"].get(quantised or UNQUANTISED, {})
         if quantised == "int8" and not one_row and (options.get("max_autotune") or options.get("max_autotune_gemm")):
             options |= INT8_GEMMS_AS_TEMPLATES
+        if quantised == "int4" and one_row and quantize.INT4_ONE_ROW_KERNEL:
+            options |= INT4_ONE_ROW_OPTIONS
     return options
 
 
