@@ -1,6 +1,8 @@
 """Products of one row with int4 weights as a warp-specialised Gluon kernel that reads tinygemm's packed weights
-where they lie (Hopper on; measured on an H200: 112 products of the 3B shape in 0.70 ms against tinygemm's 1.20,
-floor 0.35, docs/performance.md, twenty-fifth session).
+where they lie (Hopper on). Measured on an H200 at the 3B shape (docs/performance.md, twenty-fifth session): 112
+products chained with PDL in 0.70 ms against tinygemm's 1.20 (floor 0.35); int4's one-row step 1.63-1.65 against
+1.72-1.74 ms, with the step's Inductor kernels launched with PDL (backend.INT4_ONE_ROW_OPTIONS), without which the
+kernel starts cold after each of them and gains nothing.
 
 tinygemm (`_weight_int4pack_mm`, int4's one-row product before) reads its weights at a third of the copy bandwidth.
 Here each program (two per SM) takes units of 16 output rows. Its loading warp copies a unit's weights through TMA
