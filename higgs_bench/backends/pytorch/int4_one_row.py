@@ -21,8 +21,9 @@ tensor cores' A operand, row i keeps the column of its group in a product with 8
 The scales and zero points are copied once into the order the buffers read them (`pack_scales`: 1/16 of the int4
 bytes).
 
-Gluon is Triton's experimental dialect (triton.experimental.gluon); this module is written against Triton 3.6.
-Without it, before Hopper, or for a weight the kernel does not take (`fits`), one-row products stay tinygemm's.
+Gluon is Triton's experimental dialect (triton.experimental.gluon); this module is written against Triton 3.6 and
+takes no earlier one. Without it, before Hopper, or for a weight the kernel does not take (`fits`), one-row products
+stay tinygemm's.
 Triton's interpreter does not run Gluon: the tests compile the kernel for Hopper on a CPU and check its layouts
 against tinygemm's packing with the same arithmetic in torch; `pytest -m gpu` runs it.
 """
@@ -41,6 +42,17 @@ try:
     from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # a Triton without Gluon's Hopper API: one-row products stay tinygemm's
+    gluon = None
+WRITTEN_AGAINST = (3, 6)  # Triton: Gluon's API is experimental and changed between versions (warp_specialize's)
+
+
+def written_for(triton_version: str) -> bool:
+    """Whether this Triton is one the kernel was written against or later (Triton 3.5, under torch 2.9 as
+    TensorRT-LLM 1.2 pins it, is not: its products stay tinygemm's)."""
+    return tuple(int(part) for part in triton_version.split(".")[:2]) >= WRITTEN_AGAINST
+
+
+if gluon is not None and not written_for(triton.__version__):
     gluon = None
 
 CAPABILITY = (9, 0)  # TMA and mbarrier
