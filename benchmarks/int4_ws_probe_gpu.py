@@ -40,6 +40,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from gemv_pdl_probe_gpu import LAYERS, chain, replay_us
+from higgs_bench.backends.pytorch.int4_one_row import INT4_HALVES
 from int4_halves_probe_gpu import GROUP, KINDS, Int4Weight, random_int4, tinygemm_product
 from ws_chain_probe_gpu import _free, _next_buffer
 
@@ -60,24 +61,6 @@ SETTINGS = {"ROWS": 8, "STAGES": 16, "WARPS": 4, "LOADER_REGS": 40, "PDL": True,
 # warp's B operand loads meet each bank twice, not eight times
 # the fastest chain measured (705 us against tinygemm's 1206, floor 350; docs/performance.md, twenty-fifth session)
 FASTEST = {"PIPE": False, "ROWS": 16, "STAGES": 4, "LOP3": False, "PER_SM": 2, "X_SWIZZLE": True}
-# four int8 (one register: bytes b0..b3, each two nibbles) as float16 q - 8: the low nibbles' four, then the high
-# nibbles', each nibble the low mantissa byte of 1024 (0x64__), less 1032 (1024 + 8) in float16x2 subtractions
-INT4_HALVES = gl.constexpr("""{
-.reg .b32 low, high, magic, bias;
-and.b32 low, $4, 0x0f0f0f0f;
-shr.u32 high, $4, 4;
-and.b32 high, high, 0x0f0f0f0f;
-mov.b32 magic, 0x64646464;
-mov.b32 bias, 0x64086408;
-prmt.b32 $0, low, magic, 0x4140;
-prmt.b32 $1, low, magic, 0x4342;
-prmt.b32 $2, high, magic, 0x4140;
-prmt.b32 $3, high, magic, 0x4342;
-sub.f16x2 $0, $0, bias;
-sub.f16x2 $1, $1, bias;
-sub.f16x2 $2, $2, bias;
-sub.f16x2 $3, $3, bias;
-}""")
 # the same four bytes as float16 1024 + q (low nibbles) and 1024 + 16 q (high nibbles), each two nibbles masked into
 # the mantissa of 1024 at once (and + or: one LOP3), bytes in the order 0, 2, 1, 3 (the input row is staged in that
 # order); the reduction takes the biases off the sums: sum (q - 8) x = sum (1024 + q) x - 1032 sum x, and the high
