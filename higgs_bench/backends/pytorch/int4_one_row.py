@@ -23,9 +23,8 @@ bytes).
 
 Gluon is Triton's experimental dialect (triton.experimental.gluon); this module is written against Triton 3.6 and
 takes no earlier one. Without it, before Hopper, or for a weight the kernel does not take (`fits`), one-row products
-stay tinygemm's.
-Triton's interpreter does not run Gluon: the tests compile the kernel for Hopper on a CPU and check its layouts
-against tinygemm's packing with the same arithmetic in torch; `pytest -m gpu` runs it.
+stay tinygemm's. Triton's interpreter does not run Gluon: the tests compile the kernel for Hopper on a CPU and check
+its layouts against tinygemm's packing with the same arithmetic in torch; `pytest -m gpu` runs it.
 """
 
 from __future__ import annotations
@@ -59,7 +58,6 @@ CAPABILITY = (9, 0)  # TMA and mbarrier
 ROWS = 16  # output rows a unit: two of tinygemm's blocks of 8
 GROUPS = 8  # groups of 128 inputs a buffer (the B operand's 8 columns)
 ROW_BYTES = INT4_GROUP // 2  # a row's bytes of one group
-BUFFER_INPUTS = GROUPS * INT4_GROUP
 # measured at the 3B shape on an H200 (benchmarks/int4_ws_probe_gpu.py FASTEST): 4 buffers a program, 2 programs an
 # SM, 4 reducing warps, registers capped at 128 a thread (Gluon rounds a program to 8 warps)
 STAGES, PROGRAMS_PER_SM, WARPS, MAX_REGISTERS, LOADER_REGISTERS = 4, 2, 4, 128, 40
