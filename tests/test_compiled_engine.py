@@ -89,11 +89,12 @@ def test_one_row_steps_run_their_own_compiled_layer_which_alone_tunes_fp8_on_cud
     assert compile_options(autotuned, "int8", cuda)["max_autotune_gemm_backends"] == "TRITON"
     assert "TRITON" != compile_options(autotuned, "int8", cuda, one_row=True).get("max_autotune_gemm_backends")
     assert "TRITON" != compile_options(autotuned, None, cuda).get("max_autotune_gemm_backends")
-    # int4's one-row step with int4_one_row.py's kernel: Inductor's kernels launched with PDL, so that the kernel's
-    # weights load while the kernel before it ends; not without the kernel (tinygemm's step was slower with PDL)
+    # int4's one-row step where int4_one_row.py's kernel runs: Inductor's kernels launched with PDL, so that the
+    # kernel's weights load while the kernel before it ends; not without the kernel (tinygemm's step was slower so)
     pdl = "triton.enable_pdl"
+    monkeypatch.setattr("higgs_bench.backends.pytorch.int4_one_row.runs_on", lambda device: device.type == "cuda")
     assert [setting(pdl, "int4", True), setting(pdl, "int4", False), setting(pdl, "int8", True)] == [True, False, False]
-    monkeypatch.setattr("higgs_bench.backends.pytorch.quantize.INT4_ONE_ROW_KERNEL", False)
+    monkeypatch.setattr("higgs_bench.backends.pytorch.int4_one_row.runs_on", lambda device: False)
     assert not setting(pdl, "int4", True)
 
 

@@ -5,7 +5,8 @@ arithmetic in torch; tests/test_one_row_kernels.py compiles the kernel for Hoppe
 
 import torch
 
-from higgs_bench.backends.pytorch.int4_one_row import GROUPS, ROW_BYTES, ROWS, input_order, pack_scales, written_for
+from higgs_bench.backends.pytorch.int4_one_row import (GROUPS, ROW_BYTES, ROWS, input_order, pack_scales, runs_on,
+                                                      written_for)
 from higgs_bench.backends.pytorch.int4_rows import GROUP, tinygemm_pack
 from tests.test_int4_rows import int4_weight
 
@@ -61,6 +62,7 @@ def test_the_kernels_reading_of_tinygemms_words_and_packed_scales_is_the_dequant
     assert ((wrong - want).norm() / want.norm()).item() > 0.3
 
 
-def test_only_the_triton_the_kernel_was_written_against_or_later_runs_it():
+def test_only_the_triton_the_kernel_was_written_against_or_later_runs_it_and_only_on_cuda():
     assert written_for("3.6.0") and written_for("3.10.1") and written_for("4.0.0+git1234")
     assert not written_for("3.5.1") and not written_for("3.4.0")  # torch 2.9's Triton: tinygemm's products
+    assert not runs_on(torch.device("cpu"))

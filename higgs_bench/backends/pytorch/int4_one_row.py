@@ -82,15 +82,21 @@ def pack_scales(scale_and_zero: torch.Tensor) -> torch.Tensor:
     return by_row.permute(0, 3, 5, 1, 4, 2).reshape(-1, GROUPS * ROWS).contiguous()
 
 
-def fits(qdata: torch.Tensor, scale_and_zero: torch.Tensor) -> bool:
-    """Whether the kernel takes this weight's products of one row: asked for (quantize.INT4_ONE_ROW_KERNEL), on CUDA
-    from Hopper on with Gluon, its rows in whole units and its inputs (as packed) in whole buffers."""
+def runs_on(device: torch.device) -> bool:
+    """Whether int4 engines on this device take the kernel: asked for (quantize.INT4_ONE_ROW_KERNEL), on CUDA from
+    Hopper on, with Gluon."""
     from higgs_bench.backends.pytorch.quantize import INT4_ONE_ROW_KERNEL  # quantize imports this module's users
 
+    return (INT4_ONE_ROW_KERNEL and gluon is not None and device.type == "cuda"
+            and torch.cuda.get_device_capability(device) >= CAPABILITY)
+
+
+def fits(qdata: torch.Tensor, scale_and_zero: torch.Tensor) -> bool:
+    """Whether the kernel takes this weight's products of one row: it runs on the weight's device, the weight's rows
+    come in whole units and its inputs (as packed) in whole buffers."""
     groups, rows, _ = scale_and_zero.shape
-    return (INT4_ONE_ROW_KERNEL and gluon is not None and qdata.is_cuda
-            and torch.cuda.get_device_capability(qdata.device) >= CAPABILITY and rows % ROWS == 0
-            and rows == qdata.shape[0] * 8 and groups % GROUPS == 0)
+    return (runs_on(qdata.device) and rows % ROWS == 0 and rows == qdata.shape[0] * 8
+            and groups % GROUPS == 0)
 
 
 if gluon is not None:
