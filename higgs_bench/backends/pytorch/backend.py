@@ -78,9 +78,8 @@ TUNED_REDUCTIONS |= IN_PROCESS_COMPILE
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
 INT8_ROWS_OPTIONS = {"pattern_matcher": False}
-# int4's one-row decode step with int4_one_row.py's kernel (quantize.INT4_ONE_ROW_KERNEL): Inductor's kernels launched
-# with PDL (on GPUs that have it), so that the product kernel's loading warp starts on its weights while the kernel
-# before it ends. H200, 3B shape: 1.63 ms against 1.72 with tinygemm, 1.74 with the kernel without PDL; tinygemm with
+# int4's one-row decode step where int4_one_row.py's kernel runs (int4_one_row.runs_on): Inductor's kernels launched
+# with PDL, so that the product kernel's loading warp starts on its weights while the kernel before it ends. H200, 3B shape: 1.63 ms against 1.72 with tinygemm, 1.74 with the kernel without PDL; tinygemm with
 # PDL 1.76 (docs/performance.md, twenty-fifth session).
 INT4_ONE_ROW_OPTIONS = {"triton.enable_pdl": True}
 UNQUANTISED = "unquantised"  # the weight kind of bf16, fp16 and fp32 engines in CUDA_INDUCTOR_OPTIONS
