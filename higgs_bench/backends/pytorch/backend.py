@@ -19,7 +19,6 @@ from typing import Callable
 
 import torch
 
-from higgs_bench.backends.pytorch import int4_one_row
 from higgs_bench.backends.pytorch.engine_weights import kept_network
 from higgs_bench.backends.pytorch.network import (HiggsNetwork, Rows, call_layer, call_prefill_layer, fuse_weights,
                                                   place_constants)
@@ -124,8 +123,11 @@ def compile_options(mode: str, quantised: str | None, device: torch.device, one_
         options |= CUDA_INDUCTOR_OPTIONS["one_row" if one_row else "rows"].get(quantised or UNQUANTISED, {})
         if quantised == "int8" and not one_row and (options.get("max_autotune") or options.get("max_autotune_gemm")):
             options |= INT8_GEMMS_AS_TEMPLATES
-        if quantised == "int4" and one_row and int4_one_row.runs_on(device):
-            options |= INT4_ONE_ROW_OPTIONS
+        if quantised == "int4" and one_row:
+            from higgs_bench.backends.pytorch import int4_one_row  # Gluon and the custom op: int4 engines only
+
+            if int4_one_row.runs_on(device):
+                options |= INT4_ONE_ROW_OPTIONS
     return options
 
 
