@@ -3,7 +3,7 @@
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
         [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
-        [--one-row-kernels on|off|both]   # 16-bit, int8 and fp8 one-row steps as one_row.py's kernels (default: on)
+        [--one-row-kernels on|off|both]   # one-row steps as one_row.py's kernels (default: on; int4 from Hopper on)
         [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS (16-bit's)
         [--int8-rows-kernel on|off] [--fp8-rows-kernel on|off]   # products of several rows as one_byte_rows.py's
                                                                   # kernel (default: on)
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--workers-ready", action="store_true",
                         help="build with Inductor's compile workers up and ready (engine.start_compile_workers)")
     parser.add_argument("--one-row-kernels", choices=("on", "off", "both"), default="on",
-                        help="one-row steps of bf16, int8 and fp8 as one_row.py's kernels (both: each, two variants)")
+                        help="one-row steps as one_row.py's kernels (int4: from Hopper on; both: each, two variants)")
     parser.add_argument("--one-row-blocks", type=json.loads, default=[{}],
                         help="JSON list of {product: [rows per program, warps]} over one_row.BLOCKS, a variant each")
     parser.add_argument("--int8-rows-kernel", choices=("on", "off"), default="on",
@@ -144,7 +144,7 @@ def main() -> None:
     on_off = {"on": [True], "off": [False], "both": [False, True]}[args.one_row_kernels]
     kernel_blocks = ([None] if False in on_off else []) + (args.one_row_blocks if True in on_off else [])  # None: off
     variants = [(p, b) for p in args.precisions.split(",")
-                for b in (kernel_blocks if one_row_kernels_run(torch.bfloat16, weight_kind(p)) else [None])]
+                for b in (kernel_blocks if one_row_kernels_run(torch.bfloat16, weight_kind(p), device) else [None])]
     measured_blocks = dict(one_row.BLOCKS)
     for precision, blocks in variants:
         one_row.BLOCKS = measured_blocks | {kind: tuple(b) for kind, b in (blocks or {}).items()}

@@ -141,28 +141,37 @@ def rows_usage(arch: int, threads_per_sm: int, shared_memory: int) -> dict:
 
 
 def int4_one_row_usage(cfg, arch: int, shared_memory: int) -> dict:
-    """int4_one_row.py's Gluon kernel (Hopper on) for each product of the 3B shape as its custom op launches it:
-    registers (capped), spills, shared memory (its programs per SM must fit in the GPU's)."""
+    """int4_one_row.py's Gluon kernel (Hopper on) for each product of the 3B shape, as its custom op launches it
+    (plain) and as OneRowLayers launches it (fused: norm, RoPE, residual, SiLU): registers (capped), spills, shared
+    memory (its programs per SM must fit in the GPU's)."""
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    hidden, inter = cfg.hidden_size, cfg.intermediate_size
-    shapes = {"qkv": ((cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim, hidden), "o": (hidden, hidden),
-              "gate_up": (2 * inter, hidden), "down": (hidden, inter)}
+    hidden, inter, head_dim = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    heads = dict(HEAD_DIM=head_dim, HEADS=cfg.num_heads, KV_HEADS=cfg.num_kv_heads)
+    shapes = {"qkv": ((cfg.num_heads + 2 * cfg.num_kv_heads) * head_dim, hidden, head_dim // 16,
+                      dict(NORM=True, EPILOGUE="rope") | heads),
+              "o": (hidden, hidden, 1, dict(EPILOGUE="add")),
+              "gate_up": (2 * inter, hidden, inter // 8, dict(NORM=True, EPILOGUE="silu")),
+              "down": (hidden, inter, 1, dict(EPILOGUE="add"))}
+    kernel = int4_one_row.int4_one_row_kernel
+    pointers = dict.fromkeys(("x_ptr", "norm_ptr", "out_ptr", "k_ptr", "v_ptr", "cos_ptr", "sin_ptr"), "*bf16")
     table = {}
-    for name, (outputs, inputs) in shapes.items():
+    for name, (outputs, inputs, pair, fused) in shapes.items():
         groups = inputs // int4_one_row.INT4_GROUP
         descs = int4_one_row.descriptors(torch.zeros(outputs // 8, groups, 32, 4, dtype=torch.int32),
                                          int4_one_row.pack_scales(torch.zeros(groups, outputs, 2, dtype=torch.bfloat16)))
-        kernel = int4_one_row.int4_one_row_kernel
-        types = {"w_desc": mangle_type(descs[0]), "sz_desc": mangle_type(descs[1]), "x_ptr": "*bf16", "y_ptr": "*bf16"}
-        registers, spilled, shared = ptxas_usage(
-            kernel, types | {name: "constexpr" for name in kernel.arg_names if name.isupper()},
-            int4_one_row.constants(inputs, outputs, groups),
-            {"num_warps": int4_one_row.WARPS, "maxnreg": int4_one_row.MAX_REGISTERS}, arch, source=GluonASTSource)
-        table[f"int4 one-row {name}"] = {
-            "registers": registers, "spilled": spilled, "shared_kb": shared / 1024,
-            "fits_shared_memory": int4_one_row.PROGRAMS_PER_SM * shared <= shared_memory}
+        types = ({"w_desc": mangle_type(descs[0]), "sz_desc": mangle_type(descs[1])} | pointers
+                 | {"eps": "fp32", "column_ptr": "*i64", "cache_stride": "i32"}
+                 | {name: "constexpr" for name in kernel.arg_names if name.isupper()})
+        plain = int4_one_row.constants(inputs, outputs, groups)
+        for launch, constants in (("", plain), (" fused", plain | {"PAIR": pair} | fused)):
+            registers, spilled, shared = ptxas_usage(
+                kernel, types, constants, {"num_warps": int4_one_row.WARPS, "maxnreg": int4_one_row.MAX_REGISTERS},
+                arch, source=GluonASTSource)
+            table[f"int4 one-row {name}{launch}"] = {
+                "registers": registers, "spilled": spilled, "shared_kb": shared / 1024,
+                "fits_shared_memory": int4_one_row.PROGRAMS_PER_SM * shared <= shared_memory}
     return table
 
 

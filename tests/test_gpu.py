@@ -10,6 +10,7 @@ from higgs_bench.backends.pytorch.backend import Speed, TorchBackend, one_row_in
 from higgs_bench.backends.pytorch.engine import load_engine, save_artefacts
 from higgs_bench.backends.pytorch.precompiled import AOT_COMPILE
 from higgs_bench.bench.fidelity import fidelity
+from higgs_bench.codec.random_codec import embedded_codec
 from higgs_bench.generate.chooser import FrameChooser
 from higgs_bench.generate.loop import generate
 from higgs_bench.generate.sampling import SamplingConfig
@@ -128,16 +129,19 @@ def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tin
     assert len(artefacts.precompiled) >= 1 or not AOT_COMPILE
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "fp8"])
-def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path, precision):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "fp8", "int4"])
+def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(tmp_path, tiny_trtllm, precision):
     """The build compiles the decode step's shapes, the lone prompt's captured prefill and the frame chooser, and
     keeps them all, quantised engines' too: a fresh process with an empty Inductor cache of its own compiles
-    nothing, and neither run compiles anything after its start. bf16's, int8's and fp8's one-row steps are
-    one_row.py's kernels, which Triton compiles into the engine folder at the build and loads from there at the
-    start (kernel_cache.py), and so are the rows kernels inside int8's and fp8's compiled functions."""
+    nothing, and neither run compiles anything after its start. bf16's, int8's, fp8's and (from Hopper on) int4's
+    one-row steps are one_row.py's kernels (int4's products int4_one_row.py's Gluon kernel), which Triton compiles
+    into the engine folder at the build and loads from there at the start (kernel_cache.py), and so are the rows
+    kernels inside the quantised engines' compiled functions. int4 on the model whose sizes are multiples of its
+    groups of 128."""
     if precision == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
-    settings = ("backend.device=cuda", f"precision={precision}")
+    model = ("model.embedded=false", f"model.path={tiny_trtllm}", f"model.codec_path={embedded_codec()}")
+    settings = ("backend.device=cuda", f"precision={precision}") + (model if precision == "int4" else ())
     _, cold = bench(tmp_path, "cold", *settings)
     assert cold["settings"]["prefills"] == [[64, False]]
     assert {"prefill-64", "choose-1-sampled"} <= set(cold["compile"]["warm_s_per_shape"])
@@ -146,9 +150,9 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     assert own_warm["compiled"] == warm["start"]["other_triton_kernels"]["compiled"] == 0
     assert (own["compiled"] > 0 and any(k["file"].endswith(".cubin") for k in cold["triton_kernels"])) == (
         precision != "fp32")
-    # int8's and fp8's products of several rows (the captured prefill's 64) are their rows kernels, inside the
+    # quantised engines' products of several rows (the captured prefill's 64) are their rows kernels, inside the
     # compiled functions: the build kept them in the engine folder too (engine.kernels_kept_in), the start loaded them
-    assert (own_warm["loaded"] > own["compiled"]) == (precision in ("int8", "fp8"))
+    assert (own_warm["loaded"] > own["compiled"]) == (precision in ("int8", "fp8", "int4"))
     assert warm["reused"] and {"prefill-64", "choose-1-sampled"} <= set(warm["start"]["warm_s_per_shape"])
     assert warm["start"]["kernels"] == {"fxgraph_cache_hit": cold["compile"]["kernels"]["fxgraph_cache_miss"],
                                         "fxgraph_cache_miss": 0, "kernels_tuned": 0}
@@ -408,9 +412,9 @@ def test_int4_one_row_kernel_computes_tinygemms_product(outputs, inputs):
     x = torch.randn(1, inputs, device="cuda", dtype=torch.bfloat16)
     theirs = torch.ops.aten._weight_int4pack_mm(torch.nn.functional.pad(x, (0, packed_inputs - inputs)), packed,
                                                 GROUP, scale_and_zero).float()
-    mine = torch.ops.higgs_bench.int4_one_row(x, packed, pack_scales(scale_and_zero), outputs).float()
+    mine = torch.ops.higgs_bench.int4_one_row(x, packed, pack_scales(scale_and_zero), outputs, 1).float()
     assert ((mine - theirs).norm() / theirs.norm()).item() < 1e-2
-    wrong = torch.ops.higgs_bench.int4_one_row(x, packed, pack_scales(scale_and_zero * 2), outputs).float()
+    wrong = torch.ops.higgs_bench.int4_one_row(x, packed, pack_scales(scale_and_zero * 2), outputs, 1).float()
     assert ((wrong - theirs).norm() / theirs.norm()).item() > 0.5
 
 
@@ -448,6 +452,28 @@ def test_int4_one_row_steps_run_the_gluon_kernel_and_compute_what_tinygemm_does(
         assert taking and any(taking) == kernel
     for mine, theirs in zip(*logits):
         assert ((mine - theirs).norm() / theirs.norm()).item() < COMPILED_BOUNDS["int4"]
+
+
+@HOPPER
+def test_int4_one_row_layers_fuse_around_the_gluon_products_what_the_network_does(tiny_trtllm, prompt_inputs):
+    """one_row.py's layers with int4 weights (int4_one_row.py's kernel with the norm and RoPE into the caches, the
+    residual adds, the norm and SiLU(gate) * up fused), captured, against the same engine's captured layers, whose
+    products of one row are the same kernel unfused: a text-only and a voice-cloning prompt. Rows are paired 2 and
+    32 blocks apart here (8 and 1024 at the 3B shape, which benchmarks/decode_step_gpu.py's fidelity covers). The
+    fused work rounds as the network's does; the norms' reciprocal square root is approximate."""
+    layers, kernels = (TorchBackend.from_checkpoint(tiny_trtllm, device="cuda", dtype=torch.bfloat16, quantised="int4",
+                                                    speed=Speed(cuda_graph=True, max_seq_len=512, one_row_kernels=on))
+                       for on in (False, True))
+    assert layers.one_row is None and all(product.int4 for weights in kernels.one_row.layers if weights
+                                          for product in (weights.qkv, weights.o, weights.gate_up, weights.down))
+    frames = torch.randint(0, 1024, (4, 1, 8), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    for prompt in (prompt_inputs[0], prompt_inputs[2]):
+        want = [layers.prefill([prompt], 20)] + [layers.step(frame) for frame in frames]
+        got = [kernels.prefill([prompt], 20)] + [kernels.step(frame) for frame in frames]
+        assert torch.equal(got[0], want[0])  # the prefill is the network's in both (paired scales, same products)
+        for mine, theirs in zip(got[1:], want[1:]):
+            assert ((mine - theirs).norm() / theirs.norm()).item() < 1e-2
+    assert kernels.states[1, 256].graph is not None  # guard: the steps replayed a captured graph
 
 
 @pytest.mark.skipif("HIGGS_BENCH_3B" not in os.environ, reason="set HIGGS_BENCH_3B to a 3B-shape checkpoint")

@@ -145,7 +145,8 @@ def test_every_kernel_compiles_for_its_gpu_and_none_spills_registers(tmp_path, a
     rows = {name for name in table if " rows " in name}
     blocks = one_byte_rows.FEW_ROWS_BLOCKS + one_byte_rows.MANY_ROWS_BLOCKS
     assert len(rows) == len(blocks) * (2 if arch >= 89 else 1) + len(int4_rows.BLOCKS)  # int8's, int4's, fp8's from Ada
-    one_row_int4 = {f"int4 one-row {name}" for name in ("qkv", "o", "gate_up", "down")} if arch >= 90 else set()
+    one_row_int4 = {f"int4 one-row {name}{launch}" for name in ("qkv", "o", "gate_up", "down")
+                    for launch in ("", " fused")} if arch >= 90 else set()  # as its custom op and the layers launch it
     assert set(table) == {f"{kind} {name}" for kind in kinds for name in ("qkv", "o", "gate_up", "down")} | \
         {"16-bit attention"} | rows | one_row_int4
     assert all(row["spilled"] == 0 for row in table.values()), table
@@ -175,18 +176,23 @@ def test_tiles_stay_within_the_register_budget_and_rows_divide_evenly():
 @pytest.mark.parametrize("precision, weights", [("fp32", None), ("fp32", "int8")])
 def test_the_kernels_refuse_engines_they_do_not_run(tiny_hf, precision, weights):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights"):
+    with pytest.raises(ConfigError, match="one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights"
+                                          ".*int4 weights from Hopper on"):
         TorchBackend.from_checkpoint(tiny_hf, dtype=dtype, quantised=weights,
                                      speed=Speed(max_seq_len=256, one_row_kernels=True))
 
 
-def test_engines_take_the_kernels_where_they_apply(compose_cfg):
+def test_engines_take_the_kernels_where_they_apply(compose_cfg, monkeypatch):
+    """16-bit, int8 and fp8 engines compiled and captured on CUDA; int4 where int4_one_row.py's kernel runs (Hopper,
+    Triton >= 3.6)."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
 
     def kernels(device, *overrides):
         return torch_speed(compose_cfg("backend=torch", *overrides), device).one_row_kernels
 
-    assert all(kernels(cuda, f"precision={precision}") for precision in ("bf16", "fp16", "int8", "fp8"))
+    monkeypatch.setattr(int4_one_row, "runs_on", lambda device: device.type == "cuda")
+    assert all(kernels(cuda, f"precision={precision}") for precision in ("bf16", "fp16", "int8", "fp8", "int4"))
+    monkeypatch.setattr(int4_one_row, "runs_on", lambda device: False)
     assert not any([kernels(cpu, "precision=bf16"), kernels(cuda, "precision=int4"),
                     kernels(cuda, "precision=fp32"),
                     kernels(cuda, "precision=bf16", "backend.one_row_kernels=false"),

@@ -41,11 +41,12 @@ def variant_name(cfg) -> str:
 
 def torch_speed(cfg, device: torch.device) -> Speed:
     """The torch backend's decode-step settings: compile is on by default on CUDA (backend.compile=null), and
-    with it and CUDA graphs, one-row steps of 16-bit, int8 and fp8 engines run one_row.py's kernels."""
+    with it and CUDA graphs, one-row steps of 16-bit, int8 and fp8 engines run one_row.py's kernels (int4's
+    from Hopper on)."""
     compile_on = cfg.backend.compile if cfg.backend.compile is not None else device.type == "cuda"
     cuda_graph = cfg.backend.cuda_graph and device.type == "cuda"
     one_row = (cfg.backend.one_row_kernels and compile_on and cuda_graph and importlib.util.find_spec("triton")
-               and one_row_kernels_run(dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights))
+               and one_row_kernels_run(dtypes.TORCH[cfg.precision.dtype], cfg.precision.weights, device))
     return Speed(cuda_graph=cuda_graph, compile_mode=cfg.backend.compile_mode if compile_on else None,
                  max_seq_len=cfg.engine.max_seq_len, one_row_kernels=bool(one_row), precompile=cfg.backend.precompile)
 

@@ -109,8 +109,13 @@ class Speed:
     precompile: bool = True
 
 
-def one_row_kernels_run(dtype: torch.dtype, quantised: str | None) -> bool:
-    """Whether one_row.py's kernels run an engine of this activation dtype and weight kind."""
+def one_row_kernels_run(dtype: torch.dtype, quantised: str | None, device: torch.device) -> bool:
+    """Whether one_row.py's kernels run an engine of this activation dtype and weight kind on this device: 16-bit
+    activations with 16-bit, int8 or fp8 weights; bf16 with int4 weights where int4_one_row.py's kernel runs."""
+    if quantised == "int4":
+        from higgs_bench.backends.pytorch import int4_one_row  # Gluon: int4 engines only
+
+        return dtype == torch.bfloat16 and int4_one_row.runs_on(device)
     return dtype in (torch.bfloat16, torch.float16) and quantised in (None, "int8", "fp8")
 
 
@@ -301,9 +306,10 @@ class TorchBackend:
         """one_row.py's layers for steps of one row, when the speed settings ask for them."""
         if not self.speed.one_row_kernels:
             return None
-        if not one_row_kernels_run(self.dtype, quantised):
+        if not one_row_kernels_run(self.dtype, quantised, self.device):
             raise ConfigError("backend.one_row_kernels runs 16-bit activations with 16-bit, int8 or fp8 weights "
-                              f"(precision=bf16, fp16, int8 or fp8); this engine has {quantised or self.dtype}")
+                              "(precision=bf16, fp16, int8 or fp8), and bf16 with int4 weights from Hopper on "
+                              f"(Triton >= 3.6); this engine has {quantised or self.dtype} on {self.device}")
         from higgs_bench.backends.pytorch.one_row import OneRowLayers  # imports Triton
 
         return OneRowLayers(self.network, self.config)

@@ -126,10 +126,20 @@ class Int4RowsLinear(Int4Linear):
         fits = int4_one_row.fits(self.qdata, self.scale_and_zero)
         self.register_buffer("one_row_scales", int4_one_row.pack_scales(self.scale_and_zero) if fits else None,
                              persistent=False)
+        self.one_row_pair = 1
+
+    def pair_one_row_rows(self, pair: int) -> bool:
+        """Have the kernel's units pair blocks of rows `pair` blocks apart (int4_one_row.first_block), as one_row.py's
+        fused epilogues need; the product is the same. False where the kernel cannot take them so."""
+        if self.one_row_scales is None or not int4_one_row.fits(self.qdata, self.scale_and_zero, pair):
+            return False
+        self.one_row_scales, self.one_row_pair = int4_one_row.pack_scales(self.scale_and_zero, pair), pair
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.one_row_scales is not None and x.dtype == torch.bfloat16 and x.numel() == self.in_features:
-            return torch.ops.higgs_bench.int4_one_row(x, self.qdata, self.one_row_scales, self.out_features)
+            return torch.ops.higgs_bench.int4_one_row(x, self.qdata, self.one_row_scales, self.out_features,
+                                                      self.one_row_pair)
         if runs(x, self):  # never one row: MIN_ROWS
             return int4_rows_matmul(x, self.qdata, self.scale_and_zero, self.out_features)
         return super().forward(x)

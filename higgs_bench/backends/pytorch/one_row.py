@@ -1,4 +1,5 @@
-"""The one-row decode step's layers as five Triton kernels each, for 16-bit, int8 (weight-only) or fp8 weights.
+"""The one-row decode step's layers as five Triton kernels each, for 16-bit, int8 (weight-only) or fp8 weights
+(int4 weights: the products as int4_one_row.py's Gluon kernel, with the same work fused around them).
 
 At one row every product reads a weight matrix once for one input row, so a step is 112 matrix-vector products
 that each cost a few microseconds above their bytes' time at memory bandwidth, plus a dozen small kernels per
@@ -18,6 +19,12 @@ in the activation dtype. Rows are paired where the epilogue needs two of them: R
 (d, d + half a head) and gate/up's (i, intermediate + i), so no weight is reordered or copied. An fp8 product
 quantises its input row in each program, as torchao quantises the activations. Triton's interpreter runs these
 kernels on a CPU (tests).
+
+int4 weights (from Hopper on, int4_one_row.runs_on) take int4_one_row.py's warp-specialised kernel for the four
+products, whose epilogues do the same work: the input RMSNorm before q/k/v and RoPE after, the residual added after
+o and down, the post-attention norm before gate/up and SiLU(gate) * up after; attention is attention_kernel. Its
+loading warp starts reading a product's weights while the kernel ahead ends (PDL), where Inductor's kernels around
+tinygemm-like products could not (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import triton
 import triton.language as tl
 
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache
+from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
 
 # Rows per program and warps, by product, measured at the 3B shape on an H200: the fastest chain of 28 products
@@ -368,14 +376,26 @@ def product_blocks(cfg: HiggsConfig, itemsize: int, weights: str = "16-bit") -> 
 @dataclass
 class Product:
     """A linear's weight as the kernels read it: 16-bit values, or torchao's one-byte values (int8, or fp8 e4m3
-    read as int8) and their per-row scales (quantised_linears.py)."""
+    read as int8) and their per-row scales (quantised_linears.py), or int4 as int4_one_row.py's kernel takes it."""
 
     weight: torch.Tensor
     scale: torch.Tensor | None = None
-    kind: str = "16-bit"  # or "int8", "fp8": the kernels' WEIGHTS
+    kind: str = "16-bit"  # or "int8", "fp8": the kernels' WEIGHTS; or "int4"
+    int4: object = None  # int4_one_row.OneRowProduct of an int4 weight
 
     @classmethod
-    def of(cls, linear: torch.nn.Module) -> Product:
+    def of(cls, linear: torch.nn.Module, pair: int = 1) -> Product:
+        """`pair`: for int4, the blocks of 8 rows a fused epilogue takes together are `pair` blocks apart."""
+        if hasattr(linear, "one_row_pair"):  # int4_rows.Int4RowsLinear
+            from higgs_bench.backends.pytorch.int4_one_row import OneRowProduct  # imports Gluon
+
+            if not pair or not linear.pair_one_row_rows(pair):
+                raise ConfigError(f"backend.one_row_kernels: int4_one_row.py's kernel does not take this int4 weight "
+                                  f"({linear.out_features} x {linear.in_features}, rows paired {pair} blocks apart); "
+                                  "set backend.one_row_kernels=false")
+            return cls(linear.qdata, linear.one_row_scales, "int4",
+                       OneRowProduct(linear.qdata, linear.one_row_scales, linear.in_features, linear.out_features,
+                                     pair))
         if hasattr(linear, "qdata"):  # quantised_linears.Int8Linear or Float8Linear
             kind = "fp8" if linear.qdata.dtype == torch.float8_e4m3fn else "int8"
             return cls(linear.qdata.view(torch.int8), linear.scale.reshape(-1), kind)
@@ -402,7 +422,7 @@ class OneRowLayers:
 
     def __init__(self, network, cfg: HiggsConfig):
         self.cfg = cfg
-        self.layers = [None if kind == SKIP else _weights(layer, kind) for layer, kind in
+        self.layers = [None if kind == SKIP else _weights(layer, kind, cfg) for layer, kind in
                        zip(network.layers, cfg.layer_kinds)]
         device = network.inv_freq.device
         self.pdl = device.type == "cuda" and programmatic_launch(torch.cuda.get_device_capability(device))
@@ -426,31 +446,47 @@ class OneRowLayers:
 
     def _run(self, h, cos, sin, column, caches, mask) -> torch.Tensor:
         cfg = self.cfg
-        heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q, attended = h.new_empty(heads * head_dim), h.new_empty(heads * head_dim)
+        q, attended = h.new_empty(cfg.num_heads * cfg.head_dim), h.new_empty(cfg.num_heads * cfg.head_dim)
         act = h.new_empty(cfg.intermediate_size)
         launch = {"launch_pdl": True} if self.pdl else {}
-        hidden, hidden_pad = cfg.hidden_size, triton.next_power_of_2(cfg.hidden_size)
         for weights, (cache_k, cache_v) in zip(self.layers, caches):
             if weights is None:
                 continue  # fast-forward: an all-audio step skips the layer
-            block, warps = self.blocks["qkv"]
-            w, scale, weight_kind = weights.qkv.args()
-            qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
-                h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
-                cache_k.stride(1), K=hidden, K_PAD=hidden_pad, HEAD_DIM=head_dim, HEADS=heads, KV_HEADS=kv_heads,
-                HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl, num_warps=warps,
-                **launch)
+            self._qkv(weights, h, cos, sin, column, q, cache_k, cache_v, launch)
             self._attend(q, cache_k, cache_v, mask.reshape(-1), attended, launch)
             self._residual("o", attended, weights.o, h, launch)
-            block, warps = self.blocks["gate_up"]
-            w, scale, weight_kind = weights.gate_up.args()
-            gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
-                h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
-                K_PAD=hidden_pad, HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl,
-                num_warps=warps, **launch)
+            self._gate_up(weights, h, act, launch)
             self._residual("down", act, weights.down, h, launch)
         return h
+
+    def _qkv(self, weights: LayerWeights, h, cos, sin, column, q, cache_k, cache_v, launch: dict) -> None:
+        cfg = self.cfg
+        heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        if weights.qkv.int4:
+            weights.qkv.int4.launch(h, q, (weights.input_norm, cfg.rms_norm_eps), "rope",
+                                    (cache_k, cache_v, cos, sin, column, head_dim, heads, kv_heads))
+            return
+        block, warps = self.blocks["qkv"]
+        w, scale, weight_kind = weights.qkv.args()
+        hidden = cfg.hidden_size
+        qkv_kernel[((heads + 2 * kv_heads) * head_dim // block,)](
+            h, weights.input_norm, cfg.rms_norm_eps, w, scale, cos, sin, column, q, cache_k, cache_v,
+            cache_k.stride(1), K=hidden, K_PAD=triton.next_power_of_2(hidden), HEAD_DIM=head_dim, HEADS=heads,
+            KV_HEADS=kv_heads, HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode, PDL=self.pdl,
+            num_warps=warps, **launch)
+
+    def _gate_up(self, weights: LayerWeights, h, act, launch: dict) -> None:
+        cfg = self.cfg
+        if weights.gate_up.int4:
+            weights.gate_up.int4.launch(h, act, (weights.post_norm, cfg.rms_norm_eps), "silu")
+            return
+        block, warps = self.blocks["gate_up"]
+        w, scale, weight_kind = weights.gate_up.args()
+        hidden = cfg.hidden_size
+        gate_up_kernel[(cfg.intermediate_size // (block // 2),)](
+            h, weights.post_norm, cfg.rms_norm_eps, w, scale, act, INTERMEDIATE=cfg.intermediate_size, K=hidden,
+            K_PAD=triton.next_power_of_2(hidden), HALF_BLOCK=block // 2, WEIGHTS=weight_kind, DECODE=self.decode,
+            PDL=self.pdl, num_warps=warps, **launch)
 
     def _attend(self, q, cache_k, cache_v, mask, out, launch: dict) -> None:
         cfg = self.cfg
@@ -464,6 +500,9 @@ class OneRowLayers:
             **constants, **launch)
 
     def _residual(self, kind: str, x: torch.Tensor, product: Product, h: torch.Tensor, launch: dict) -> None:
+        if product.int4:
+            product.int4.launch(x, h, epilogue="add")
+            return
         block, warps = self.blocks[kind]
         w, scale, weight_kind = product.args()
         rows, inputs = w.shape
@@ -472,11 +511,15 @@ class OneRowLayers:
                                           **launch)
 
 
-def _weights(layer, kind: str) -> LayerWeights:
-    """A layer's tensors as an all-audio step reads them (network.Layer: audio norms and MLP in dual layers)."""
+def _weights(layer, kind: str, cfg: HiggsConfig) -> LayerWeights:
+    """A layer's tensors as an all-audio step reads them (network.Layer: audio norms and MLP in dual layers); int4's
+    rows paired as the epilogues take them (RoPE's d and d + half a head, gate's i and up's intermediate + i)."""
     audio = kind == DUAL
     mlp = layer.audio_mlp if audio else layer.mlp
     norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
         ("input_layernorm", "post_attention_layernorm")
     linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    return LayerWeights(*(Product.of(linear) for linear in linears), *(getattr(layer, n).weight for n in norms))
+    half_head, intermediate = cfg.head_dim // 2, cfg.intermediate_size
+    pairs = [size // 8 if size % 8 == 0 else 0 for size in (half_head, 8, intermediate, 8)]  # blocks of 8 rows apart
+    return LayerWeights(*(Product.of(linear, pair) for linear, pair in zip(linears, pairs)),
+                        *(getattr(layer, n).weight for n in norms))
