@@ -77,9 +77,11 @@ TUNED_REDUCTIONS |= IN_PROCESS_COMPILE
 INT8_GEMMS_AS_TEMPLATES = {"max_autotune_gemm_backends": "TRITON"}
 INT8_OPTIONS = TUNED_REDUCTIONS | {"pattern_matcher": False}
 INT8_ROWS_OPTIONS = {"pattern_matcher": False}
-# int4's one-row decode step where int4_one_row.py's kernel runs (int4_one_row.runs_on): Inductor's kernels launched
-# with PDL, so that the product kernel's loading warp starts on its weights while the kernel before it ends. H200, 3B shape: 1.63 ms against 1.72 with tinygemm, 1.74 with the kernel without PDL; tinygemm with
-# PDL 1.76 (docs/performance.md, twenty-fifth session).
+# int4's one-row decode step, compiled (backend.one_row_kernels=false), where int4_one_row.py's kernel runs
+# (int4_one_row.runs_on): Inductor's kernels launched with PDL, so that the product kernel's loading warp starts on
+# its weights while the kernel before it ends. H200, 3B shape: 1.63 ms against 1.72 with tinygemm, 1.74 with the
+# kernel without PDL; tinygemm with PDL 1.76 (docs/performance.md, twenty-fifth session). By default the step runs
+# one_row.py's layers instead: 1.11 ms (twenty-sixth session).
 INT4_ONE_ROW_OPTIONS = {"triton.enable_pdl": True}
 UNQUANTISED = "unquantised"  # the weight kind of bf16, fp16 and fp32 engines in CUDA_INDUCTOR_OPTIONS
 CUDA_INDUCTOR_OPTIONS = {
@@ -99,8 +101,8 @@ def override_inductor_options(overrides: dict[str, dict]) -> None:
 class Speed:
     """How the decode step runs: CUDA graph replay, torch.compile mode (None: eager), the KV-cache length
     limit that sets the buckets (None: each request's exact length, no buckets), whether a step of one row
-    runs its layers as one_row.py's Triton kernels (16-bit, int8 or fp8 weights), and whether compiled functions
-    are compiled ahead of time where they can be (precompiled.py)."""
+    runs its layers as one_row.py's kernels (16-bit, int8 or fp8 weights; int4 from Hopper on), and whether
+    compiled functions are compiled ahead of time where they can be (precompiled.py)."""
 
     cuda_graph: bool = False
     compile_mode: str | None = None

@@ -1,8 +1,10 @@
 """Products of one row with int4 weights as a warp-specialised Gluon kernel that reads tinygemm's packed weights
-where they lie (Hopper on). Measured on an H200 at the 3B shape (docs/performance.md, twenty-fifth session): 112
-products chained with PDL in 0.70 ms against tinygemm's 1.20 (floor 0.35); int4's one-row step 1.63-1.65 against
-1.72-1.74 ms, with the step's Inductor kernels launched with PDL (backend.INT4_ONE_ROW_OPTIONS), without which the
-kernel starts cold after each of them and gains nothing.
+where they lie (Hopper on), alone (the custom op `int4_one_row`) or with the work around a product fused
+(`OneRowProduct.launch`: the input RMSNormed first; RoPE into q and the caches, the residual added, or
+SiLU(gate) * up after), as one_row.py's layers launch it. Measured on an H200 at the 3B shape (docs/performance.md,
+twenty-fifth and twenty-sixth sessions): 112 products chained with PDL in 0.70 ms against tinygemm's 1.20 (floor
+0.35); int4's one-row step through one_row.py's layers 1.11 ms, against 1.57 ms with the custom op between the
+step's Inductor kernels launched with PDL (backend.INT4_ONE_ROW_OPTIONS) and 1.72-1.74 with tinygemm.
 
 tinygemm (`_weight_int4pack_mm`, int4's one-row product before) reads its weights at a third of the copy bandwidth.
 Here each program (two per SM) takes units of 16 output rows. Its loading warp copies a unit's weights through TMA
@@ -19,7 +21,8 @@ tensor cores' A operand, row i keeps the column of its group in a product with 8
 (B = [64, 8]; the others are computed and dropped). Byte k of a row's 64 holds, in its low nibble, input
 `input_order()[k]` of the group and, in its high nibble, that input + 8; the input row is staged in that order.
 The scales and zero points are copied once into the order the buffers read them (`pack_scales`: 1/16 of the int4
-bytes).
+bytes). A unit's two blocks of 8 rows may lie `pair` blocks apart (`first_block`), so that a fused epilogue finds
+the rows it combines in one unit; the scales are packed for that pairing.
 
 Gluon is Triton's experimental dialect (triton.experimental.gluon); this module is written against Triton 3.6 and
 takes no earlier one. Without it, before Hopper, or for a weight the kernel does not take (`fits`), one-row products
