@@ -1,7 +1,7 @@
 """Decode-step speed and fidelity of the torch engines at full size, per precision (a GPU benchmark).
 
     python benchmarks/decode_step_gpu.py CKPT OUT.json [--precisions bf16,int8,fp8,int4] [--batches 1,64]
-        [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--ab-loop OLD_LOOP.py]
+        [--mode default|max-autotune-no-cudagraphs] [--max-seq-len 256] [--profile] [--profile-loop] [--ab-loop OLD_LOOP.py]
         [--inductor-options '{"int8": {"coordinate_descent_tuning": false}}'] [--workers-ready]
         [--one-row-kernels on|off|both]   # one-row steps as one_row.py's kernels (default: on; int4 from Hopper on)
         [--one-row-blocks '[{"gate_up": [8, 8]}, ...]']   # with on: a variant per table over one_row.BLOCKS (16-bit's)
@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=256)
     parser.add_argument("--fidelity-frames", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="also list the top kernels of 20 eager steps")
+    parser.add_argument("--profile-loop", action="store_true",
+                        help="also list the GPU work of a sampled generate() per frame (the graphs' kernels, the "
+                        "loop's copies), to split the loop's work from the step's")
     parser.add_argument("--ab-loop", type=Path, help="another version's generate/loop.py to time against "
                         "(git show REV:higgs_bench/generate/loop.py > old_loop.py)")
     parser.add_argument("--inductor-options", type=json.loads, default={},
@@ -170,6 +173,8 @@ def main() -> None:
             row["fidelity"] = fidelity(reference, backend, prompts[:1], args.fidelity_frames)  # batch 1: no new shape
         if args.profile:
             row["top_kernels"] = profile(backend, prompts[:1])
+        if args.profile_loop:
+            row["loop_kernels"] = profile_loop(backend, prompts[:1])
         name = precision + ("/one-row-kernels" if one_row_on else "") + (json.dumps(blocks) if blocks else "")
         row["one_row_blocks"] = backend.one_row.blocks if one_row_on else None
         results["variants"][name] = row
@@ -195,6 +200,24 @@ def profile(backend, prompts) -> list[dict]:
         torch.cuda.synchronize()
     rows = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)[:15]
     return [{"kernel": e.key[:90], "calls": e.count, "us_per_step": e.device_time_total / 20} for e in rows]
+
+
+@torch.inference_mode()
+def profile_loop(backend, prompts, frames: int = 40) -> list[dict]:
+    """The GPU work (kernels, copies) of a sampled generate() of `frames` frames, prefill included, by total time
+    per frame: what the step's graph runs and what the loop adds (the frame choice's graph, the copies)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    generate(backend, prompts, SAMPLING, frames, stop_at_eos=False)  # the chooser captured, the shapes warm
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        generate(backend, prompts, SAMPLING, frames, stop_at_eos=False)
+        torch.cuda.synchronize()
+    rows = sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: e.device_time_total,
+                  reverse=True)[:30]
+    return [{"kernel": e.key[:90], "calls_per_frame": e.count / frames, "us_per_frame": e.device_time_total / frames}
+            for e in rows]
 
 
 if __name__ == "__main__":
