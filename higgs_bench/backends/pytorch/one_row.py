@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import triton
@@ -39,6 +40,9 @@ import triton.language as tl
 from higgs_bench.backends.pytorch.kernel_cache import KernelCache
 from higgs_bench.errors import ConfigError
 from higgs_bench.model.config import DUAL, SKIP, HiggsConfig
+
+if TYPE_CHECKING:
+    from higgs_bench.backends.pytorch.int4_one_row import OneRowProduct
 
 # Rows per program and warps, by product, measured at the 3B shape on an H200: the fastest chain of 28 products
 # per kind with PDL (benchmarks/gemv_pdl_probe_gpu.py), then down's in the whole step (benchmarks/one_row_gpu.py:
@@ -381,7 +385,7 @@ class Product:
     weight: torch.Tensor
     scale: torch.Tensor | None = None
     kind: str = "16-bit"  # or "int8", "fp8": the kernels' WEIGHTS; or "int4"
-    int4: object = None  # int4_one_row.OneRowProduct of an int4 weight
+    int4: OneRowProduct | None = None  # an int4 weight's, which int4_one_row.py's kernel takes
 
     @classmethod
     def of(cls, linear: torch.nn.Module, pair: int = 1) -> Product:
