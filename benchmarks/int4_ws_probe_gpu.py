@@ -40,7 +40,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from gemv_pdl_probe_gpu import LAYERS, chain, replay_us
-from higgs_bench.backends.pytorch.int4_one_row import INT4_HALVES
+from higgs_bench.backends.pytorch.int4_one_row import INT4_HALVES, ring_barriers
 from int4_halves_probe_gpu import GROUP, KINDS, Int4Weight, random_int4, tinygemm_product
 from ws_chain_probe_gpu import _free, _next_buffer
 
@@ -262,11 +262,7 @@ def int4_ws_kernel(w_desc, sz_desc, x_ptr, y_ptr, K: gl.constexpr, UNITS: gl.con
     x_smem = gl.allocate_shared_memory(gl.float16, [WINDOWS, PIECES, PIECE], x_layout)
     sums_smem = gl.allocate_shared_memory(gl.float32, [WINDOWS, PIECES],
                                           gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(STAGES):
-        mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=1)
+    ready, empty = ring_barriers(STAGES)
     gl.warp_specialize([
         (_reducer, (x_ptr, y_ptr, ready, empty, ring, sz_ring, x_smem, sums_smem, K, UNITS, BUFFERS, WINDOWS, ROWS,
                     STAGES, PDL, MATH, LOP3, PIPE, FENCE, WINDOW_ONCE)),

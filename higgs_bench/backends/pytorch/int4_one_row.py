@@ -148,6 +148,17 @@ if gluon is not None:
                                   is_pure=False, pack=1)
 
     @gluon.jit
+    def ring_barriers(STAGES: gl.constexpr):
+        """A ring's barriers, initialised: `ready[s]` (the loader's copies into buffer s have landed) and `empty[s]`
+        (the reducers are done with it)."""
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(STAGES):
+            mbarrier.init(ready.index(s), count=1)
+            mbarrier.init(empty.index(s), count=1)
+        return ready, empty
+
+    @gluon.jit
     def _first_block(unit, PAIR: gl.constexpr):
         return unit // PAIR * 2 * PAIR + unit % PAIR  # first_block()
 
@@ -306,11 +317,7 @@ if gluon is not None:
                                            gl.SwizzledSharedLayout(vec=16, per_phase=1, max_phase=4, order=[1, 0]))
         sums_smem = gl.allocate_shared_memory(gl.float32, [WINDOWS, 8],
                                               gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
-        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(STAGES):
-            mbarrier.init(ready.index(s), count=1)
-            mbarrier.init(empty.index(s), count=1)
+        ready, empty = ring_barriers(STAGES)
         gl.warp_specialize([
             (_reducer, (x_ptr, norm_ptr, eps, out_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, column_ptr, cache_stride, ready,
                         empty, ring, sz_ring, x_smem, sums_smem, K, N_OUT, UNITS, GROUPS_IN, WINDOWS, STAGES, PAIR,
