@@ -133,7 +133,8 @@ class Int4RowsLinear(Int4Linear):
         fused epilogues need; the product is the same. False where the kernel cannot take them so."""
         if self.one_row_scales is None or not int4_one_row.fits(self.qdata, self.scale_and_zero, pair):
             return False
-        self.one_row_scales, self.one_row_pair = int4_one_row.pack_scales(self.scale_and_zero, pair), pair
+        if pair != self.one_row_pair:  # packed for this pairing already (o's and down's: 1, as __init__ packs)
+            self.one_row_scales, self.one_row_pair = int4_one_row.pack_scales(self.scale_and_zero, pair), pair
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -523,7 +523,9 @@ def _weights(layer, kind: str, cfg: HiggsConfig) -> LayerWeights:
     norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
         ("input_layernorm", "post_attention_layernorm")
     linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    half_head, intermediate = cfg.head_dim // 2, cfg.intermediate_size
-    pairs = [size // 8 if size % 8 == 0 else 0 for size in (half_head, 8, intermediate, 8)]  # blocks of 8 rows apart
+    def blocks_apart(rows: int) -> int:  # rows in blocks of 8; 0: they cannot be paired
+        return rows // 8 if rows % 8 == 0 else 0
+
+    pairs = (blocks_apart(cfg.head_dim // 2), 1, blocks_apart(cfg.intermediate_size), 1)
     return LayerWeights(*(Product.of(linear, pair) for linear, pair in zip(linears, pairs)),
                         *(getattr(layer, n).weight for n in norms))
