@@ -103,6 +103,24 @@ def test_the_captured_frame_chooser_chooses_what_the_eager_one_does(sampling, co
         assert len({tuple(f[0].tolist()) for f in frames[config.num_codebooks:]}) > 1
 
 
+def test_top_p_on_the_gpu_keeps_what_the_sorted_warper_keeps_on_the_cpu():
+    """top_p_kernel.py's nucleus (eager, and inside a compiled frame choice) against sampling.sorted_top_p on the
+    CPU, for a one-row frame's 8 codebooks and 64 rows' 512; scores rounded to few values (ties) keep as many."""
+    from higgs_bench.generate.sampling import sorted_top_p, warp
+
+    compiled_warp = torch.compile(warp, fullgraph=True)
+    for rows in (1, 64):
+        scores = torch.randn(rows, 8, 1026, generator=torch.Generator().manual_seed(rows)) * 3
+        tied = (scores * 2).round() / 2
+        for top_p in (0.5, 0.95, 0.999):
+            cfg = SamplingConfig(temperature=1.0, top_p=top_p)
+            want = sorted_top_p(scores, top_p).isfinite()
+            assert torch.equal(warp(scores.cuda(), cfg).isfinite().cpu(), want), (rows, top_p)
+            assert torch.equal(compiled_warp(scores.cuda(), cfg).isfinite().cpu(), want), (rows, top_p)
+            counts = warp(tied.cuda(), cfg).isfinite().sum(-1).cpu()
+            assert torch.equal(counts, sorted_top_p(tied, top_p).isfinite().sum(-1)), (rows, top_p)
+
+
 @pytest.mark.parametrize("quantised", [None, "int8", "fp8", "int4"])
 def test_a_compiled_engine_reloaded_from_its_artefacts_gives_the_same_logits(tiny_hf, tiny_trtllm, prompt_inputs,
                                                                               tmp_path, quantised):

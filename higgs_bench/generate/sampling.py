@@ -74,18 +74,28 @@ def force_delay_pattern(logits: torch.Tensor, step: int | torch.Tensor, eos_step
 
 
 def warp(scores: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """Temperature, top-k and top-p over the last dimension (the transformers warpers' semantics)."""
+    """Temperature, top-k and top-p over the last dimension (the transformers warpers' semantics; on a GPU top-p
+    is top_p_kernel.py's, which keeps the same tokens)."""
     scores = scores / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < scores.shape[-1]:
         kth = torch.topk(scores, cfg.top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
-    if cfg.top_p is not None and cfg.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1)
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative <= 1 - cfg.top_p
-        drop_sorted[..., -1] = False  # always keep the most likely token
-        scores = scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1.0 and scores.is_cuda:  # the same tokens, found without a sort
+        from higgs_bench.generate.top_p_kernel import top_p_scores  # CUDA builds of torch bring Triton
+
+        scores = top_p_scores(scores, cfg.top_p)
+    elif cfg.top_p is not None and cfg.top_p < 1.0:
+        scores = sorted_top_p(scores, cfg.top_p)
     return scores
+
+
+def sorted_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """scores with the tokens outside each row's nucleus at -inf, as the transformers warper finds it: sorted."""
+    sorted_scores, order = torch.sort(scores, dim=-1)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = cumulative <= 1 - top_p
+    drop_sorted[..., -1] = False  # always keep the most likely token
+    return scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
 
 
 def race_draws(cfg: SamplingConfig, logits_shape, generator: torch.Generator | None, device) -> torch.Tensor | None:
