@@ -1,18 +1,17 @@
 """The frame choice's time with top-p from top_p_kernel.py against the sort (a GPU benchmark).
 
-    python benchmarks/top_p_gpu.py OUT.json [--rows 1,4,16,64] [--warps 1,2,4,8]
+    python benchmarks/top_p_gpu.py OUT.json [--rows 1,4,16,64] [--warps 4,8] [--ways 2,8,16]
 
 For each row count: a compiled, captured frame chooser (chooser.FrameChooser, as a compiled engine's) with the
-benchmarks' sampling (temperature 0.7, top-p 0.95, RAS), timed with CUDA events over graph replays on random
-logits, once with top-p as sampling.sorted_top_p (torch.sort) and once as the kernel; and top-p alone on the same
-rows, sorted and as the kernel with each number of warps.
+benchmarks' sampling (temperature 0.7, top-p 0.95, RAS), replayed on random logits, once with top-p as sampling.sorted_top_p (torch.sort) and once as the kernel; and top-p alone on the same
+rows, sorted and as the kernel with each number of warps and of ways its search narrows by a step. Each timed as the GPU's work per call (device_us).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-from statistics import median
 
 import torch
 
@@ -27,52 +26,59 @@ SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95, ras_win_len=7, ras_win_ma
 CALLS = 200
 
 
-def timed_us(fn, calls: int = CALLS) -> float:
-    """Median microseconds of `calls` calls of fn, each between CUDA events (after 20 untimed)."""
+def device_us(fn, calls: int = CALLS) -> tuple[float, list[dict]]:
+    """The GPU's work (kernels, copies) per call of fn, in microseconds, from the profiler over `calls` calls
+    (after 20 unprofiled): the total and its largest kernels. Not wall time: a call's launches from the host are
+    not counted, as within a captured decode loop they would not be."""
+    from torch.profiler import ProfilerActivity, profile
+
     for _ in range(20):
         fn()
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(calls + 1)]
-    events[0].record()
-    for i in range(calls):
-        fn()
-        events[i + 1].record()
     torch.cuda.synchronize()
-    return 1000 * median(events[i].elapsed_time(events[i + 1]) for i in range(calls))
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    kernels = sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: e.device_time_total,
+                     reverse=True)
+    total = sum(e.device_time_total for e in kernels) / calls
+    return total, [{"kernel": e.key[:90], "us_per_call": e.device_time_total / calls} for e in kernels[:8]]
 
 
-def chooser_us(rows: int, logits: torch.Tensor) -> float:
+def chooser_us(rows: int, logits: torch.Tensor) -> tuple[float, list[dict]]:
     """One frame choice of `rows` rows, compiled and captured (a fresh chooser: top-p as patched now)."""
     torch._dynamo.reset()
     chooser_module._precompiled.clear()
     chooser = FrameChooser(SAMPLING, make_config(), torch.device("cuda"), rows, compile=True)
     chooser.seed(0)
     chooser.start_rows(slice(None), 1 << 20, None)
-    return timed_us(lambda: chooser(logits))
+    return device_us(lambda: chooser(logits))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--rows", default="1,4,16,64")
-    parser.add_argument("--warps", default="1,2,4,8")
+    parser.add_argument("--warps", default="4,8")
+    parser.add_argument("--ways", default="2,8,16")
     args = parser.parse_args()
     config, kernel, warps = make_config(), top_p_kernel.top_p_scores, [int(w) for w in args.warps.split(",")]
-    default_warps = top_p_kernel.WARPS
+    kernel_ways, defaults = [int(w) for w in args.ways.split(",")], (top_p_kernel.WARPS, top_p_kernel.WAYS)
     results = {"environment": describe(torch.device("cuda")), "sampling": repr(SAMPLING), "rows": {}}
     for rows in [int(r) for r in args.rows.split(",")]:
         logits = torch.randn(rows, config.num_codebooks, config.audio_vocab_size, device="cuda") * 3
         row = {}
         top_p_kernel.top_p_scores = lambda scores, top_p: sorted_top_p(scores, top_p)
-        row["choice_us_sort"] = chooser_us(rows, logits)
-        row["top_p_us_sort"] = timed_us(lambda: sorted_top_p(logits, SAMPLING.top_p))
+        row["choice_us_sort"], row["choice_kernels_sort"] = chooser_us(rows, logits)
+        row["top_p_us_sort"], _ = device_us(lambda: sorted_top_p(logits, SAMPLING.top_p))
         top_p_kernel.top_p_scores = kernel
-        row["choice_us_kernel"] = chooser_us(rows, logits)
-        for count in warps:
-            top_p_kernel.WARPS = count
-            row[f"top_p_us_kernel_{count}_warps"] = timed_us(lambda: kernel(logits, SAMPLING.top_p))
-        top_p_kernel.WARPS = default_warps
+        row["choice_us_kernel"], row["choice_kernels_kernel"] = chooser_us(rows, logits)
+        for count, ways in itertools.product(warps, kernel_ways):
+            top_p_kernel.WARPS, top_p_kernel.WAYS = count, ways
+            row[f"top_p_us_kernel_{count}_warps_{ways}_ways"], _ = device_us(lambda: kernel(logits, SAMPLING.top_p))
+        top_p_kernel.WARPS, top_p_kernel.WAYS = defaults
         results["rows"][rows] = row
-        print(rows, json.dumps(row), flush=True)
+        print(rows, json.dumps({k: v for k, v in row.items() if "kernels" not in k}), flush=True)
     with open(args.out, "w") as file:
         json.dump(results, file, indent=1)
 
