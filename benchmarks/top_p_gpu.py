@@ -1,16 +1,15 @@
 """The frame choice's time with top-p from top_p_kernel.py against the sort (a GPU benchmark).
 
-    python benchmarks/top_p_gpu.py OUT.json [--rows 1,4,16,64] [--warps 4,8] [--ways 2,8,16]
+    python benchmarks/top_p_gpu.py OUT.json [--rows 1,4,16,64] [--warps 1,2,4,8]
 
 For each row count: a compiled, captured frame chooser (chooser.FrameChooser, as a compiled engine's) with the
 benchmarks' sampling (temperature 0.7, top-p 0.95, RAS), replayed on random logits, once with top-p as sampling.sorted_top_p (torch.sort) and once as the kernel; and top-p alone on the same
-rows, sorted and as the kernel with each number of warps and of ways its search narrows by a step. Each timed as the GPU's work per call (device_us).
+rows, sorted and as the kernel with each number of warps. Each timed as the GPU's work per call (device_us).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 
 import torch
@@ -59,11 +58,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--rows", default="1,4,16,64")
-    parser.add_argument("--warps", default="4,8")
-    parser.add_argument("--ways", default="2,8,16")
+    parser.add_argument("--warps", default="1,2,4,8")
     args = parser.parse_args()
     config, kernel, warps = make_config(), top_p_kernel.top_p_scores, [int(w) for w in args.warps.split(",")]
-    kernel_ways, defaults = [int(w) for w in args.ways.split(",")], (top_p_kernel.WARPS, top_p_kernel.WAYS)
+    default_warps = top_p_kernel.WARPS
     results = {"environment": describe(torch.device("cuda")), "sampling": repr(SAMPLING), "rows": {}}
     for rows in [int(r) for r in args.rows.split(",")]:
         logits = torch.randn(rows, config.num_codebooks, config.audio_vocab_size, device="cuda") * 3
@@ -73,10 +71,10 @@ def main() -> None:
         row["top_p_us_sort"], _ = device_us(lambda: sorted_top_p(logits, SAMPLING.top_p))
         top_p_kernel.top_p_scores = kernel
         row["choice_us_kernel"], row["choice_kernels_kernel"] = chooser_us(rows, logits)
-        for count, ways in itertools.product(warps, kernel_ways):
-            top_p_kernel.WARPS, top_p_kernel.WAYS = count, ways
-            row[f"top_p_us_kernel_{count}_warps_{ways}_ways"], _ = device_us(lambda: kernel(logits, SAMPLING.top_p))
-        top_p_kernel.WARPS, top_p_kernel.WAYS = defaults
+        for count in warps:
+            top_p_kernel.WARPS = count
+            row[f"top_p_us_kernel_{count}_warps"], _ = device_us(lambda: kernel(logits, SAMPLING.top_p))
+        top_p_kernel.WARPS = default_warps
         results["rows"][rows] = row
         print(rows, json.dumps({k: v for k, v in row.items() if "kernels" not in k}), flush=True)
     with open(args.out, "w") as file:

@@ -21,21 +21,13 @@ import triton
 import triton.language as tl
 
 ONE_BITS = 0x3F800000  # 1.0's bits: a weight exp(score - max) is in [0, 1]
-WAYS = 8
+SEARCH_STEPS = 30  # 2^30 > ONE_BITS + 1: the bisection ends on one weight's bits
 WARPS = 4
 
 
-def search_steps(ways: int) -> int:
-    """Steps that narrow the ONE_BITS + 2 possible bits (and -1) down to one, `ways`-fold each."""
-    steps, width = 0, ONE_BITS + 1
-    while width > 1:
-        steps, width = steps + 1, triton.cdiv(width, ways)
-    return steps
-
-
 @triton.jit
-def top_p_kernel(scores_ptr, out_ptr, top_p, columns, BLOCK: tl.constexpr, WAYS: tl.constexpr,
-                 SEARCH_STEPS: tl.constexpr, ONE_BITS: tl.constexpr):
+def top_p_kernel(scores_ptr, out_ptr, top_p, columns, BLOCK: tl.constexpr, SEARCH_STEPS: tl.constexpr,
+                 ONE_BITS: tl.constexpr):
     """Row program_id(0) of scores [rows, columns] (float32) into out: its scores where kept, -inf elsewhere."""
     row = tl.program_id(0).to(tl.int64)
     column = tl.arange(0, BLOCK)
@@ -47,16 +39,13 @@ def top_p_kernel(scores_ptr, out_ptr, top_p, columns, BLOCK: tl.constexpr, WAYS:
     # as the warper's ascending cumsum is: a top_p near 1 compares a small sum, accurately
     dropped = (1 - top_p) * tl.sum(weights, axis=0)
     bits = weights.to(tl.int32, bitcast=True)
-    # the smallest `high` whose weights at or below it hold more than the mass dropped (the last kept weight's
-    # bits), narrowed WAYS-fold a step: each step sums the weights at or below WAYS points of (low, high] at once
+    # the smallest `high` whose weights at or below it hold more than the mass dropped: the last kept weight's bits
     low, high = -1, ONE_BITS
     for _ in range(SEARCH_STEPS):
-        stride = (high - low + WAYS - 1) // WAYS
-        points = tl.minimum(low + (tl.arange(0, WAYS) + 1) * stride, high)
-        masses = tl.sum(tl.where(bits[None, :] <= points[:, None], weights[None, :], 0.0), axis=1)
-        below = tl.sum((masses <= dropped).to(tl.int32), axis=0)  # points that hold too little
-        high = tl.minimum(low + (below + 1) * stride, high)
-        low = low + below * stride
+        middle = (low + high + 1) // 2
+        more = tl.sum(tl.where(bits <= middle, weights, 0.0), axis=0) > dropped
+        high = tl.where(more, middle, high)
+        low = tl.where(more, low, middle)
     mass_below = tl.sum(tl.where(bits < high, weights, 0.0), axis=0)
     tied = bits == high
     weight_tied = tl.max(tl.where(tied, weights, 0.0), axis=0)
@@ -71,6 +60,6 @@ def top_p_scores(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     columns = scores.shape[-1]
     flat = scores.reshape(-1, columns).contiguous()
     out = torch.empty_like(flat)
-    top_p_kernel[(flat.shape[0],)](flat, out, top_p, columns, BLOCK=triton.next_power_of_2(columns), WAYS=WAYS,
-                                   SEARCH_STEPS=search_steps(WAYS), ONE_BITS=ONE_BITS, num_warps=WARPS)
+    top_p_kernel[(flat.shape[0],)](flat, out, top_p, columns, BLOCK=triton.next_power_of_2(columns),
+                                   SEARCH_STEPS=SEARCH_STEPS, ONE_BITS=ONE_BITS, num_warps=WARPS)
     return out.view(scores.shape)
