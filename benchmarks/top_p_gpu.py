@@ -3,8 +3,9 @@
     python benchmarks/top_p_gpu.py OUT.json [--rows 1,4,16,64] [--warps 1,2,4,8]
 
 For each row count: a compiled, captured frame chooser (chooser.FrameChooser, as a compiled engine's) with the
-benchmarks' sampling (temperature 0.7, top-p 0.95, RAS), replayed on random logits, once with top-p as sampling.sorted_top_p (torch.sort) and once as the kernel; and top-p alone on the same
-rows, sorted and as the kernel with each number of warps. Each timed as the GPU's work per call (device_us).
+benchmarks' sampling (temperature 0.7, top-p 0.95, RAS), replayed on random logits, once with top-p as
+sampling.sorted_top_p (torch.sort) and once as the kernel; and top-p alone on the same rows, sorted and as the
+kernel with each number of warps. Each timed as the GPU's work per call (device_us).
 """
 
 from __future__ import annotations

@@ -154,8 +154,8 @@ def test_a_second_run_on_the_gpu_compiles_nothing_its_captured_prefill_included(
     nothing, and neither run compiles anything after its start. bf16's, int8's, fp8's and (from Hopper on) int4's
     one-row steps are one_row.py's kernels (int4's products int4_one_row.py's Gluon kernel), which Triton compiles
     into the engine folder at the build and loads from there at the start (kernel_cache.py), and so are the kernels
-    inside the compiled functions: the frame choice's top-p kernel and the quantised engines' rows kernels. int4 on the model whose sizes are multiples of its
-    groups of 128."""
+    inside the compiled functions: the frame choice's top-p kernel and the quantised engines' rows kernels. int4 on
+    the model whose sizes are multiples of its groups of 128."""
     if precision == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability >= 8.9")
     model = ("model.embedded=false", f"model.path={tiny_trtllm}", f"model.codec_path={embedded_codec()}")
