@@ -10,8 +10,8 @@ weights at or below the middle, compared with the mass to drop, as the warper co
 likely token up. Tokens as likely as the last kept one are kept in index order until the mass is reached (the
 order a stable sort gives them; an unstable sort, as the warper's, keeps any of them).
 
-Under torch.compile the kernel is a user-defined Triton kernel in the compiled frame choice. Triton's interpreter
-runs it on a CPU (tests).
+Under torch.compile the kernel is a user-defined Triton kernel in the compiled frame choice. It needs a GPU that
+Triton compiles for, as compiled engines do. Triton's interpreter runs it on a CPU (tests).
 """
 
 from __future__ import annotations
