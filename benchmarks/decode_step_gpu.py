@@ -214,10 +214,15 @@ def profile_loop(backend, prompts, frames: int = 40) -> list[dict]:
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
         generate(backend, prompts, SAMPLING, frames, stop_at_eos=False)
         torch.cuda.synchronize()
-    rows = sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: e.device_time_total,
-                  reverse=True)[:30]
-    return [{"kernel": e.key[:90], "calls_per_frame": e.count / frames, "us_per_frame": e.device_time_total / frames}
-            for e in rows]
+    return [{"kernel": name, "calls_per_frame": calls, "us_per_frame": us}
+            for name, calls, us in gpu_work(prof, per=frames)[:30]]
+
+
+def gpu_work(prof, per: int) -> list[tuple[str, float, float]]:
+    """A profile's GPU work (kernels, copies), longest first: (name, calls, microseconds), both per `per`."""
+    events = sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: e.device_time_total,
+                    reverse=True)
+    return [(e.key[:90], e.count / per, e.device_time_total / per) for e in events]
 
 
 if __name__ == "__main__":

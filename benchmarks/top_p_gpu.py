@@ -15,6 +15,7 @@ import json
 
 import torch
 
+from decode_step_gpu import gpu_work
 from higgs_bench.bench.environment import describe
 from higgs_bench.generate import chooser as chooser_module
 from higgs_bench.generate import top_p_kernel
@@ -39,10 +40,8 @@ def device_us(fn, calls: int = CALLS) -> tuple[float, list[dict]]:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    kernels = sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: e.device_time_total,
-                     reverse=True)
-    total = sum(e.device_time_total for e in kernels) / calls
-    return total, [{"kernel": e.key[:90], "us_per_call": e.device_time_total / calls} for e in kernels[:8]]
+    kernels = gpu_work(prof, per=calls)
+    return sum(us for *_, us in kernels), [{"kernel": name, "us_per_call": us} for name, _, us in kernels[:8]]
 
 
 def chooser_us(rows: int, logits: torch.Tensor) -> tuple[float, list[dict]]:

@@ -80,12 +80,13 @@ def warp(scores: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     if cfg.top_k is not None and cfg.top_k < scores.shape[-1]:
         kth = torch.topk(scores, cfg.top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
-    if cfg.top_p is not None and cfg.top_p < 1.0 and scores.is_cuda:  # the same tokens, found without a sort
-        from higgs_bench.generate.top_p_kernel import top_p_scores  # CUDA builds of torch bring Triton
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        if scores.is_cuda:  # the same tokens, found without a sort
+            from higgs_bench.generate.top_p_kernel import top_p_scores  # CUDA builds of torch bring Triton
 
-        scores = top_p_scores(scores, cfg.top_p)
-    elif cfg.top_p is not None and cfg.top_p < 1.0:
-        scores = sorted_top_p(scores, cfg.top_p)
+            scores = top_p_scores(scores, cfg.top_p)
+        else:
+            scores = sorted_top_p(scores, cfg.top_p)
     return scores
 
 

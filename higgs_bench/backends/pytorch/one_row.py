@@ -523,9 +523,11 @@ def _weights(layer, kind: str, cfg: HiggsConfig) -> LayerWeights:
     norms = ("audio_input_layernorm", "audio_post_attention_layernorm") if audio else \
         ("input_layernorm", "post_attention_layernorm")
     linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    def blocks_apart(rows: int) -> int:  # rows in blocks of 8; 0: they cannot be paired
-        return rows // 8 if rows % 8 == 0 else 0
-
-    pairs = (blocks_apart(cfg.head_dim // 2), 1, blocks_apart(cfg.intermediate_size), 1)
+    pairs = (_blocks_apart(cfg.head_dim // 2), 1, _blocks_apart(cfg.intermediate_size), 1)
     return LayerWeights(*(Product.of(linear, pair) for linear, pair in zip(linears, pairs)),
                         *(getattr(layer, n).weight for n in norms))
+
+
+def _blocks_apart(rows: int) -> int:
+    """Rows as blocks of 8 (int4_one_row.first_block's pair); 0 where they are not whole blocks (cannot be paired)."""
+    return rows // 8 if rows % 8 == 0 else 0
