@@ -485,6 +485,8 @@ def constants(settings: dict) -> dict:
     split = s["SPLIT"]
     if s["ARRIVE"] not in ("acq_rel", "relaxed", "ordered") or (s["ARRIVE"] == "ordered" and not split):
         raise ValueError("ARRIVE is acq_rel, relaxed or ordered, and ordered needs SPLIT (outputs as atomics)")
+    if s["CLAIM"] and not s["STREAM"]:
+        raise ValueError("CLAIM's products end with a buffer from the loading warp, which STREAM false never sends")
     if split and (split % (s["SUB"] * s["BOX"]) or HIDDEN % split or INTER % split):
         raise ValueError("SPLIT must be a multiple of a buffer's inputs and divide each product's inputs")
     return dict(WIDE=2 * INTER, HIDDEN=HIDDEN, INTER=INTER, QKV_ROWS=QKV_ROWS, ROWS=s["ROWS"], SUB=s["SUB"],
